@@ -1,8 +1,7 @@
-"""Defences: the penalties' zero sets and invariances, the gradient projection, the filters, the freeze
+"""Defences (the penalties themselves are in test_penalties.py): the gradient projection, the filters, the freeze
 mask, and bit-for-bit reproduction of the undefended run at λ = 0."""
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toymodels import data as tdata
-from toymodels import defences, features, finetune, train
+from toymodels import defences, features, finetune, penalties, train
 from toymodels.config import (
     FT_DEFENCES,
     Config,
@@ -27,112 +26,6 @@ from toymodels.config import (
 
 TASK = RegimeConfig("task", "task", "target")
 FULL_ALL = RegimeConfig("full-all", "full", "all")
-
-
-def orthogonal(d: int, seed: int) -> np.ndarray:
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
-    return q * np.sign(np.diag(r))
-
-
-def two_columns(theta: float, norms=(1.0, 1.0), d: int = 3) -> np.ndarray:
-    W = np.zeros((d, 2))
-    W[:2, 0] = norms[0] * np.array([1.0, 0.0])
-    W[:2, 1] = norms[1] * np.array([math.cos(theta), math.sin(theta)])
-    return W
-
-
-# --- penalties: zero exactly when their condition holds, positive (and the right size) otherwise -------
-@settings(max_examples=15)
-@given(theta=st.floats(0.0, math.pi), n1=st.floats(0.2, 3.0), n2=st.floats(0.2, 3.0))
-def test_gram_offdiag_is_twice_the_squared_cosine(theta, n1, n2):
-    W = jnp.asarray(two_columns(theta, (n1, n2)), jnp.float32)
-    expected = 2 * math.cos(theta) ** 2  # (Ŵ0·Ŵ1)² counted for (0,1) and (1,0); scale-free
-    assert float(defences.gram_offdiag(W)) == pytest.approx(expected, abs=2e-6)
-    assert float(defences.gram_offdiag_dual(W)) == pytest.approx(expected, abs=2e-5)
-    assert float(defences.targeted_cos(W, jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]))) == pytest.approx(
-        expected / 2, abs=1e-6)
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_penalties_vanish_on_orthogonal_directions_only(seed):
-    rng = np.random.default_rng(seed)
-    d, n = 6, 4
-    Q = orthogonal(d, seed)[:, :n]
-    scales = rng.uniform(0.3, 2.0, n)
-    W = jnp.asarray(Q * scales, jnp.float32)                       # orthogonal, arbitrary norms
-    assert float(defences.gram_offdiag(W)) < 1e-10
-    assert abs(float(defences.gram_offdiag_dual(W))) < 1e-5
-    onehot, harm = jnp.eye(n)[0], jnp.asarray([0.0, 1.0, 1.0, 0.0])
-    assert float(defences.targeted_cos(W, onehot, harm)) < 1e-10
-    # soft orthogonality needs unit norms too: zero for Q, Σ(s²−1)² for Q·diag(s)
-    assert float(defences.soft_orthogonality(jnp.asarray(Q, jnp.float32))) < 1e-10
-    assert float(defences.soft_orthogonality(W)) == pytest.approx(float(np.sum((scales**2 - 1) ** 2)), rel=1e-5)
-    # any overlap makes them positive
-    V = np.array(Q)
-    V[:, 1] += 0.3 * V[:, 0]
-    V = jnp.asarray(V, jnp.float32)
-    assert float(defences.gram_offdiag(V)) > 0.1
-    assert float(defences.targeted_cos(V, onehot, harm)) > 0.05
-    assert float(defences.soft_orthogonality(V)) > 0.1
-    # ...but the targeted penalty ignores overlaps between features it does not watch
-    U = np.array(Q)
-    U[:, 3] += 0.5 * U[:, 2]
-    assert float(defences.targeted_cos(jnp.asarray(U, jnp.float32), onehot, harm)) < 1e-10
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_soft_orthogonality_cannot_vanish_with_more_features_than_dimensions(seed):
-    # WᵀW has rank <= d, so at least n − d of its eigenvalues are 0 and ‖WᵀW − I‖² >= n − d
-    W = jnp.asarray(np.random.default_rng(seed).normal(size=(3, 7)), jnp.float32)
-    assert float(defences.soft_orthogonality(W)) >= 7 - 3 - 1e-4
-    assert float(defences.gram_offdiag(W)) > 0
-
-
-def test_decov_vanishes_for_uncorrelated_units_and_is_basis_dependent():
-    a = np.array([1, -1, 1, -1, 1, -1, 1, -1], np.float64)
-    b = np.array([1, 1, -1, -1, 1, 1, -1, -1], np.float64)        # zero mean, orthogonal to a
-    h = np.stack([a, 2 * b], 1)
-    assert float(defences.decov(jnp.asarray(h))) < 1e-12
-    c = np.stack([a, a + b], 1)                                    # cov(unit0, unit1) = 1
-    assert float(defences.decov(jnp.asarray(c))) == pytest.approx(1.0, rel=1e-6)  # ½·(1² + 1²)
-    # DeCov is not rotation invariant: a 45° rotation of the uncorrelated h correlates its units
-    # (variances 1 and 4 differ, so the rotated covariance has an off-diagonal (4 − 1)/2)
-    R = np.array([[1, -1], [1, 1]]) / math.sqrt(2)
-    assert float(defences.decov(jnp.asarray(h @ R))) == pytest.approx(1.5**2, rel=1e-6)
-
-
-def test_output_anchor_is_zero_iff_outputs_agree():
-    out = jnp.asarray(np.random.default_rng(0).uniform(size=(16, 5)), jnp.float32)
-    imp = jnp.ones(5)
-    assert float(defences.output_anchor(out, out, imp)) == 0.0
-    assert float(defences.output_anchor(out, out.at[3, 2].add(0.5), imp)) == pytest.approx(0.25 / 80, rel=1e-5)
-
-
-@settings(max_examples=10)
-@given(seed=st.integers(0, 10_000))
-def test_weight_penalties_are_invariant_to_hidden_rotations(seed):
-    rng = np.random.default_rng(seed)
-    W = rng.normal(size=(4, 7))
-    O = orthogonal(4, seed)
-    onehot, harm = jnp.eye(7)[0], jnp.asarray([0, 1, 1, 0, 0, 0, 0], jnp.float32)
-    for f in (defences.gram_offdiag, defences.gram_offdiag_dual, defences.soft_orthogonality,
-              lambda w: defences.targeted_cos(w, onehot, harm)):
-        a, b = float(f(jnp.asarray(W, jnp.float32))), float(f(jnp.asarray(O @ W, jnp.float32)))
-        assert b == pytest.approx(a, rel=1e-4, abs=1e-5)
-
-
-def test_gram_penalty_and_its_dual_agree_on_large_random_matrices():
-    W = jnp.asarray(np.random.default_rng(1).normal(size=(8, 200)), jnp.float32)
-    a, b = float(defences.gram_offdiag(W)), float(defences.gram_offdiag_dual(W))
-    assert b == pytest.approx(a, rel=1e-4)
-
-
-def test_with_penalty_adds_lambda_times_the_penalty():
-    obj = lambda params, key, inst: jnp.sum(params["W"]) * 0.5
-    pen = lambda params: defences.gram_offdiag(params["W"])
-    params = {"W": jnp.asarray(two_columns(0.3), jnp.float32)}
-    got = defences.with_penalty(obj, pen, 0.7)(params, jax.random.key(0), None)
-    assert float(got) == pytest.approx(float(obj(params, None, None)) + 0.7 * 2 * math.cos(0.3) ** 2, rel=1e-5)
 
 
 # --- the gradient projection ---------------------------------------------------------------------------
@@ -230,7 +123,7 @@ def test_filter_drops_exactly_the_reported_samples(seed, fraction):
     B, d = 64, 3
     h = rng.normal(size=(B, d))
     h[rng.uniform(size=B) < 0.3] = 0.0                              # empty samples are never in the pool
-    dirs = np.asarray(defences.unit_columns(jnp.asarray(rng.normal(size=(d, 2)))))
+    dirs = np.asarray(penalties.unit_columns(jnp.asarray(rng.normal(size=(d, 2)))))
     score = np.asarray(defences.harmful_scores(jnp.asarray(h), jnp.asarray(dirs)))
     nonempty = np.linalg.norm(h, axis=1) > 0
     k = int(np.round(fraction * nonempty.sum()))

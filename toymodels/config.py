@@ -41,6 +41,8 @@ FT_TRAINABLE = ("all", "W", "b_final", "target_column", "lora")
 FT_DEFENCES = ("none", "gram_offdiag", "gram_offdiag_dual", "soft_orthogonality", "decov", "targeted_cos", "anchor",
                "replay", "filter_geometric", "filter_random", "freeze_harmful", "grad_projection")
 FT_FRACTION_DEFENCES = ("replay", "filter_geometric", "filter_random")  # strength is a fraction in [0, 1]
+# Pretraining penalties of toymodels.penalties (its PENALTIES must list exactly these names, without "none").
+TRAIN_PENALTIES = ("none", "gram_offdiag", "gram_offdiag_dual", "soft_orthogonality", "decov", "targeted_cos")
 
 
 class ConfigError(ValueError):
@@ -166,7 +168,15 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation. Defaults are the TMS notebook's: AdamW, lr 1e-3 constant, weight decay 0.01,
-    batch 1024 (in :class:`DataConfig`), 10 000 steps."""
+    batch 1024 (in :class:`DataConfig`), 10 000 steps.
+
+    ``penalty`` adds a geometric regulariser of :mod:`toymodels.penalties` to the pretraining loss,
+    L = mean_{b,i} I_i (x_i − x'_i)² + λ P(W), with λ = ``penalty_strength``: a scalar, or a 1-D list of
+    one λ per instance (a λ sweep in one compiled run). ``targeted_cos`` penalises cos(target, harmful)²
+    and needs a ``[features]`` section: the target is ``finetune.target``, or without ``[finetune]`` the
+    first named feature not tagged harmful. With every λ = 0 the penalty is not compiled in, so the run
+    is bit-identical to ``penalty = "none"``.
+    """
 
     steps: int = 10_000
     lr: float = 1e-3
@@ -177,8 +187,12 @@ class TrainConfig:
     log_every: int = 100
     restarts: int = 1
     eval_batch_size: int = 8192
+    penalty: Literal["none", "gram_offdiag", "gram_offdiag_dual", "soft_orthogonality", "decov",
+                     "targeted_cos"] = "none"
+    penalty_strength: Any = 0.0
 
     def __post_init__(self):
+        object.__setattr__(self, "penalty_strength", _freeze(self.penalty_strength))
         _check_int("train.steps", self.steps, 0, 10_000_000)
         _check_float("train.lr", self.lr, 0.0, 10.0, lo_open=True)
         _check_float("train.weight_decay", self.weight_decay, 0.0, 10.0)
@@ -188,6 +202,17 @@ class TrainConfig:
         _check_int("train.log_every", self.log_every, 1, 1_000_000)
         _check_int("train.restarts", self.restarts, 1, 1000)
         _check_int("train.eval_batch_size", self.eval_batch_size, 1, 10_000_000)
+        _check_choice("train.penalty", self.penalty, TRAIN_PENALTIES)
+        lam = _array_spec("train.penalty_strength", self.penalty_strength, 0.0, 1e6, lo_open=False)
+        _check(lam.ndim <= 1, "train.penalty_strength", self.penalty_strength,
+               "must be a number or a 1-D list (one λ per instance)")
+        _check(self.penalty != "none" or not (lam > 0).any(), "train.penalty_strength", self.penalty_strength,
+               f"is the weight of train.penalty, which is 'none'; set train.penalty to one of "
+               f"{', '.join(TRAIN_PENALTIES[1:])}")
+
+    def penalty_active(self) -> bool:
+        """Whether the pretraining loss has a penalty term: a penalty with some λ > 0."""
+        return self.penalty != "none" and bool((np.asarray(self.penalty_strength, np.float64) > 0).any())
 
 
 @dataclass(frozen=True)
@@ -415,6 +440,14 @@ class Config:
             _check(worst <= 1.0 + 1e-9, "data.anticorrelated", list(self.data.anticorrelated),
                    f"a set of size {s} needs size*feature_probability <= 1, got {worst:.3g}")
             start += s
+        lam = np.asarray(self.train.penalty_strength, np.float64)
+        _check(lam.ndim == 0 or lam.shape[0] == k, "train.penalty_strength", self.train.penalty_strength,
+               f"a 1-D list gives one λ per instance, so needs n_inst={k} entries")
+        if self.train.penalty == "targeted_cos":
+            f = self.features
+            _check(f is not None and len(f.harmful) > 0 and self.penalty_target() is not None, "train.penalty",
+                   self.train.penalty, "targeted_cos needs a [features] section with a harmful feature and a "
+                                       "target (finetune.target, or a named feature not tagged harmful)")
         if self.model.kind == "abs_computation":
             _check(self.data.task == "abs", "data.task", self.data.task,
                    "model.kind='abs_computation' computes |x|, so data.task must be 'abs'")
@@ -465,6 +498,15 @@ class Config:
     def feature_names(self) -> list[str]:
         """All feature names: ``features.names`` first, then ``f<i>``."""
         return feature_names(self.features, self.data.n_features)
+
+    def penalty_target(self) -> int | None:
+        """Index of the target of the ``targeted_cos`` pretraining penalty: ``finetune.target``, else the
+        first named feature not tagged harmful; None when there is none."""
+        if self.features is None:
+            return None
+        if self.finetune is not None and self.finetune.target in self.feature_names():
+            return self.feature_names().index(self.finetune.target)
+        return next((i for i, nm in enumerate(self.features.names) if nm not in self.features.harmful), None)
 
     # --- resolved per-instance arrays ---------------------------------------------------------
     def feature_probability(self) -> np.ndarray:

@@ -39,8 +39,8 @@ reading x' as the mean of a Gaussian with fixed variance σ², KL(p_θ0(·|x̃) 
 that is where the capability to protect lives (fine-tuning inputs alone would not see the harmful
 feature's outputs).
 
-The regularisers are pure functions of one instance's W (or h, or outputs) and also work during
-pretraining: :func:`with_penalty` adds any of them to any :data:`toymodels.train.Objective`.
+The regularisers live in :mod:`toymodels.penalties` (pure functions of one instance's W, h or
+outputs); the same functions are the pretraining penalties of ``train.penalty``.
 
 Measured for every regime (:func:`evaluate`, :func:`summarize`): the lab's harmful-amplification
 numbers (toxic rate change in pp, pre-activation change), the target's gain, the capability numbers
@@ -68,81 +68,11 @@ from flax import nnx
 from . import data as tdata
 from . import geometry, train
 from .config import FT_DEFENCES, FT_FRACTION_DEFENCES, Config
+from .penalties import output_anchor, penalty, unit_columns
 
-EPS = 1e-6                  # ε of the smooth column normalisation (zero columns map to zero)
 PRE_BATCH_SALT = 7_001      # fold_in(step key, ·): the pretraining-distribution batch of replay / anchor
 FILTER_SALT = 7_002         # fold_in(step key, ·): the random control filter's priorities
 EVAL_SEED_OFFSET = 300      # fold_in(seed key, ·): the capability evaluation batch
-
-
-# --- the regularisers: pure functions of one instance ---------------------------------------------
-def unit_columns(W, eps: float = EPS):
-    """Ŵ_i = W_i / (‖W_i‖² + ε²)^{1/2}: (d_hidden, n). Smooth everywhere (a zero column maps to 0 with
-    a finite gradient), and within ε²/2‖W_i‖² of the exact unit vector."""
-    return W / jnp.sqrt(jnp.sum(W**2, axis=0, keepdims=True) + eps**2)
-
-
-def gram_offdiag(W):
-    """Σ_{i≠j} (Ŵ_iᵀ Ŵ_j)² = ‖offdiag(ŴᵀŴ)‖_F², via the n×n Gram matrix (O(n² d) flops).
-
-    Zero iff the nonzero feature directions are mutually orthogonal (needs at most d_hidden of them);
-    invariant under hidden-space rotations W → OW and under rescaling any column."""
-    U = unit_columns(W)
-    G = U.T @ U
-    return jnp.sum((G * (1.0 - jnp.eye(G.shape[0], dtype=G.dtype))) ** 2)
-
-
-def gram_offdiag_dual(W):
-    """:func:`gram_offdiag` through the d×d matrix ŴŴᵀ (O(n d²) flops): ‖ŴᵀŴ‖_F² = ‖ŴŴᵀ‖_F², so
-    Σ_{i≠j} (Ŵ_iᵀŴ_j)² = ‖ŴŴᵀ‖_F² − Σ_i ‖Ŵ_i‖⁴. Same value up to float32 cancellation (~1e-6 n)."""
-    U = unit_columns(W)
-    return jnp.sum((U @ U.T) ** 2) - jnp.sum(jnp.sum(U**2, axis=0) ** 2)
-
-
-def soft_orthogonality(W):
-    """‖WᵀW − I‖_F² (n×n). Zero iff the columns are orthonormal (possible only when n <= d_hidden);
-    invariant under W → OW. Unlike :func:`gram_offdiag` it also pulls every norm to 1."""
-    G = W.T @ W
-    return jnp.sum((G - jnp.eye(G.shape[0], dtype=G.dtype)) ** 2)
-
-
-def decov(h):
-    """DeCov (Cogswell et al. 2016): ½(‖C‖_F² − ‖diag C‖²), C = (h − h̄)ᵀ(h − h̄) / B the covariance
-    of the hidden activations h (B, d_hidden) over the batch. Zero iff the hidden units are
-    uncorrelated on the batch. It depends on the hidden *basis*, so it is not rotation invariant —
-    the TMS ``relu_output`` model has no privileged basis, and this penalty is the one that notices."""
-    hc = h - jnp.mean(h, axis=0, keepdims=True)
-    C = hc.T @ hc / h.shape[0]
-    return 0.5 * (jnp.sum(C**2) - jnp.sum(jnp.diagonal(C) ** 2))
-
-
-def targeted_cos(W, target_onehot, harmful_mask):
-    """Σ_{j∈H} cos(W_t, W_j)², with the target and harmful features given as (n,) 0/1 vectors.
-    Zero iff the target is orthogonal to every harmful feature; invariant under W → OW."""
-    U = unit_columns(W)
-    cos_t = U.T @ (U @ target_onehot)  # cos(W_i, W_t) for every i: (n,)
-    return jnp.sum(harmful_mask * cos_t**2)
-
-
-def output_anchor(out, out0, importance):
-    """mean_{b,i} I_i (out_bi − out0_bi)²: the output-anchor (Gaussian KL) penalty; out, out0 (B, n)
-    are the current and the pretrained model's outputs on the same pretraining-distribution batch."""
-    return jnp.mean(importance * (out - out0) ** 2)
-
-
-W_PENALTIES: dict[str, Callable] = {"gram_offdiag": gram_offdiag, "gram_offdiag_dual": gram_offdiag_dual,
-                                    "soft_orthogonality": soft_orthogonality}
-
-
-def with_penalty(objective: train.Objective, penalty: Callable[[Any], jax.Array], lam: float) -> train.Objective:
-    """``objective + lam * penalty(params)``: any regulariser for any objective of the engine, e.g. in
-    pretraining ``with_penalty(train.reconstruction_objective(g, sample, task), lambda p:
-    gram_offdiag(p["W"][...]), 0.1)``."""
-
-    def penalised(params, key, inst):
-        return objective(params, key, inst) + lam * penalty(params)
-
-    return penalised
 
 
 # --- the registry ---------------------------------------------------------------------------------
@@ -327,17 +257,12 @@ def objective(graphdef, sample: Callable, task: str, trainable: str, sp: Spec) -
                 loss = train.weighted_mse(out, tgt, w)
         else:
             loss = undefended(params, key, inst)
-        W = model.W[...]
         for kind in sp.losses:
             if kind == "anchor":
                 out0 = nnx.merge(graphdef, inst["anchor_base"])(x_pre)
                 pen = output_anchor(model(x_pre), out0, inst["pre_importance"])
-            elif kind == "decov":
-                pen = decov(model.hidden(x))
-            elif kind == "targeted_cos":
-                pen = targeted_cos(W, inst["target"], inst["harmful_mask"])
             else:
-                pen = W_PENALTIES[kind](W)
+                pen = penalty(kind, model, x, inst)
             loss = loss + inst["lam"][kind] * pen
         return loss
 

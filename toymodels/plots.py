@@ -50,10 +50,14 @@ def save(fig, out_dir: Path, stem: str) -> Path:
 
 
 def run_label(run: runs.Run) -> str:
-    """A short provenance line for titles: name, model, sizes, steps, seed."""
+    """A short provenance line for titles: name, model, sizes, steps, seed (and a pretraining penalty)."""
     c = run.config
+    pen = ""
+    if c.train.penalty_active():
+        lam = np.asarray(c.train.penalty_strength, np.float64)
+        pen = f" · penalty {c.train.penalty} λ={lam:g}" if lam.ndim == 0 else f" · penalty {c.train.penalty} (λ per instance)"
     return (f"{c.name} · {c.model.kind} n={c.data.n_features} m={c.model.d_hidden} · "
-            f"{c.train.steps} steps · seed {c.seed}")
+            f"{c.train.steps} steps{pen} · seed {c.seed}")
 
 
 def draw(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:

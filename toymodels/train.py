@@ -31,6 +31,7 @@ import optax
 from flax import nnx
 
 from . import data as tdata
+from . import penalties
 
 Objective = Callable[[Any, jax.Array, Any], jax.Array]
 """``objective(params, key, inst) -> scalar loss`` for ONE instance; ``inst`` is that instance's slice
@@ -52,9 +53,16 @@ def weighted_mse(out: jax.Array, tgt: jax.Array, importance: jax.Array) -> jax.A
     return jnp.mean(importance * (tgt - out) ** 2)
 
 
-def reconstruction_objective(graphdef, sample, task: str) -> Objective:
+def reconstruction_objective(graphdef, sample, task: str, penalty: str = "none") -> Objective:
     """The TMS pretraining objective for one instance; ``inst`` has ``feature_probability`` and
     ``importance``, both (n_features,).
+
+    With a ``penalty`` of :mod:`toymodels.penalties` (``train.penalty``) it is
+
+        L = mean_{b,i} I_i (x_i − x'_i)² + λ P(W)        (P on this batch's h for DeCov)
+
+    with λ = ``inst["penalty_strength"]`` (a scalar per instance), and for ``targeted_cos`` the (n,) 0/1
+    vectors ``inst["target"]`` and ``inst["harmful_mask"]`` (see :func:`instance_data`).
 
     When the model has ``forward_t`` (all of :mod:`toymodels.models` do) the loss is computed
     feature-major, on xᵀ (n_features, batch): the batch is then the contiguous axis that XLA
@@ -63,14 +71,20 @@ def reconstruction_objective(graphdef, sample, task: str) -> Objective:
     fuses the hash generator into each of x's consumers and recomputes every random number there.
     """
 
-    def objective(params, key, inst):
-        x = sample(key, inst["feature_probability"])
-        model = nnx.merge(graphdef, params)
+    def reconstruction(model, x, inst):
         forward_t = getattr(model, "forward_t", None)
         if forward_t is None:
             return weighted_mse(model(x), tdata.target(x, task), inst["importance"])
         xt = jax.lax.optimization_barrier(x.T)
         return weighted_mse(forward_t(xt), tdata.target(xt, task), inst["importance"][:, None])
+
+    def objective(params, key, inst):
+        x = sample(key, inst["feature_probability"])
+        model = nnx.merge(graphdef, params)
+        loss = reconstruction(model, x, inst)
+        if penalty == "none":
+            return loss
+        return loss + inst["penalty_strength"] * penalties.penalty(penalty, model, x, inst)
 
     return objective
 
@@ -258,21 +272,53 @@ def _log_rows(losses: np.ndarray, t0: int, log_every: int, on_log, t_start: floa
 
 # --- convenience: the whole pretraining of a Config ---------------------------------------------
 def instance_data(cfg, restarts: int | None = None) -> dict:
-    """Per-instance arrays, repeated for restarts: instance ``s * restarts + r`` is setting s, restart r."""
+    """Per-instance arrays, repeated for restarts: instance ``s * restarts + r`` is setting s, restart r.
+    With an active ``train.penalty`` also ``penalty_strength`` (λ per instance) and, for
+    ``targeted_cos``, ``target`` and ``harmful_mask`` ((n,) 0/1 vectors)."""
     r = cfg.train.restarts if restarts is None else restarts
-    return {
-        "feature_probability": jnp.asarray(np.repeat(cfg.feature_probability(), r, axis=0)),
-        "importance": jnp.asarray(np.repeat(cfg.importance(), r, axis=0)),
-    }
+    rep = lambda a: jnp.asarray(np.repeat(np.asarray(a, np.float32), r, axis=0))
+    out = {"feature_probability": rep(cfg.feature_probability()), "importance": rep(cfg.importance())}
+    if cfg.train.penalty_active():
+        n = cfg.data.n_features
+        out["penalty_strength"] = rep(np.broadcast_to(np.asarray(cfg.train.penalty_strength), (cfg.n_inst,)))
+        if cfg.train.penalty == "targeted_cos":
+            names = cfg.feature_names()
+            harm = np.array([nm in cfg.features.harmful for nm in names], np.float32)
+            out["target"] = rep(np.broadcast_to(np.eye(n, dtype=np.float32)[cfg.penalty_target()], (cfg.n_inst, n)))
+            out["harmful_mask"] = rep(np.broadcast_to(harm, (cfg.n_inst, n)))
+    return out
+
+
+def active_penalty(cfg) -> str:
+    """``train.penalty`` when it has some λ > 0, else "none" (a zero penalty is not compiled in)."""
+    return cfg.train.penalty if cfg.train.penalty_active() else "none"
 
 
 def eval_losses(graphdef, params, cfg, inst, key: jax.Array) -> np.ndarray:
-    """Per-instance loss on one fresh evaluation batch of ``train.eval_batch_size`` (same distribution)."""
-    sample = tdata.make_sampler(_with_batch(cfg.data, cfg.train.eval_batch_size))
+    """Per-instance reconstruction loss on one fresh evaluation batch of ``train.eval_batch_size``
+    (same distribution; without the penalty term)."""
+    sample, keys = _eval_batch(cfg, params, key)
     obj = reconstruction_objective(graphdef, sample, cfg.data.task)
-    n = jax.tree.leaves(params)[0].shape[0]
-    keys = jax.random.split(key, n)
     return np.asarray(jax.jit(jax.vmap(obj))(params, keys, inst))
+
+
+def eval_penalty(graphdef, params, cfg, inst, key: jax.Array) -> np.ndarray | None:
+    """Per-instance value of the active ``train.penalty`` P (without λ) on the same evaluation batch as
+    :func:`eval_losses`; None when the run has no active penalty."""
+    kind = active_penalty(cfg)
+    if kind == "none":
+        return None
+    sample, keys = _eval_batch(cfg, params, key)
+
+    def pen(p, k, i):
+        return penalties.penalty(kind, nnx.merge(graphdef, p), sample(k, i["feature_probability"]), i)
+
+    return np.asarray(jax.jit(jax.vmap(pen))(params, keys, inst))
+
+
+def _eval_batch(cfg, params, key):
+    sample = tdata.make_sampler(_with_batch(cfg.data, cfg.train.eval_batch_size))
+    return sample, jax.random.split(key, jax.tree.leaves(params)[0].shape[0])
 
 
 def _with_batch(data_cfg, batch_size):
@@ -297,7 +343,9 @@ def pretrain(cfg, *, on_log=None, on_chunk=None, progress=True, init=None, tx=No
     geometry (:mod:`toymodels.features`) use them, with everything else here unchanged.
 
     Returns ``(graphdef, params, info)``: params have ``cfg.n_inst`` instances; ``info`` has
-    ``eval_loss`` (n_inst,), ``restart`` (n_inst,), ``all_eval_loss`` (n_inst, restarts) and ``seconds``.
+    ``eval_loss`` (n_inst,, the reconstruction loss), ``restart`` (n_inst,), ``all_eval_loss``
+    (n_inst, restarts) and ``seconds``; with an active ``train.penalty`` also ``eval_penalty`` (n_inst,),
+    P on the evaluation batch. Restarts are ranked by eval_loss + λ·eval_penalty.
     """
     r = cfg.train.restarts
     total = cfg.n_inst * r
@@ -314,7 +362,7 @@ def pretrain(cfg, *, on_log=None, on_chunk=None, progress=True, init=None, tx=No
     inst = instance_data(cfg)
     keys = jax.vmap(lambda i: jax.random.fold_in(k_data, i))(jnp.arange(total))
     state = init_state(params, tx, keys)
-    objective = reconstruction_objective(graphdef, tdata.make_sampler(cfg.data), cfg.data.task)
+    objective = reconstruction_objective(graphdef, tdata.make_sampler(cfg.data), cfg.data.task, active_penalty(cfg))
     t = time.perf_counter()
     state = fit(state, objective, tx, inst, cfg.train.steps, chunk_size=cfg.train.chunk_size,
                 log_every=cfg.train.log_every, on_log=on_log, on_chunk=on_chunk,
@@ -322,11 +370,17 @@ def pretrain(cfg, *, on_log=None, on_chunk=None, progress=True, init=None, tx=No
     jax.block_until_ready(state.params)
     seconds = time.perf_counter() - t
     losses = eval_losses(graphdef, state.params, cfg, inst, k_eval)
-    best_params, best = select_best(state.params, losses, cfg.n_inst, r)
+    pen = eval_penalty(graphdef, state.params, cfg, inst, k_eval)
+    # restarts compete on the objective they were trained on: reconstruction + λ P
+    trained_on = losses if pen is None else losses + np.asarray(inst["penalty_strength"]) * pen
+    best_params, best = select_best(state.params, trained_on, cfg.n_inst, r)
+    pick = lambda a: a.reshape(cfg.n_inst, r)[np.arange(cfg.n_inst), best]
     info = {
-        "eval_loss": losses.reshape(cfg.n_inst, r)[np.arange(cfg.n_inst), best],
+        "eval_loss": pick(losses),
         "restart": best,
         "all_eval_loss": losses.reshape(cfg.n_inst, r),
         "seconds": seconds,
     }
+    if pen is not None:
+        info["eval_penalty"] = pick(pen)
     return graphdef, best_params, info
