@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import lab_presets  # a module, not its names: lab_presets may still be importing (it imports presets)
 from .config import Config, DataConfig, FeaturesConfig, FineTuneConfig, ModelConfig, RegimeConfig, TrainConfig
-from .lab_presets import FEATURE_PROBABILITY, N_FEATURES
 from .presets import SMOKE_OVERRIDES, Suite, preset, suite_summary
 
 DATA, SCOPE = "task", "target"
@@ -39,7 +39,8 @@ def _analogy(name: str, seed: int, n_inst: int, regimes, *, trainable: str = "al
     features in 2-D, fine-tune helpful to γ = 2 for 2000 Adam steps."""
     return Config(
         name=name, seed=seed, n_inst=n_inst,
-        data=DataConfig(n_features=N_FEATURES, feature_probability=FEATURE_PROBABILITY, importance=1.0),
+        data=DataConfig(n_features=lab_presets.N_FEATURES, feature_probability=lab_presets.FEATURE_PROBABILITY,
+                        importance=1.0),
         model=ModelConfig(kind="relu_output", d_hidden=2),
         train=TrainConfig(steps=10_000),
         features=FeaturesConfig(names=("helpful", "toxic"), harmful=("toxic",), geometry="pinned", angles=(0.0, 15.0)),
