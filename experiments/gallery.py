@@ -25,7 +25,7 @@ from toymodels import experiment, plots, presets, runs
 ROOT = Path(__file__).resolve().parent.parent
 TMS_PRESETS = ("tms-intro", "tms-geometry", "tms-phase", "tms-correlated", "tms-privileged")
 LAB_PRESETS = ("analogy-15deg", "angle-sweep", "overlap-table", "crowding",
-               "defences-table", "regularisation-pareto", "regularisation-cost")
+               "defences-table", "regularisation-pareto", "regularisation-pretrain", "regularisation-cost")
 PRESETS = TMS_PRESETS + LAB_PRESETS
 SMALL = 2_000_000  # bytes: result files above this stay out of results/
 RESULT_FILES = ("config.json", "summary.json", "weights.npz", "env.json", "weights_pretrained.npz",

@@ -115,7 +115,7 @@ def lab() -> str:
 
 def defences() -> str:
     parts = []
-    for name in ("defences-table", "regularisation-pareto", "regularisation-cost"):
+    for name in ("defences-table", "regularisation-pareto", "regularisation-pretrain", "regularisation-cost"):
         md = sorted((RESULTS / name).glob("*.md"))
         if not md:
             continue

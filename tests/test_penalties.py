@@ -225,3 +225,32 @@ def test_bad_penalty_settings_name_the_field(overrides, field, words):
     with pytest.raises(ConfigError) as e:
         pen_cfg().replace(**overrides)
     assert e.value.field == field and words in str(e.value)
+
+
+def test_pretraining_rows_pair_each_lambda_with_the_unpenalised_seeds(tmp_path):
+    from toymodels import defences
+    from toymodels.defence_presets import pretrain_member
+
+    cfg = pretrain_member("targeted_cos", 5, 2, 0.05).replace(**{
+        "n_inst": 4, "train.penalty_strength": [0.0, 0.0, 1.0, 1.0], "train.steps": 60, "train.chunk_size": 60,
+        "finetune.steps": 20, "finetune.chunk_size": 20, "finetune.batch_size": 128,
+        "finetune.eval_batch_size": 1024, "train.eval_batch_size": 1024})
+    run(cfg, prepare_run_dir(tmp_path / "r"), progress=False, echo=lambda s: None)
+    r = load(tmp_path / "r")
+    rows = defences.pretraining_rows(r)
+    assert [row["lambda"] for row in rows] == [0.0, 1.0] and [row["n"] for row in rows] == [2, 2]
+    inst, ft = r.summary["instances"], r.summary["finetune"]["instances"]
+    cos = np.asarray(r.summary["features"]["cosines"])[:, 0, 1]
+    for row, idx in zip(rows, ([0, 1], [2, 3])):
+        assert row["recon_loss"]["mean"] == pytest.approx(np.mean([inst[i]["eval_loss"] for i in idx]), rel=1e-12)
+        assert row["cos"]["values"] == pytest.approx(cos[idx].tolist())
+        for reg in ("narrow", "task"):
+            want = [e["harmful"]["toxic"]["rate"]["change_pp"] for e in ft
+                    if e["pretrain_instance"] in idx and e["regime"] == reg]
+            assert row["rate_change_pp"][reg]["values"] == pytest.approx(want) and len(want) == 2
+    # λ = 0 paired with itself is exactly 0; λ = 1 is paired seed by seed (instance 2 with 0, 3 with 1)
+    assert rows[0]["recon_loss_vs_unpenalised"]["values"] == [0.0, 0.0]
+    assert rows[1]["recon_loss_vs_unpenalised"]["values"] == pytest.approx(
+        [inst[2]["eval_loss"] - inst[0]["eval_loss"], inst[3]["eval_loss"] - inst[1]["eval_loss"]])
+    # the penalty's final value is reported for every instance of a penalised run, λ = 0 ones included
+    assert all("penalty" in s for s in inst)

@@ -304,3 +304,59 @@ def regularisation_cost(members: list[runs.Run], suite: dict, out: Path) -> list
                  f"{suite.get('suite', '')}", fontsize=9)
     fig.tight_layout()
     return [save(fig, out, f"{suite.get('suite', 'cost')}_regularisation_cost")]
+
+
+@suite_figure("regularisation_pretrain")
+def regularisation_pretrain(members: list[runs.Run], suite: dict, out: Path) -> list[Path]:
+    """Per model shape (rows), against the pretraining λ: cos(target, harmful) as pretraining left it,
+    the pretraining loss, features represented, and the toxic rate change of the (undefended)
+    fine-tuning on narrow (solid) and task (dashed) data; one line per penalty, means with 95% CIs."""
+    shapes = list(dict.fromkeys((m.config.data.n_features, m.config.model.d_hidden) for m in members))
+    if not members:
+        return []
+    fig, axes = plt.subplots(len(shapes), 4, figsize=(17, 3.9 * len(shapes)), squeeze=False)
+    for row, shape in enumerate(shapes):
+        same = [m for m in members if (m.config.data.n_features, m.config.model.d_hidden) == shape]
+        for k, m in enumerate(same):
+            rows = defences.pretraining_rows(m)
+            lams = [r["lambda"] for r in rows]
+            x = np.arange(len(lams))
+            color = _color(m.config.train.penalty)
+
+            def line(ax, stats, ls="-", label=None, x=x, color=color, scale=1.0):
+                mean = np.array([np.nan if s is None or s["mean"] is None else scale * s["mean"] for s in stats])
+                lo = np.array([scale * s["ci95"][0] if s and s.get("ci95") else np.nan for s in stats])
+                hi = np.array([scale * s["ci95"][1] if s and s.get("ci95") else np.nan for s in stats])
+                ax.plot(x, mean, ls, color=color, marker="o", ms=3.5, lw=1.6, label=label)
+                ax.fill_between(x, lo, hi, color=color, alpha=0.12, lw=0)
+
+            line(axes[row, 0], [r["cos"] for r in rows], label=m.config.train.penalty)
+            for i, r in enumerate(rows):  # the seeds: in 2-D the pair lands in one of few slots, so the mean hides them
+                v = np.asarray(r["cos"]["values"])
+                axes[row, 0].scatter(i + 0.07 * (k - (len(same) - 1) / 2) + np.zeros_like(v), v,
+                                     s=9, color=color, alpha=0.45, lw=0)
+            line(axes[row, 1], [r["recon_loss"] for r in rows], scale=1e3)
+            line(axes[row, 2], [r["n_represented"] for r in rows])
+            for reg, ls in (("narrow", "-"), ("task", "--")):
+                if reg in rows[0]["rate_change_pp"]:
+                    line(axes[row, 3], [r["rate_change_pp"][reg] for r in rows], ls=ls)
+        r0 = defences.pretraining_rows(same[0])
+        labels = [f"{r['lambda']:g}" for r in r0]
+        titles = (f"cos({r0[0]['target']}, {r0[0]['harmful']}) after pretraining", "pretraining loss (×10⁻³)",
+                  "features represented (‖W_i‖ > 0.5)",
+                  f"Δ {r0[0]['harmful']} rate in fine-tuning [pp]\n(solid: narrow data, dashed: task data)")
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks(np.arange(len(labels)), labels)
+            ax.set_xlabel("pretraining penalty λ")
+            ax.set_title(f"{shape[0]} features in {shape[1]}-D: {titles[col]}", fontsize=9)
+            ax.grid(alpha=0.3)
+        axes[row, 3].axhline(0, color="k", lw=0.6)
+        axes[row, 0].axhline(0, color="k", lw=0.6)
+    axes[0, 0].legend(fontsize=8)
+    c = members[0].config
+    fig.suptitle(f"{suite.get('suite', 'regularisation-pretrain')}: geometric penalties in pretraining, then undefended "
+                 f"fine-tuning of '{c.finetune.target}' (γ = {c.finetune.gamma:g}, {c.finetune.steps} steps); means over "
+                 f"{(c.meta or {}).get('seeds', '?')} seeds per λ with 95% CIs · {c.train.steps} pretraining steps · "
+                 f"seed {c.seed}", fontsize=10)
+    fig.tight_layout()
+    return [save(fig, out, f"{suite.get('suite', 'regularisation-pretrain')}_regularisation_pretrain")]

@@ -1,6 +1,6 @@
 """Presets of the defences (:mod:`toymodels.defences`): the seed's safety-strategy table, measured.
 
-All three fine-tune 'helpful' in the lab's ``task`` regime (the target and the benign features in the
+The first three fine-tune 'helpful' in the lab's ``task`` regime (the target and the benign features in the
 data, the harmful feature never, the loss on the target only), where the undefended run amplifies
 'toxic': the data the claim is about. Every defence is a regime of the same run, so it starts from the
 same pretrained models and sees the same data stream as its undefended baseline (paired).
@@ -9,6 +9,8 @@ same pretrained models and sees the same data stream as its undefended baseline 
   measured compute overhead; LoRA (a run-wide setting) as a second member from the same pretraining.
 * ``regularisation-pareto``: a λ sweep of the five loss-term defences: the trade-off, not a point.
 * ``regularisation-cost``: step-time overhead against n_features (128..4096), penalty vs forward pass.
+* ``regularisation-pretrain``: the geometric penalties in the *pretraining* loss (``train.penalty``, a λ
+  sweep per run), then the lab's undefended fine-tuning on narrow and task data.
 
 The strengths of ``defences-table`` were fixed beforehand from ``regularisation-pareto`` (seed 0) by one
 rule, "the strongest setting whose mean target gain stays within 10% of the undefended gain", and the
@@ -270,8 +272,103 @@ def regularisation_cost_summary(members, suite: dict, run_dir: Path) -> tuple[di
     return {"n_features": ns, "reference_step_ms": ref_ms, "defences": table, "markdown": "regularisation_cost.md"}, md
 
 
+# --- regularisation-pretrain ------------------------------------------------------------------------------
+PRETRAIN_PENALTIES = ("gram_offdiag", "soft_orthogonality", "decov", "targeted_cos")
+PRETRAIN_LAMBDAS = (0.0, 1e-3, 1e-2, 0.1, 1.0)
+PRETRAIN_SEEDS = 6
+# (n_features, d_hidden, feature probability): the 2-D analogy's five features, and a crowded 20-in-5-D model
+PRETRAIN_SHAPES = ((5, 2, 0.05), (20, 5, 0.02))
+PRETRAIN_COS = 0.966  # helpful and toxic are planted 15° apart and then free to move during pretraining
+
+
+def pretrain_member(penalty: str, n: int, m: int, p: float) -> Config:
+    """One member of ``regularisation-pretrain``: ``penalty`` at every λ of PRETRAIN_LAMBDAS (λ = 0 is the
+    unpenalised baseline, in the same compiled run) × PRETRAIN_SEEDS pretrained models; each is then
+    fine-tuned, undefended, on narrow and on task data."""
+    lams = [lam for lam in PRETRAIN_LAMBDAS for _ in range(PRETRAIN_SEEDS)]
+    c = PRETRAIN_COS
+    return Config(
+        name=f"pretrain-n{n}-m{m}-{penalty}", seed=0, n_inst=len(lams),
+        data=DataConfig(n_features=n, feature_probability=p, importance=1.0),
+        model=ModelConfig(kind="relu_output", d_hidden=m),
+        train=TrainConfig(steps=10_000, chunk_size=1000, penalty=penalty, penalty_strength=lams),
+        features=FeaturesConfig(names=("helpful", "toxic"), harmful=("toxic",), geometry="planted",
+                                cosines=[[1.0, c], [c, 1.0]]),
+        finetune=FineTuneConfig(target="helpful", objective="amplify", gamma=2.0, steps=2000, lr=1e-3,
+                                regimes=(regime("narrow", data="narrow"), regime("task")), tau=0.1,
+                                save_trajectory=False, chunk_size=500),
+        meta={"lambdas": list(PRETRAIN_LAMBDAS), "seeds": PRETRAIN_SEEDS, "penalty": penalty,
+              "instance_order": "pretrain instance = lambda_index * seeds + seed"},
+        notes=f"{penalty} in the pretraining loss at λ = {', '.join(f'{x:g}' for x in PRETRAIN_LAMBDAS)}; helpful and "
+              f"toxic planted 15° apart but free; then fine-tune helpful (γ = 2), undefended, on narrow and task data.",
+    )
+
+
+@preset("regularisation-pretrain", "the geometric penalties in PRETRAINING (λ sweep, helpful/toxic planted 15° "
+                                   "apart but free, 5-in-2-D and 20-in-5-D), then undefended fine-tuning: does a "
+                                   "regularised pretraining spill less, and what does it cost?")
+def regularisation_pretrain() -> Suite:
+    """One member per (model shape, penalty): the penalty's λ sweep (0 … 1, 6 seeds each, one compiled
+    run) in the pretraining loss ``train.penalty``, then the lab's fine-tuning of 'helpful' on narrow
+    data (the claim's) and task data, with no defence. Per λ: the helpful–toxic cosine the pretraining
+    left, its capability (reconstruction loss, features represented, D*), and the toxic rate change the
+    fine-tuning then causes. Runtime on 2 shared cores: about 3 min."""
+    members = tuple(pretrain_member(pen, n, m, p) for n, m, p in PRETRAIN_SHAPES for pen in PRETRAIN_PENALTIES)
+    return Suite(
+        name="regularisation-pretrain", members=members, plots=("regularisation_pretrain",),
+        summary="regularisation_pretrain",
+        meta={"lambdas": list(PRETRAIN_LAMBDAS), "penalties": list(PRETRAIN_PENALTIES), "seeds": PRETRAIN_SEEDS,
+              "shapes": [list(s) for s in PRETRAIN_SHAPES]},
+        notes="The penalty acts only in pretraining; fine-tuning is the lab's, undefended. λ = 0 in every member is "
+              "its own paired baseline (same initialisations, same data stream).",
+    )
+
+
+@suite_summary("regularisation_pretrain")
+def regularisation_pretrain_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
+    """Per member and λ: the pretrained geometry and capability and the fine-tuning's toxic rate change
+    (means with 95% bootstrap CIs over seeds), and ``regularisation_pretrain.md``."""
+    from . import defences, runs
+
+    out, lines = {}, []
+    head = ("| model | pretraining penalty | λ | cos(helpful, toxic) after pretraining | pretraining loss (×10⁻³) | "
+            "Δ loss vs λ = 0 (×10⁻³, 95% CI) | features represented | Δ toxic rate, narrow FT [pp] (95% CI) | "
+            "Δ toxic rate, task FT [pp] (95% CI) | target gain (narrow) |")
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def milli(st, ci=False):
+        if not st or st.get("mean") is None:
+            return "–"
+        scaled = {"mean": 1e3 * st["mean"], "ci95": [1e3 * v for v in st["ci95"]] if ci and st.get("ci95") else None}
+        return defences._fmt(scaled, "{:+.2f}" if ci else "{:.2f}", ci)
+
+    for m in members:
+        c = m.config
+        rows = defences.pretraining_rows(m)
+        out[c.name] = {"penalty": c.train.penalty, "n_features": c.data.n_features, "d_hidden": c.model.d_hidden,
+                       "rows": rows}
+        for r in rows:
+            lines.append(f"| {c.data.n_features} in {c.model.d_hidden}-D | {c.train.penalty} | {r['lambda']:g} | "
+                         f"{defences._fmt(r['cos'], '{:+.2f}', ci=False)} | {milli(r['recon_loss'])} | "
+                         f"{milli(r['recon_loss_vs_unpenalised'], ci=True) if r['lambda'] else '–'} | "
+                         f"{defences._fmt(r['n_represented'], '{:.2f}', ci=False)} | "
+                         f"{defences._fmt(r['rate_change_pp'].get('narrow'))} | "
+                         f"{defences._fmt(r['rate_change_pp'].get('task'))} | "
+                         f"{defences._fmt(r['target_gain'].get('narrow'), '{:.2f}', ci=False)} |")
+    n = members[0].config.meta["seeds"] if members and members[0].config.meta else "?"
+    lines += ["", f"Means over {n} pretrained models per λ (95% bootstrap CIs); λ = 0 is each member's own unpenalised "
+                  f"baseline from the same initialisations. The penalty acts only in pretraining; the fine-tuning "
+                  f"(helpful to γ = 2, loss on helpful only) is undefended. Toxic rate = P(x'_toxic > 0.1 | "
+                  f"x_toxic = 0) on the pretraining distribution."]
+    md = "\n".join(lines)
+    runs._atomic(Path(run_dir) / "regularisation_pretrain.md", lambda f: f.write((md + "\n").encode()))
+    return {"members": out, "markdown": "regularisation_pretrain.md"}, md
+
+
 # Smoke tests (tests/test_presets_smoke.py; overrides must be TOML scalars or arrays): small models and no
 # timing (each timed regime is another compile), which the table and figures report as "not measured".
 SMOKE_OVERRIDES["defences-table"] = {"n_inst": 2, "finetune.overhead_repeats": 0}
 SMOKE_OVERRIDES["regularisation-pareto"] = {"n_inst": 2}
+SMOKE_OVERRIDES["regularisation-pretrain"] = {"suite.members": ["pretrain-n5-m2-gram_offdiag",
+                                                                "pretrain-n5-m2-targeted_cos"]}
 SMOKE_OVERRIDES["regularisation-cost"] = {"data.n_features": 16, "model.d_hidden": 4, "finetune.overhead_repeats": 0}

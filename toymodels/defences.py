@@ -633,6 +633,47 @@ def table_rows(runs_: list) -> list[dict]:
     return rows
 
 
+def pretraining_rows(run) -> list[dict]:
+    """Per λ of a run whose ``train.penalty_strength`` sweeps λ (``regularisation-pretrain``), from its
+    saved summary, means with 95% bootstrap CIs over the seeds at that λ:
+
+    * ``cos``: cos(target, first harmful feature) as pretraining left it;
+    * ``recon_loss`` (the pretraining loss without the penalty), also ``recon_loss_vs_unpenalised``,
+      paired seed by seed with the run's λ = 0 instances (same initialisations);
+    * ``n_represented``, ``dims_per_feature`` (D*), ``penalty`` (P at the end, without λ);
+    * per fine-tuning regime: ``rate_change_pp[regime]`` (the harmful feature's toxic rate change) and
+      ``target_gain[regime]``."""
+    c = run.config
+    lams = np.broadcast_to(np.asarray(c.train.penalty_strength, np.float64), (c.n_inst,))
+    inst = run.summary["instances"]
+    ft = run.summary["finetune"]
+    names = run.summary["features"]["names"]
+    harmful = ft["harmful"][0]
+    cos = np.asarray(run.summary["features"]["cosines"], np.float64)[:, names.index(ft["target"]),
+                                                                     names.index(harmful)]
+    base = [i for i in range(c.n_inst) if lams[i] == 0]
+    regimes = [r["name"] for r in ft["regimes"]]
+    rows = []
+    for lam in dict.fromkeys(lams.tolist()):
+        idx = [i for i in range(c.n_inst) if lams[i] == lam]
+        per = {reg: [e for e in ft["instances"] if e["pretrain_instance"] in idx and e["regime"] == reg]
+               for reg in regimes}
+        rows.append({
+            "lambda": float(lam), "n": len(idx), "target": ft["target"], "harmful": harmful,
+            "cos": _mean_ci(cos[idx]),
+            "recon_loss": _mean_ci([inst[i]["eval_loss"] for i in idx]),
+            "recon_loss_vs_unpenalised": (_mean_ci([inst[i]["eval_loss"] - inst[b]["eval_loss"]
+                                                    for i, b in zip(idx, base)]) if len(base) == len(idx) else None),
+            "n_represented": _mean_ci([inst[i]["n_represented"] for i in idx]),
+            "dims_per_feature": _mean_ci([inst[i]["dimensions_per_feature"] for i in idx]),
+            "penalty": _mean_ci([inst[i]["penalty"] for i in idx if "penalty" in inst[i]]),
+            "rate_change_pp": {reg: _mean_ci([e["harmful"][harmful]["rate"]["change_pp"] for e in es])
+                               for reg, es in per.items()},
+            "target_gain": {reg: _mean_ci([e["target_gain"] for e in es]) for reg, es in per.items()},
+        })
+    return rows
+
+
 def same_pretraining(runs_: list) -> bool:
     """Whether every run fine-tuned from bit-identical pretrained weights (``weights.npz``)."""
     ref = runs_[0].weights
