@@ -203,6 +203,17 @@ def test_plot_rejects_missing_or_unfinished_run_dir(capsys, tmp_path):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "summary.json" in err
 
 
+def test_plot_with_an_unknown_figure_in_a_hand_edited_config_is_one_line(capsys, copy_run):
+    run_dir = copy_run()
+    cfg = json.loads((run_dir / "config.json").read_text())
+    cfg["plots"] = ["loss", "no_such_figure"]
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+    code, _, err = run_cli(capsys, "plot", run_dir)
+    assert code == 2
+    assert_one_line_error(err, "plots")
+    assert "no_such_figure" in err and "geometry_2d" in err  # names the bad one and lists the known ones
+
+
 def test_diverged_run_exits_1_naming_step_and_instance_and_keeps_metrics(capsys, tmp_path):
     """SGD at lr 5 blows up within a few steps. The run stops with exit code 1 and one line naming the
     step and instance; metrics.jsonl keeps a row for every step before the failure (log_every=1);
@@ -226,3 +237,24 @@ def test_diverged_run_exits_1_naming_step_and_instance_and_keeps_metrics(capsys,
     assert (out / "config.json").is_file() and (out / "env.json").is_file()
     assert not (out / "summary.json").exists() and not (out / "weights.npz").exists()
     assert os.listdir(out / "figures") == []
+
+
+def test_diverged_restart_is_named_by_setting_and_restart(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "tms-intro", "train.optimizer=sgd", "train.lr=5", "train.steps=50",
+                           "train.restarts=2", "train.chunk_size=50", "data.batch_size=64",
+                           "--out", tmp_path / "d", "--quiet")
+    assert code == 1
+    m = re.search(r"in instance (\d+) \(setting (\d+), restart (\d+) of 2\).*smaller train\.lr", err)
+    assert m, err
+    instance, setting, restart = map(int, m.groups())
+    assert instance == 2 * setting + restart and 0 <= setting < 10
+
+
+def test_diverged_finetuning_names_the_regime(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "analogy-15deg", "train.steps=20", "finetune.optimizer=sgd",
+                           "finetune.lr=10", "finetune.gamma=100", "finetune.steps=40", "finetune.chunk_size=40",
+                           "--out", tmp_path / "d", "--quiet")
+    assert code == 1
+    m = re.search(r"\(fine-tuning pretrained instance (\d+) under regime '([\w-]+)'\).*smaller finetune\.lr", err)
+    assert m, err
+    assert 0 <= int(m.group(1)) < 4 and m.group(2) in ("narrow", "narrow-all", "full", "full-all")

@@ -124,8 +124,15 @@ def test_prepare_run_dir_never_overwrites_unless_asked(tmp_path):
     with pytest.raises(runs.RunExistsError):
         runs.prepare_run_dir(fresh)
     assert (fresh / "metrics.jsonl").read_text() == '{"step": 1}\n'
+    (fresh / "figures" / "old_loss.png").write_bytes(b"png")
+    (fresh / "weights_trajectory.npz").write_bytes(b"npz")
+    (fresh / "my_notes.txt").write_text("mine")
     runs.prepare_run_dir(fresh, overwrite=True)
-    assert not (fresh / "metrics.jsonl").exists()  # the new run starts a fresh log
+    # the old run's files are gone (a fresh log; no stale figure or weights beside the new run's) ...
+    for f in ("metrics.jsonl", "config.json", "weights_trajectory.npz", "figures/old_loss.png"):
+        assert not (fresh / f).exists(), f
+    # ... and what the run did not write is kept
+    assert (fresh / "my_notes.txt").read_text() == "mine" and (fresh / "figures").is_dir()
     f = tmp_path / "file"
     f.write_text("x")
     with pytest.raises(runs.RunExistsError):

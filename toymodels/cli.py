@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="PRESET|CONFIG.toml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=200")
     p.add_argument("--out", help="run directory (default: runs/<name>-seed<seed>-<timestamp>)")
-    p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in a non-empty --out (its files and figures are deleted first)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     p.set_defaults(fn=cmd_run)
 

@@ -385,9 +385,14 @@ def finetune(cfg: Config, graphdef, pre_params, *, on_log=None, on_probe=None, p
 
     record(0, state.params)
     t = time.perf_counter()
-    state = train.fit(state, prep.objective, tx, inst, ft.steps, chunk_size=ft.chunk_size, log_every=ft.log_every,
-                      on_log=on_log, on_chunk=lambda s: record(s.step, s.params),
-                      progress=progress if progress is not True else f"{cfg.name} finetune")
+    try:
+        state = train.fit(state, prep.objective, tx, inst, ft.steps, chunk_size=ft.chunk_size,
+                          log_every=ft.log_every, on_log=on_log, on_chunk=lambda s: record(s.step, s.params),
+                          progress=progress if progress is not True else f"{cfg.name} finetune")
+    except train.TrainingDiverged as e:
+        k = e.instance
+        raise e.located(f"fine-tuning pretrained instance {int(plan.pretrain_index[k])} under regime "
+                        f"'{plan.regime_name(k)}'", hint="finetune.lr") from None
     jax.block_until_ready(state.params)
     seconds = time.perf_counter() - t
     trajectory = None

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from . import runs  # noqa: E402
+from .config import ConfigError  # noqa: E402
 
 PNG_META = {"Software": None}  # no matplotlib version stamp: byte-stable files
 FIGURES: dict[str, Callable[[runs.Run, Path], list[Path]]] = {}
@@ -69,6 +70,9 @@ def draw(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
         out = Path(out_dir) if out_dir else run_dir / "figures"
         paths = [p for m in members for p in draw(m.path, out if out_dir else None)]
         for name in suite["plots"]:
+            if name not in SUITE_FIGURES:
+                raise ConfigError("plots", name, f"unknown suite figure (in {run_dir / 'suite.json'}); known: "
+                                                 f"{', '.join(sorted(SUITE_FIGURES))}")
             paths += SUITE_FIGURES[name](members, suite, out)
         return paths
     run = runs.load(run_dir)
@@ -76,7 +80,8 @@ def draw(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     paths = []
     for name in run.config.plots:
         if name not in FIGURES:
-            raise KeyError(f"plots: unknown figure {name!r}; known: {', '.join(sorted(FIGURES))}")
+            raise ConfigError("plots", name, f"unknown figure (in {run_dir / 'config.json'}); known: "
+                                             f"{', '.join(sorted(FIGURES))}")
         paths += FIGURES[name](run, out)
     return paths
 

@@ -46,17 +46,28 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
     return path
 
 
+# The files a run (or a suite) writes at the top of its directory; ``--overwrite`` removes these and the
+# figures before the new run starts, so that no file of the old run is left looking like the new one's.
+RUN_FILES = ("config.json", "env.json", "metrics.jsonl", "summary.json", "suite.json", "weights.npz",
+             "weights_pretrained.npz", "weights_finetuned.npz", "weights_trajectory.npz")
+
+
 def prepare_run_dir(path: str | Path, overwrite: bool = False) -> Path:
-    """Create ``path`` for a new run. An existing non-empty directory is an error unless
-    ``overwrite``, in which case only the files a run writes are replaced as the run proceeds."""
+    """Create ``path`` for a new run. An existing non-empty directory is an error unless ``overwrite``:
+    then the previous run's files (:data:`RUN_FILES`, and every file in ``figures/``) are deleted first,
+    and anything else in the directory is left alone."""
     path = Path(path).resolve()
     if path.exists() and not path.is_dir():
         raise RunExistsError(f"--out {path}: exists and is not a directory")
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise RunExistsError(f"--out {path}: already holds results; choose another directory or pass "
                              f"--overwrite to replace them")
-    if overwrite and (path / "metrics.jsonl").exists():
-        (path / "metrics.jsonl").unlink()  # a fresh log, not an append to the old run's
+    if overwrite:
+        stale = [path / f for f in RUN_FILES] + (sorted((path / "figures").iterdir())
+                                                 if (path / "figures").is_dir() else [])
+        for f in stale:
+            if f.is_file() or f.is_symlink():
+                f.unlink()
     (path / "figures").mkdir(parents=True, exist_ok=True)
     return path
 

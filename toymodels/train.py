@@ -39,12 +39,18 @@ of the per-instance data (feature probability, importance, ...)."""
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss became NaN or inf. ``step`` and ``instance`` name the first bad one."""
+    """A loss became NaN or inf. ``step`` and ``instance`` name the first bad one (``instance`` is the
+    engine's flat index); ``where`` says what that instance is, e.g. "setting 3, restart 1"."""
 
-    def __init__(self, step: int, instance: int, value: float):
-        self.step, self.instance, self.value = step, instance, value
-        super().__init__(f"loss became {value} at step {step} in instance {instance}; "
-                         f"stopped (metrics written so far are kept). Try a smaller train.lr.")
+    def __init__(self, step: int, instance: int, value: float, where: str = "", hint: str = "train.lr"):
+        self.step, self.instance, self.value, self.where, self.hint = step, instance, value, where, hint
+        super().__init__(f"loss became {value} at step {step} in instance {instance}"
+                         f"{f' ({where})' if where else ''}; stopped (metrics written so far are kept). "
+                         f"Try a smaller {hint}.")
+
+    def located(self, where: str, hint: str | None = None) -> TrainingDiverged:
+        """The same error, saying what the instance is."""
+        return TrainingDiverged(self.step, self.instance, self.value, where, hint or self.hint)
 
 
 # --- losses and optimisers ---------------------------------------------------------------------
@@ -364,9 +370,12 @@ def pretrain(cfg, *, on_log=None, on_chunk=None, progress=True, init=None, tx=No
     state = init_state(params, tx, keys)
     objective = reconstruction_objective(graphdef, tdata.make_sampler(cfg.data), cfg.data.task, active_penalty(cfg))
     t = time.perf_counter()
-    state = fit(state, objective, tx, inst, cfg.train.steps, chunk_size=cfg.train.chunk_size,
-                log_every=cfg.train.log_every, on_log=on_log, on_chunk=on_chunk,
-                progress=progress if progress is not True else cfg.name)
+    try:
+        state = fit(state, objective, tx, inst, cfg.train.steps, chunk_size=cfg.train.chunk_size,
+                    log_every=cfg.train.log_every, on_log=on_log, on_chunk=on_chunk,
+                    progress=progress if progress is not True else cfg.name)
+    except TrainingDiverged as e:  # instance s * r + k is setting s, restart k
+        raise e.located(f"setting {e.instance // r}, restart {e.instance % r} of {r}") from None
     jax.block_until_ready(state.params)
     seconds = time.perf_counter() - t
     losses = eval_losses(graphdef, state.params, cfg, inst, k_eval)
