@@ -312,7 +312,7 @@ def regularisation_pretrain() -> Suite:
     run) in the pretraining loss ``train.penalty``, then the lab's fine-tuning of 'helpful' on narrow
     data (the claim's) and task data, with no defence. Per λ: the helpful–toxic cosine the pretraining
     left, its capability (reconstruction loss, features represented, D*), and the toxic rate change the
-    fine-tuning then causes. Runtime on 2 shared cores: about 3 min."""
+    fine-tuning then causes. Runtime on 2 cores: about 4 min."""
     members = tuple(pretrain_member(pen, n, m, p) for n, m, p in PRETRAIN_SHAPES for pen in PRETRAIN_PENALTIES)
     return Suite(
         name="regularisation-pretrain", members=members, plots=("regularisation_pretrain",),
