@@ -105,9 +105,8 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
     for s, loss, r in zip(instances, info["eval_loss"], info["restart"]):
         s["eval_loss"], s["restart"] = float(loss), int(r)
     if info.get("eval_penalty") is not None:  # train.penalty: its λ and its value P (without λ) at the end
-        lam = np.broadcast_to(np.asarray(cfg.train.penalty_strength, np.float64), (cfg.n_inst,))
-        for s, pen, lam_i in zip(instances, info["eval_penalty"], lam):
-            s["penalty_strength"], s["penalty"] = float(lam_i), float(pen)
+        for s, pen, lam in zip(instances, info["eval_penalty"], info["penalty_strength"]):
+            s["penalty_strength"], s["penalty"] = float(lam), float(pen)
     summary = {
         "name": cfg.name,
         "seed": cfg.seed,
@@ -117,7 +116,7 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
         "d_hidden": cfg.model.d_hidden,
         "steps": cfg.train.steps,
         "restarts": cfg.train.restarts,
-        "penalty": cfg.train.penalty if cfg.train.penalty_active() else "none",
+        "penalty": train.active_penalty(cfg),
         "train_seconds": round(info["seconds"], 3),
         "instance_steps_per_second": round(cfg.n_inst * cfg.train.restarts * cfg.train.steps
                                            / max(info["seconds"], 1e-9), 1),

@@ -351,7 +351,7 @@ def pretrain(cfg, *, on_log=None, on_chunk=None, progress=True, init=None, tx=No
     Returns ``(graphdef, params, info)``: params have ``cfg.n_inst`` instances; ``info`` has
     ``eval_loss`` (n_inst,, the reconstruction loss), ``restart`` (n_inst,), ``all_eval_loss``
     (n_inst, restarts) and ``seconds``; with an active ``train.penalty`` also ``eval_penalty`` (n_inst,),
-    P on the evaluation batch. Restarts are ranked by eval_loss + λ·eval_penalty.
+    P on the evaluation batch, and ``penalty_strength`` (n_inst,), λ. Restarts are ranked by eval_loss + λ·eval_penalty.
     """
     r = cfg.train.restarts
     total = cfg.n_inst * r
@@ -392,4 +392,5 @@ def pretrain(cfg, *, on_log=None, on_chunk=None, progress=True, init=None, tx=No
     }
     if pen is not None:
         info["eval_penalty"] = pick(pen)
+        info["penalty_strength"] = np.broadcast_to(np.asarray(cfg.train.penalty_strength, np.float64), (cfg.n_inst,))
     return graphdef, best_params, info
