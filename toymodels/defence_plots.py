@@ -317,8 +317,8 @@ def regularisation_pretrain(members: list[runs.Run], suite: dict, out: Path) -> 
     fig, axes = plt.subplots(len(shapes), 4, figsize=(17, 3.9 * len(shapes)), squeeze=False)
     for row, shape in enumerate(shapes):
         same = [m for m in members if (m.config.data.n_features, m.config.model.d_hidden) == shape]
-        for k, m in enumerate(same):
-            rows = defences.pretraining_rows(m)
+        all_rows = [defences.pretraining_rows(m) for m in same]  # bootstrap CIs: compute once per member
+        for k, (m, rows) in enumerate(zip(same, all_rows)):
             lams = [r["lambda"] for r in rows]
             x = np.arange(len(lams))
             color = _color(m.config.train.penalty)
@@ -340,7 +340,7 @@ def regularisation_pretrain(members: list[runs.Run], suite: dict, out: Path) -> 
             for reg, ls in (("narrow", "-"), ("task", "--")):
                 if reg in rows[0]["rate_change_pp"]:
                     line(axes[row, 3], [r["rate_change_pp"][reg] for r in rows], ls=ls)
-        r0 = defences.pretraining_rows(same[0])
+        r0 = all_rows[0]
         labels = [f"{r['lambda']:g}" for r in r0]
         titles = (f"cos({r0[0]['target']}, {r0[0]['harmful']}) after pretraining", "pretraining loss (×10⁻³)",
                   "features represented (‖W_i‖ > 0.5)",
