@@ -29,10 +29,15 @@ import numpy as np
 MODEL_KINDS = ("relu_output", "linear", "relu_hidden", "abs_computation")
 TASKS = ("reconstruct", "abs")
 SCHEDULES = ("constant", "linear", "cosine")
-OPTIMIZERS = ("adamw", "adam", "sgd")
+# sgd: plain SGD; momentum: SGD with heavy-ball momentum (optax.sgd(momentum=...)); adam, adamw; novograd:
+# an adaptive optimiser whose second moment is ONE scalar per parameter tensor (optax.novograd), so, unlike
+# Adam's per-coordinate one, it commutes with a rotation of the hidden space (toymodels.finetune).
+OPTIMIZERS = ("adamw", "adam", "sgd", "momentum", "novograd")
+DECAYING_OPTIMIZERS = ("adamw", "novograd")  # the optimisers that use weight_decay
 RNGS = ("hash", "threefry")
 INITS = ("xavier_normal", "notebook")
 GEOMETRIES = ("free", "planted", "pinned")
+BASES = ("axes", "random")
 FT_OBJECTIVES = ("amplify", "importance")
 FT_DATA = ("narrow", "task", "full")
 FT_SCOPES = ("target", "all")
@@ -168,7 +173,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation. Defaults are the TMS notebook's: AdamW, lr 1e-3 constant, weight decay 0.01,
-    batch 1024 (in :class:`DataConfig`), 10 000 steps.
+    batch 1024 (in :class:`DataConfig`), 10 000 steps. ``optimizer`` is one of :data:`OPTIMIZERS`;
+    ``momentum`` is the heavy-ball coefficient of ``momentum`` (unused by the others); ``weight_decay``
+    is used by ``adamw`` and ``novograd``.
 
     ``penalty`` adds a geometric regulariser of :mod:`toymodels.penalties` to the pretraining loss,
     L = mean_{b,i} I_i (x_i − x'_i)² + λ P(W), with λ = ``penalty_strength``: a scalar, or a 1-D list of
@@ -181,7 +188,8 @@ class TrainConfig:
     steps: int = 10_000
     lr: float = 1e-3
     weight_decay: float = 0.01
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "adam", "sgd", "momentum", "novograd"] = "adamw"
+    momentum: float = 0.9
     schedule: Literal["constant", "linear", "cosine"] = "constant"
     chunk_size: int = 500
     log_every: int = 100
@@ -197,6 +205,7 @@ class TrainConfig:
         _check_float("train.lr", self.lr, 0.0, 10.0, lo_open=True)
         _check_float("train.weight_decay", self.weight_decay, 0.0, 10.0)
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        _check_float("train.momentum", self.momentum, 0.0, 1.0, hi_open=True)
         _check_choice("train.schedule", self.schedule, SCHEDULES)
         _check_int("train.chunk_size", self.chunk_size, 1, 1_000_000)
         _check_int("train.log_every", self.log_every, 1, 1_000_000)
@@ -234,6 +243,12 @@ class FeaturesConfig:
     exactly; it must be symmetric, unit-diagonal, positive semidefinite and of rank <= d_hidden).
     Both accept one spec for every instance or one per instance (a leading n_inst axis), which is
     how a sweep over angles runs as one compiled program.
+
+    ``basis``: ``axes`` places the directions as given (polar angles from hidden axis 0; a cosine
+    matrix in its eigenbasis, aligned with the hidden axes); ``random`` rotates each instance's planted
+    directions by its own Haar-random orthogonal matrix (from the seed), so the pair sits at an
+    arbitrary angle to the hidden axes. The cosines between the named features are the same either
+    way; what changes is how a per-coordinate optimiser such as Adam sees them.
     """
 
     names: tuple[str, ...] = ("helpful", "toxic")
@@ -242,6 +257,7 @@ class FeaturesConfig:
     angles: Any = None
     cosines: Any = None
     norms: Any = 1.0
+    basis: Literal["axes", "random"] = "axes"
 
     def __post_init__(self):
         for f in ("names", "harmful", "angles", "cosines", "norms"):
@@ -266,6 +282,9 @@ class FeaturesConfig:
                    f"geometry='{self.geometry}' needs exactly one of features.angles (2-D, degrees) "
                    f"or features.cosines (a cosine matrix)")
         _array_spec("features.norms", self.norms, 0.0, 1e3, lo_open=True)
+        _check_choice("features.basis", self.basis, BASES)
+        _check(self.basis == "axes" or self.geometry != "free", "features.basis", self.basis,
+               "'random' rotates planted directions; it needs geometry='planted' or 'pinned'")
 
 
 @dataclass(frozen=True)
@@ -302,6 +321,33 @@ class RegimeConfig:
 
 
 @dataclass(frozen=True)
+class OptimizerConfig:
+    """One optimiser of the fine-tuning optimiser axis (``finetune.optimizers``).
+
+    ``optimizer`` is one of :data:`OPTIMIZERS`, with its own ``lr`` (plain SGD needs a far larger one
+    than Adam), ``weight_decay`` (``adamw`` and ``novograd`` only) and ``momentum`` (``momentum`` only).
+    ``name`` labels the optimiser in summaries, tables and figures.
+    """
+
+    name: str = "adam"
+    optimizer: Literal["adamw", "adam", "sgd", "momentum", "novograd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+
+    def __post_init__(self):
+        _check(isinstance(self.name, str) and self.name != "" and "/" not in self.name and "|" not in self.name,
+               "finetune.optimizers.name", self.name, "must be a non-empty string without '/' or '|'")
+        _check_choice("finetune.optimizers.optimizer", self.optimizer, OPTIMIZERS)
+        _check_float("finetune.optimizers.lr", self.lr, 0.0, 10.0, lo_open=True)
+        _check_float("finetune.optimizers.weight_decay", self.weight_decay, 0.0, 10.0)
+        _check(self.weight_decay == 0 or self.optimizer in DECAYING_OPTIMIZERS, "finetune.optimizers.weight_decay",
+               self.weight_decay, f"is used only by {', '.join(DECAYING_OPTIMIZERS)}; {self.optimizer!r} ignores it, "
+                                  f"so it must be 0")
+        _check_float("finetune.optimizers.momentum", self.momentum, 0.0, 1.0, hi_open=True)
+
+
+@dataclass(frozen=True)
 class FineTuneConfig:
     """Fine-tune every pretrained instance under each of ``regimes`` (``toymodels.finetune``).
 
@@ -320,6 +366,20 @@ class FineTuneConfig:
     ``overhead_repeats`` > 0 also times every regime's fine-tuning step against the undefended one
     (:func:`toymodels.defences.measure_overhead`, median of that many interleaved repeats of one chunk)
     and adds the capability metrics of :mod:`toymodels.defences` to the summary.
+
+    Axes of robustness (``toymodels.finetune``), all instances of the same compiled sweep:
+
+    * ``optimizers``: a list of :class:`OptimizerConfig`; every (pretrained model, regime) is fine-tuned
+      once with each. Empty: the single optimiser ``optimizer`` / ``lr`` / ``weight_decay`` / ``momentum``.
+    * ``orientations`` = K: fine-tune each pretrained model as it is (axis-aligned) and after rotating
+      its hidden space by K − 1 Haar-random orthogonal matrices O (W → O W). The rotated model computes
+      the same function (x' = ReLU(Wᵀ Oᵀ O W x + b)), so any difference comes from the optimiser.
+      Needs a model whose hidden basis is not privileged (``relu_output`` or ``linear``).
+    * ``stop_gain``: stop each instance (freeze its parameters and optimiser state) at the first step
+      at which its target read-out reaches ``stop_gain`` × its pretrained read-out; None: run all steps.
+    * ``matched_gains``: gains g at which the summary reports every instance's harmful numbers,
+      interpolated along its probe curve at the first point where its gain reaches g ("matched
+      progress": compare regimes and optimisers at equal progress on the task, not equal steps).
     """
 
     target: str = "helpful"
@@ -333,7 +393,8 @@ class FineTuneConfig:
     steps: int = 2000
     lr: float = 1e-3
     weight_decay: float = 0.0
-    optimizer: Literal["adamw", "adam", "sgd"] = "adam"
+    optimizer: Literal["adamw", "adam", "sgd", "momentum", "novograd"] = "adam"
+    momentum: float = 0.9
     schedule: Literal["constant", "linear", "cosine"] = "constant"
     batch_size: int = 1024
     chunk_size: int = 50
@@ -343,9 +404,15 @@ class FineTuneConfig:
     save_trajectory: bool = True
     from_run: str = ""
     overhead_repeats: int = 0
+    optimizers: tuple[OptimizerConfig, ...] = ()
+    orientations: int = 1
+    stop_gain: float | None = None
+    matched_gains: tuple[float, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "regimes", _freeze(self.regimes))
+        object.__setattr__(self, "optimizers", _freeze(self.optimizers))
+        object.__setattr__(self, "matched_gains", _freeze(self.matched_gains))
         _check(isinstance(self.target, str) and self.target != "", "finetune.target", self.target,
                "must be a feature name")
         _check_choice("finetune.objective", self.objective, FT_OBJECTIVES)
@@ -364,6 +431,7 @@ class FineTuneConfig:
         _check_float("finetune.lr", self.lr, 0.0, 10.0, lo_open=True)
         _check_float("finetune.weight_decay", self.weight_decay, 0.0, 10.0)
         _check_choice("finetune.optimizer", self.optimizer, OPTIMIZERS)
+        _check_float("finetune.momentum", self.momentum, 0.0, 1.0, hi_open=True)
         _check_choice("finetune.schedule", self.schedule, SCHEDULES)
         _check_int("finetune.batch_size", self.batch_size, 1, 1_000_000)
         _check_int("finetune.chunk_size", self.chunk_size, 1, 1_000_000)
@@ -374,6 +442,24 @@ class FineTuneConfig:
                "must be true or false")
         _check(isinstance(self.from_run, str), "finetune.from_run", self.from_run, "must be a run directory path")
         _check_int("finetune.overhead_repeats", self.overhead_repeats, 0, 10_000)
+        ok = isinstance(self.optimizers, tuple) and all(isinstance(o, OptimizerConfig) for o in self.optimizers)
+        _check(ok, "finetune.optimizers", _listy(self.optimizers), "must be a list of optimiser tables")
+        names = [o.name for o in self.optimizers]
+        _check(len(set(names)) == len(names), "finetune.optimizers", names, "optimiser names must be distinct")
+        _check_int("finetune.orientations", self.orientations, 1, 10_000)
+        if self.stop_gain is not None:
+            _check_float("finetune.stop_gain", self.stop_gain, 0.0, 1e6, lo_open=True)
+        ok = isinstance(self.matched_gains, tuple) and all(_is_number(g) and math.isfinite(g) and g > 0
+                                                           for g in self.matched_gains)
+        _check(ok, "finetune.matched_gains", _listy(self.matched_gains), "must be a list of positive numbers")
+
+    def optimizer_list(self) -> tuple[OptimizerConfig, ...]:
+        """The optimiser axis: ``optimizers``, or the single optimiser of the scalar fields."""
+        if self.optimizers:
+            return self.optimizers
+        return (OptimizerConfig(name=self.optimizer, optimizer=self.optimizer, lr=self.lr,
+                                weight_decay=self.weight_decay if self.optimizer in DECAYING_OPTIMIZERS else 0.0,
+                                momentum=self.momentum),)
 
 
 def _listy(v: Any) -> Any:
@@ -491,6 +577,10 @@ class Config:
             top = min(self.model.d_hidden, self.data.n_features)
             _check(ft.lora_rank <= top, "finetune.lora_rank", ft.lora_rank,
                    f"must be <= min(d_hidden, n_features) = {top}")
+        if ft.orientations > 1:
+            _check(self.model.kind in ("relu_output", "linear"), "finetune.orientations", ft.orientations,
+                   f"rotating the hidden space leaves only relu_output and linear models unchanged; "
+                   f"model.kind={self.model.kind!r} has a privileged hidden basis")
         for r in ft.regimes:  # these act on the full W and b_final, which LoRA freezes
             _check(not (ft.trainable == "lora" and r.defence in ("freeze_harmful", "grad_projection")),
                    "finetune.regimes.defence", r.defence, "acts on W itself; not available with trainable='lora'")

@@ -17,6 +17,8 @@ Geometry modes (``features.geometry``)
 --------------------------------------
 * ``free``: plain TMS; the angles are measured afterwards.
 * ``planted``: W_i starts at norm_i · d_i for the named features; everything trains.
+* ``basis = "random"``: the planted directions are rotated by a Haar-random orthogonal matrix per
+  instance (same cosines, arbitrary angle to the hidden axes; see :mod:`toymodels.axes`).
 * ``pinned``: as planted, and :func:`pin_directions` (an optax transformation appended to the
   optimiser chain) projects every update of a named column back onto its ray {c d_i : c >= 0}, so
   its direction is fixed while its norm, the biases and the other features train. Same training step,
@@ -40,6 +42,7 @@ from .config import Config, ConfigError, FeaturesConfig, feature_names
 # Eigenvalues of a cosine matrix within this of zero count as zero: a spec typed to ~6 digits is
 # then realised to within about this much in every cosine.
 EIG_TOL = 1e-6
+BASIS_SEED_OFFSET = 400  # numpy seed (cfg.seed, ·) of features.basis = "random"
 
 
 # --- names --------------------------------------------------------------------------------------
@@ -217,6 +220,10 @@ def init_params(cfg: Config, n_total: int, key: jax.Array, restarts: int = 1):
     if f is None or f.geometry == "free":
         return graphdef, params
     D = planted_directions(f, cfg.model.d_hidden, cfg.n_inst)          # (n_inst, m, k)
+    if f.basis == "random":  # the same cosines, at a random angle to the hidden axes
+        from .axes import random_rotations
+
+        D = np.einsum("iab,ibk->iak", random_rotations(cfg.n_inst, cfg.model.d_hidden, [cfg.seed, BASIS_SEED_OFFSET]), D)
     W_named = D * planted_norms(f, cfg.n_inst)[:, None, :]
     W_named = np.repeat(W_named, restarts, axis=0)
     return graphdef, plant(params, jnp.asarray(W_named, jnp.float32))

@@ -47,19 +47,24 @@ import optax
 from flax import nnx
 
 from . import amplification as amp
+from . import axes, stats, train
 from . import data as tdata
-from . import train
 from .config import Config, RegimeConfig
 from .features import harmful_indices, index, names, pairwise_angles_deg
 
 PROBE_SEED_OFFSET = 200   # fold_in(seed key, ·) of the fixed evaluation batch
 FT_SEED_OFFSET = 100      # fold_in(seed key, ·) of the fine-tuning data and LoRA init
+ORIENTATION_SEED_OFFSET = 300  # numpy seed (cfg.seed, ·) of the orientation axis' random rotations
 
 
 # --- the plan: which instance is what -------------------------------------------------------------
 @dataclass(frozen=True)
 class Plan:
-    """Static description of the fine-tuning instances (k = pretrain_index * n_regimes + regime_index)."""
+    """Static description of the fine-tuning instances. Instance
+
+        k = ((pretrain_index · n_orientations + orientation) · n_optimizers + optimizer) · n_regimes + regime
+
+    so with one orientation and one optimiser, k = pretrain_index · n_regimes + regime."""
 
     n_ft: int
     pretrain_index: np.ndarray   # (n_ft,) which pretrained instance each starts from
@@ -68,19 +73,43 @@ class Plan:
     target: np.ndarray           # (n_ft,) target feature index
     harmful: np.ndarray          # (h,) harmful feature indices (the same for every instance)
     names: tuple[str, ...]       # all feature names
+    orientation_index: np.ndarray = None  # (n_ft,) 0 = axis-aligned, o >= 1 = random rotation o
+    optimizer_index: np.ndarray = None    # (n_ft,) position in optimizer_names
+    optimizer_names: tuple[str, ...] = ()
+    n_orientations: int = 1
 
     def regime_name(self, k: int) -> str:
         return self.regimes[int(self.regime_index[k])].name
 
+    def optimizer_name(self, k: int) -> str:
+        return self.optimizer_names[int(self.optimizer_index[k])]
+
+    def is_reference(self, k: int) -> bool:
+        """The reference slice: axis-aligned and the first optimiser (what single-axis runs are)."""
+        return int(self.orientation_index[k]) == 0 and int(self.optimizer_index[k]) == 0
+
+    def describe(self, k: int) -> str:
+        """What instance k is, in words, e.g. "pretrained instance 2 under regime 'narrow'"."""
+        extra = ""
+        if len(self.optimizer_names) > 1:
+            extra += f" with optimiser '{self.optimizer_name(k)}'"
+        if self.n_orientations > 1:
+            o = int(self.orientation_index[k])
+            extra += ", axis-aligned" if o == 0 else f", rotated (orientation {o})"
+        return f"pretrained instance {int(self.pretrain_index[k])} under regime '{self.regime_name(k)}'{extra}"
+
 
 def make_plan(cfg: Config) -> Plan:
     ft = cfg.finetune
-    R = len(ft.regimes)
-    pre = np.repeat(np.arange(cfg.n_inst), R)
-    reg = np.tile(np.arange(R), cfg.n_inst)
+    R, Q, O = len(ft.regimes), len(ft.optimizer_list()), ft.orientations
+    grid = np.stack(np.meshgrid(np.arange(cfg.n_inst), np.arange(O), np.arange(Q), np.arange(R),
+                                indexing="ij"), -1).reshape(-1, 4)
+    pre, orient, opt, reg = grid.T
     targets = np.array([index(cfg, r.target or ft.target) for r in ft.regimes])
-    return Plan(n_ft=cfg.n_inst * R, pretrain_index=pre, regime_index=reg, regimes=tuple(ft.regimes),
-                target=targets[reg], harmful=np.asarray(harmful_indices(cfg), np.int32), names=tuple(names(cfg)))
+    return Plan(n_ft=len(grid), pretrain_index=pre, regime_index=reg, regimes=tuple(ft.regimes),
+                target=targets[reg], harmful=np.asarray(harmful_indices(cfg), np.int32), names=tuple(names(cfg)),
+                orientation_index=orient, optimizer_index=opt,
+                optimizer_names=tuple(o.name for o in ft.optimizer_list()), n_orientations=O)
 
 
 def regime_arrays(cfg: Config, plan: Plan) -> dict[str, np.ndarray]:
@@ -173,9 +202,12 @@ def _leaf_name(path) -> str:
 
 
 def finetune_optimizer(ft) -> optax.GradientTransformation:
-    """The fine-tuning optimiser (``train.optimizer`` with ft's lr, schedule, weight decay), with frozen
-    leaves routed to ``optax.set_to_zero`` and, for ``target_column``, an :func:`element_mask`."""
-    base = train.optimizer(ft, ft.steps)
+    """The fine-tuning optimiser: ``train.optimizer`` of each optimiser of the axis
+    (``ft.optimizer_list()``, under ft's schedule over ft.steps), several of them in an
+    :func:`toymodels.axes.optimizer_bank`; frozen leaves routed to ``optax.set_to_zero`` and, for
+    ``target_column``, an :func:`element_mask`."""
+    txs = [train.optimizer(o, ft.steps, ft.schedule) for o in ft.optimizer_list()]
+    base = txs[0] if len(txs) == 1 else axes.optimizer_bank(txs)
     if ft.trainable in ("all", "lora"):
         return base
     keep = TRAINABLE_LEAVES[ft.trainable]
@@ -210,13 +242,14 @@ def finetune_inputs(sample: Callable, key: jax.Array, inst) -> jax.Array:
 
 
 def finetune_objective(graphdef, sample: Callable, task: str, trainable: str) -> train.Objective:
-    """L = mean_{batch,i} w_i (s_i target(x)_i − x'_i)² for ONE instance (see the module docstring).
+    """L = mean_{batch,i} w_i (s_i target(x)_i − x'_i)² for ONE instance (see the module docstring),
+    through :func:`toymodels.train.model_loss` (feature-major: the pretraining engine's fast path).
     ``inst``: feature_probability, present, out_scale, loss_weight (n,) [+ base for LoRA]."""
 
     def objective(params, key, inst):
         x = finetune_inputs(sample, key, inst)
-        out = nnx.merge(graphdef, full_state(params, inst, trainable))(x)
-        return train.weighted_mse(out, tdata.target(x, task) * inst["out_scale"], inst["loss_weight"])
+        model = nnx.merge(graphdef, full_state(params, inst, trainable))
+        return train.model_loss(model, x, task, inst["loss_weight"], inst["out_scale"])
 
     return objective
 
@@ -299,6 +332,7 @@ class FineTuneResult:
     trajectory: dict[str, np.ndarray] | None
     seconds: float
     defence: dict | None = None   # toymodels.defences.evaluate, for runs with defences (else None)
+    stopped_at: np.ndarray | None = None  # (n_ft,) step at which finetune.stop_gain stopped it, −1: never
 
 
 @dataclass
@@ -312,6 +346,7 @@ class Prepared:
     tx: optax.GradientTransformation
     state: train.TrainState
     objective: train.Objective
+    stop: train.Stop | None = None   # fit's stop hook: early stopping at ``finetune.stop_gain``
 
 
 def prepare(cfg: Config, graphdef, pre_params) -> Prepared:
@@ -325,6 +360,9 @@ def prepare(cfg: Config, graphdef, pre_params) -> Prepared:
     plan = make_plan(cfg)
     arrays = regime_arrays(cfg, plan)
     base = jax.tree.map(lambda a: a[jnp.asarray(plan.pretrain_index)], pre_params)
+    if plan.n_orientations > 1:  # the orientation axis: the same models, hidden space rotated by O_o
+        O = orientation_matrices(cfg)[plan.orientation_index]
+        base = axes.rotate_hidden(base, O)
     root = jax.random.fold_in(jax.random.key(cfg.seed), FT_SEED_OFFSET)
     k_data, k_lora = jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)
     inst = {k: jnp.asarray(v) for k, v in arrays.items()}
@@ -340,10 +378,14 @@ def prepare(cfg: Config, graphdef, pre_params) -> Prepared:
         tx = defences.wrap_optimizer(tx, sp, ft.trainable, plan.harmful)
     # With defences, every regime of one pretrained model draws the same data stream (common random
     # numbers), so a defence and its undefended baseline differ only by the defence. (With one
-    # regime the two keyings coincide.)
-    stream = plan.pretrain_index if sp is not None else np.arange(plan.n_ft)
+    # regime the two keyings coincide.) The orientations and optimisers of one (model, regime) always
+    # share its stream, so they differ only by the rotation or the optimiser.
+    R = len(plan.regimes)
+    stream = plan.pretrain_index if sp is not None else plan.pretrain_index * R + plan.regime_index
     keys = jax.vmap(lambda i: jax.random.fold_in(k_data, i))(jnp.asarray(stream))
     state = train.init_state(params, tx, keys)
+    if len(plan.optimizer_names) > 1:
+        state.opt_state = axes.set_optimizer_choice(state.opt_state, plan.optimizer_index)
     cmask = column_mask(params, arrays["target"]) if ft.trainable == "target_column" else None
     if cmask is not None:
         state.opt_state = set_element_mask(state.opt_state, cmask)
@@ -354,7 +396,31 @@ def prepare(cfg: Config, graphdef, pre_params) -> Prepared:
         objective = finetune_objective(graphdef, sample, cfg.data.task, ft.trainable)
     else:
         objective = defences.objective(graphdef, sample, cfg.data.task, ft.trainable, sp)
-    return Prepared(plan=plan, arrays=arrays, base=base, inst=inst, tx=tx, state=state, objective=objective)
+    stop = None
+    if ft.stop_gain is not None:
+        readout = target_readout(graphdef, ft.trainable)
+        inst["readout0"] = jax.vmap(lambda p, i: readout(p, i))(params, inst)
+        stop = axes.gain_stop(readout, ft.stop_gain)
+    return Prepared(plan=plan, arrays=arrays, base=base, inst=inst, tx=tx, state=state, objective=objective,
+                    stop=stop)
+
+
+def orientation_matrices(cfg: Config) -> np.ndarray:
+    """The orientation axis of ``cfg.finetune``: (K, d_hidden, d_hidden), identity first, then K − 1
+    Haar-random rotations from the seed (:func:`toymodels.axes.orientation_matrices`)."""
+    return axes.orientation_matrices(cfg.finetune.orientations, cfg.model.d_hidden,
+                                     seed=[cfg.seed, ORIENTATION_SEED_OFFSET])
+
+
+def target_readout(graphdef, trainable: str):
+    """``readout(params, inst)``: the target's output x'_t on the unit target input e_t, for ONE instance
+    (the probe's ``target_readout``; the gain is its ratio to the pretrained value)."""
+
+    def readout(params, inst):
+        e_t = inst["target"][None, :]
+        return (nnx.merge(graphdef, full_state(params, inst, trainable))(e_t)[0] * inst["target"]).sum()
+
+    return readout
 
 
 def finetune(cfg: Config, graphdef, pre_params, *, on_log=None, on_probe=None, progress=True) -> FineTuneResult:
@@ -388,11 +454,10 @@ def finetune(cfg: Config, graphdef, pre_params, *, on_log=None, on_probe=None, p
     try:
         state = train.fit(state, prep.objective, tx, inst, ft.steps, chunk_size=ft.chunk_size,
                           log_every=ft.log_every, on_log=on_log, on_chunk=lambda s: record(s.step, s.params),
-                          progress=progress if progress is not True else f"{cfg.name} finetune")
+                          progress=progress if progress is not True else f"{cfg.name} finetune", stop=prep.stop)
     except train.TrainingDiverged as e:
-        k = e.instance
-        raise e.located(f"fine-tuning pretrained instance {int(plan.pretrain_index[k])} under regime "
-                        f"'{plan.regime_name(k)}'", hint="finetune.lr") from None
+        hint = "finetune.lr" if not ft.optimizers else "finetune.optimizers.lr"
+        raise e.located(f"fine-tuning {plan.describe(e.instance)}", hint=hint) from None
     jax.block_until_ready(state.params)
     seconds = time.perf_counter() - t
     trajectory = None
@@ -400,7 +465,8 @@ def finetune(cfg: Config, graphdef, pre_params, *, on_log=None, on_probe=None, p
         trajectory = {"step": np.array([f[0] for f in frames]), "W": np.stack([f[1] for f in frames]),
                       "b_final": np.stack([f[2] for f in frames])}
     result = FineTuneResult(plan=plan, pretrained=base, finetuned=merge_all(state.params, inst), probes=probes,
-                            trajectory=trajectory, seconds=seconds)
+                            trajectory=trajectory, seconds=seconds,
+                            stopped_at=None if state.stopped_at is None else np.asarray(state.stopped_at))
     from . import defences
 
     if defences.enabled(cfg):
@@ -434,6 +500,8 @@ def instance_summaries(cfg: Config, result: FineTuneResult) -> list[dict]:
             "index": k,
             "pretrain_instance": int(plan.pretrain_index[k]),
             "regime": plan.regime_name(k),
+            "optimizer": plan.optimizer_name(k),
+            "orientation": int(plan.orientation_index[k]),
             "target": plan.names[int(plan.target[k])],
             "target_readout": _ba(b["target_readout"][k], a["target_readout"][k]),
             "target_gain": float(a["target_readout"][k] / b["target_readout"][k]) if b["target_readout"][k] else None,
@@ -469,7 +537,30 @@ def instance_summaries(cfg: Config, result: FineTuneResult) -> list[dict]:
                                 "per_unit_push": _ratio(g("preact_change", a), float(a["alpha"][k]) * g("norm", b)),
                                 "alpha": float(a["alpha"][k])},
             }
+            if cfg.finetune.matched_gains:
+                entry["harmful"][name]["at_gain"] = _at_gains(result.probes, k, h, cfg.finetune.matched_gains)
+        if result.stopped_at is not None:
+            entry["stopped_at"] = int(result.stopped_at[k]) if result.stopped_at[k] >= 0 else None
         out.append(entry)
+    return out
+
+
+def _at_gains(probes, k: int, h: int, gains) -> dict:
+    """Instance k's numbers about harmful feature h at each matched gain (:func:`toymodels.axes.at_gain`):
+    the fine-tuning step, the change of its pre-activation on the target input, of its toxic rate [pp],
+    cos(target, harmful), and the per-unit push Δpre / (α ‖W0_j‖)."""
+    curve = lambda m: np.array([p[m][k, h] if p[m].ndim > 1 else p[m][k] for _, p in probes], np.float64)
+    readout = curve("target_readout")
+    pre, rate = curve("preact"), curve("rate")
+    values = {"step": np.array([t for t, _ in probes], np.float64), "preact_change": pre - pre[0],
+              "rate_change_pp": 100.0 * (rate - rate[0]), "cos": curve("cos"), "alpha": curve("alpha")}
+    norm0 = float(curve("norm")[0])
+    out = {}
+    for g in gains:
+        v = axes.at_gain(readout / readout[0] if readout[0] > 0 else np.full_like(readout, np.nan), values, g)
+        if v is not None:
+            v["per_unit_push"] = _ratio(v["preact_change"], v["alpha"] * norm0)
+        out[f"{g:g}"] = v
     return out
 
 
@@ -487,41 +578,95 @@ _AGG = [(("preact", "before"), "preact_before"), (("preact", "after"), "preact_a
         (("angle_deg", "after"), "angle_after")]
 
 
+def _group_summary(rows: list[dict]) -> dict:
+    """mean/std/min/max over ``rows`` (instance entries) of the main numbers, for each harmful feature;
+    the fraction of rows whose toxic output rate (and pre-activation) went up; and, with >= 3 rows,
+    Pearson and Spearman correlations of the changes against the pretrained cos and angle."""
+    entry = {"n": len(rows), "target_gain": _stats([e["target_gain"] for e in rows]),
+             "target_norm_change": _stats([e["target_norm"]["change"] for e in rows]), "harmful": {}}
+    for name in rows[0]["harmful"] if rows else []:
+        hs = [e["harmful"][name] for e in rows]
+        agg = {key: _stats([h[p[0]][p[1]] for h in hs]) for p, key in _AGG}
+        agg["fraction_rate_up"] = float(np.mean([h["rate"]["change_pp"] > 0 for h in hs]))
+        agg["fraction_preact_up"] = float(np.mean([h["preact"]["change"] > 0 for h in hs]))
+        if len(hs) >= 3:
+            cos_b = [h["cos"]["before"] for h in hs]
+            ang_b = [h["angle_deg"]["before"] for h in hs]
+            corr = {}
+            for yname, y in (("preact_change", [h["preact"]["change"] for h in hs]),
+                             ("rate_change_pp", [h["rate"]["change_pp"] for h in hs]),
+                             ("spurious_change", [h["spurious"]["change"] for h in hs])):
+                for xname, x in (("cos", cos_b), ("angle_deg", ang_b)):
+                    corr[f"{yname}_vs_{xname}"] = {"pearson": amp.pearson(x, y), "spearman": amp.spearman(x, y),
+                                                   "n": len(hs)}
+            agg["correlations"] = corr
+        if "at_gain" in hs[0]:
+            agg["at_gain"] = _at_gain_summary([h["at_gain"] for h in hs], [e["pretrain_instance"] for e in rows])
+        entry["harmful"][name] = agg
+    return entry
+
+
+def _at_gain_summary(at: list[dict], clusters: list[int]) -> dict:
+    """Per matched gain: how many instances reached it, and the spread of their numbers there, with a
+    95% cluster-bootstrap CI (clusters = pretrained models) of the mean rate change."""
+    out = {}
+    for g in at[0]:
+        hit = [(a[g], c) for a, c in zip(at, clusters) if a[g] is not None]
+        vals = {m: stats.spread([a[m] for a, _ in hit]) for m in ("step", "preact_change", "rate_change_pp", "cos",
+                                                                  "per_unit_push")}
+        pp = [a["rate_change_pp"] for a, _ in hit]
+        out[g] = {"n_reached": len(hit), "n": len(at), **vals,
+                  "rate_change_pp_ci95": stats.cluster_mean_ci(pp, [c for _, c in hit]),
+                  "n_rate_up": int(sum(v > 0 for v in pp))}
+    return out
+
+
 def _stats(v: list[float]) -> dict:
-    a = np.asarray([np.nan if x is None else x for x in v], np.float64)
-    ok = a[np.isfinite(a)]
-    return {"mean": float(ok.mean()) if len(ok) else None, "std": float(ok.std()) if len(ok) else None,
-            "min": float(ok.min()) if len(ok) else None, "max": float(ok.max()) if len(ok) else None}
+    s = stats.spread(v)
+    return {k: s[k] for k in ("mean", "std", "min", "max")}
 
 
 def regime_summaries(instances: list[dict], plan: Plan) -> dict:
-    """Per regime: mean/std/min/max over its instances of the main numbers, for each harmful feature;
-    the fraction of instances whose toxic output rate (and pre-activation) went up; and, with >= 3
-    instances, Pearson and Spearman correlations of the changes against the pretrained cos and angle."""
+    """Per regime, over the reference slice of the robustness axes (axis-aligned, the first optimiser;
+    that is every instance when the run has no optimiser or orientation axis): see :func:`_group_summary`."""
     out = {}
-    for r, reg in enumerate(plan.regimes):
-        rows = [e for e in instances if e["regime"] == reg.name]
-        entry = {"data": reg.data, "loss_scope": reg.loss_scope, "n": len(rows),
-                 "target_gain": _stats([e["target_gain"] for e in rows]),
-                 "target_norm_change": _stats([e["target_norm"]["change"] for e in rows]), "harmful": {}}
-        for name in rows[0]["harmful"] if rows else []:
-            hs = [e["harmful"][name] for e in rows]
-            agg = {key: _stats([h[p[0]][p[1]] for h in hs]) for p, key in _AGG}
-            agg["fraction_rate_up"] = float(np.mean([h["rate"]["change_pp"] > 0 for h in hs]))
-            agg["fraction_preact_up"] = float(np.mean([h["preact"]["change"] > 0 for h in hs]))
-            if len(hs) >= 3:
-                cos_b = [h["cos"]["before"] for h in hs]
-                ang_b = [h["angle_deg"]["before"] for h in hs]
-                corr = {}
-                for yname, y in (("preact_change", [h["preact"]["change"] for h in hs]),
-                                 ("rate_change_pp", [h["rate"]["change_pp"] for h in hs]),
-                                 ("spurious_change", [h["spurious"]["change"] for h in hs])):
-                    for xname, x in (("cos", cos_b), ("angle_deg", ang_b)):
-                        corr[f"{yname}_vs_{xname}"] = {"pearson": amp.pearson(x, y), "spearman": amp.spearman(x, y),
-                                                       "n": len(hs)}
-                agg["correlations"] = corr
-            entry["harmful"][name] = agg
-        out[reg.name] = entry
+    for reg in plan.regimes:
+        rows = [e for e in instances if e["regime"] == reg.name and plan.is_reference(e["index"])]
+        out[reg.name] = {"data": reg.data, "loss_scope": reg.loss_scope, **_group_summary(rows)}
+    return out
+
+
+def group_key(regime: str, optimizer: str, orientation: str) -> str:
+    """The key of a ``by_group`` entry: ``regime|optimizer|axis`` or ``regime|optimizer|rotated``."""
+    return f"{regime}|{optimizer}|{orientation}"
+
+
+def group_summaries(instances: list[dict], plan: Plan) -> dict:
+    """Per (regime, optimiser, orientation class), in the config's order: the axis-aligned instances
+    (``axis``) and, with ``finetune.orientations`` > 1, the K − 1 rotated ones together (``rotated``;
+    rate CIs resample pretrained models), each summarised by :func:`_group_summary`; the rotated group
+    also gives the spread over rotations of the per-rotation mean rate change."""
+    out = {}
+    classes = ("axis",) + (("rotated",) if plan.n_orientations > 1 else ())
+    harm = [plan.names[j] for j in plan.harmful]
+    for reg in plan.regimes:
+        for opt in plan.optimizer_names:
+            for cls in classes:
+                rows = [e for e in instances if e["regime"] == reg.name and e["optimizer"] == opt
+                        and (e["orientation"] == 0) == (cls == "axis")]
+                g = {"regime": reg.name, "optimizer": opt, "orientation": cls, "data": reg.data,
+                     "loss_scope": reg.loss_scope, **_group_summary(rows)}
+                for name in harm:
+                    pp = [e["harmful"][name]["rate"]["change_pp"] for e in rows]
+                    h = g["harmful"][name]
+                    h["rate_change_pp_ci95"] = stats.cluster_mean_ci(pp, [e["pretrain_instance"] for e in rows])
+                    h["n_rate_up"] = int(sum(v > 0 for v in pp))
+                    if cls == "rotated":
+                        per_rot = {}
+                        for e, v in zip(rows, pp):
+                            per_rot.setdefault(e["orientation"], []).append(v)
+                        h["rate_change_pp_over_rotations"] = stats.spread([np.mean(v) for v in per_rot.values()])
+                out[group_key(reg.name, opt, cls)] = g
     return out
 
 
@@ -539,10 +684,17 @@ def summarize(cfg: Config, result: FineTuneResult) -> dict:
         "tau": ft.tau,
         "steps": ft.steps,
         "n_instances": plan.n_ft,
-        "instance_order": "k = pretrain_instance * n_regimes + regime",
+        "instance_order": "k = ((pretrain_instance * n_orientations + orientation) * n_optimizers + optimizer) "
+                          "* n_regimes + regime",
         "regimes": [dataclasses.asdict(r) for r in plan.regimes],
         "train_seconds": round(result.seconds, 3),
+        "optimizers": [dataclasses.asdict(o) for o in ft.optimizer_list()],
+        "orientations": plan.n_orientations,
+        "stop_gain": ft.stop_gain,
+        "matched_gains": list(ft.matched_gains),
         "by_regime": regime_summaries(instances, plan),
+        **({"by_group": group_summaries(instances, plan)} if plan.n_orientations > 1 or len(plan.optimizer_names) > 1
+           else {}),
         "instances": instances,
     } | (_defences_section(cfg, result, instances) if result.defence is not None else {})
 

@@ -59,6 +59,25 @@ def weighted_mse(out: jax.Array, tgt: jax.Array, importance: jax.Array) -> jax.A
     return jnp.mean(importance * (tgt - out) ** 2)
 
 
+def model_loss(model, x, task: str, weight, scale=None) -> jax.Array:
+    """mean_{batch, i} w_i (s_i target(x)_i − f(x)_i)² for one instance: x (batch, n), w and s (n,)
+    (s = 1 when ``scale`` is None). Pretraining and fine-tuning both call this.
+
+    When the model has ``forward_t`` (all of :mod:`toymodels.models` do) the loss is computed
+    feature-major, on xᵀ (n_features, batch): the batch is then the contiguous axis that XLA
+    vectorises, which made the step 4-7× faster on CPU (``benchmarks/README.md``). The value is
+    the same mean either way. ``optimization_barrier`` makes XLA materialise x once: without it, it
+    fuses the hash generator into each of x's consumers and recomputes every random number there.
+    """
+    forward_t = getattr(model, "forward_t", None)
+    if forward_t is None:
+        tgt = tdata.target(x, task)
+        return weighted_mse(model(x), tgt if scale is None else tgt * scale, weight)
+    xt = jax.lax.optimization_barrier(x.T)
+    tgt = tdata.target(xt, task)
+    return weighted_mse(forward_t(xt), tgt if scale is None else tgt * scale[:, None], weight[:, None])
+
+
 def reconstruction_objective(graphdef, sample, task: str, penalty: str = "none") -> Objective:
     """The TMS pretraining objective for one instance; ``inst`` has ``feature_probability`` and
     ``importance``, both (n_features,).
@@ -68,26 +87,14 @@ def reconstruction_objective(graphdef, sample, task: str, penalty: str = "none")
         L = mean_{b,i} I_i (x_i − x'_i)² + λ P(W)        (P on this batch's h for DeCov)
 
     with λ = ``inst["penalty_strength"]`` (a scalar per instance), and for ``targeted_cos`` the (n,) 0/1
-    vectors ``inst["target"]`` and ``inst["harmful_mask"]`` (see :func:`instance_data`).
-
-    When the model has ``forward_t`` (all of :mod:`toymodels.models` do) the loss is computed
-    feature-major, on xᵀ (n_features, batch): the batch is then the contiguous axis that XLA
-    vectorises, which made the step 4-7× faster on CPU (``benchmarks/README.md``). The value is
-    the same mean either way. ``optimization_barrier`` makes XLA materialise x once: without it, it
-    fuses the hash generator into each of x's consumers and recomputes every random number there.
+    vectors ``inst["target"]`` and ``inst["harmful_mask"]`` (see :func:`instance_data`). The
+    reconstruction term is :func:`model_loss` (feature-major, the fast path).
     """
-
-    def reconstruction(model, x, inst):
-        forward_t = getattr(model, "forward_t", None)
-        if forward_t is None:
-            return weighted_mse(model(x), tdata.target(x, task), inst["importance"])
-        xt = jax.lax.optimization_barrier(x.T)
-        return weighted_mse(forward_t(xt), tdata.target(xt, task), inst["importance"][:, None])
 
     def objective(params, key, inst):
         x = sample(key, inst["feature_probability"])
         model = nnx.merge(graphdef, params)
-        loss = reconstruction(model, x, inst)
+        loss = model_loss(model, x, task, inst["importance"])
         if penalty == "none":
             return loss
         return loss + inst["penalty_strength"] * penalties.penalty(penalty, model, x, inst)
@@ -106,17 +113,32 @@ def schedule(kind: str, lr: float, steps: int) -> optax.Schedule:
     raise ValueError(f"train.schedule={kind!r}: must be constant, linear or cosine")
 
 
-def optimizer(train_cfg, steps: int | None = None) -> optax.GradientTransformation:
-    """AdamW(lr, weight_decay) by default — pass weight decay explicitly: optax's default is 1e-4,
-    the notebook's (torch AdamW) 0.01."""
-    lr = schedule(train_cfg.schedule, train_cfg.lr, steps if steps is not None else train_cfg.steps)
-    if train_cfg.optimizer == "adamw":
+def optimizer(train_cfg, steps: int | None = None, schedule_kind: str | None = None) -> optax.GradientTransformation:
+    """The optimiser named by ``train_cfg.optimizer`` (a TrainConfig, FineTuneConfig or OptimizerConfig),
+    with ``lr`` under the schedule ``schedule_kind`` (default ``train_cfg.schedule``) over ``steps``.
+
+    * ``sgd``:       θ ← θ − η g                                         (rotation-equivariant)
+    * ``momentum``:  m ← g + μ m;  θ ← θ − η m     (optax.sgd(momentum=μ); rotation-equivariant)
+    * ``adam``:      per-coordinate m/√v                                (NOT rotation-equivariant)
+    * ``adamw``:     adam + decoupled weight decay; pass it explicitly: optax's default is 1e-4,
+                     the notebook's (torch AdamW) 0.01
+    * ``novograd``:  m ← β₁ m + g/√(v) + λθ with ONE second moment v ← β₂ v + (1−β₂)‖g‖² per parameter
+                     tensor (optax.novograd): adaptive, yet it commutes with a rotation of the hidden
+                     space (‖O g‖ = ‖g‖), which separates "adaptive" from "per-coordinate".
+    """
+    kind = train_cfg.optimizer
+    lr = schedule(schedule_kind or train_cfg.schedule, train_cfg.lr, steps if steps is not None else train_cfg.steps)
+    if kind == "adamw":
         return optax.adamw(lr, weight_decay=train_cfg.weight_decay)
-    if train_cfg.optimizer == "adam":
+    if kind == "adam":
         return optax.adam(lr)
-    if train_cfg.optimizer == "sgd":
+    if kind == "sgd":
         return optax.sgd(lr)
-    raise ValueError(f"train.optimizer={train_cfg.optimizer!r}: must be adamw, adam or sgd")
+    if kind == "momentum":
+        return optax.sgd(lr, momentum=train_cfg.momentum)
+    if kind == "novograd":
+        return optax.novograd(lr, weight_decay=train_cfg.weight_decay)
+    raise ValueError(f"optimizer={kind!r}: must be adamw, adam, sgd, momentum or novograd")
 
 
 # --- the engine ----------------------------------------------------------------------------------
@@ -128,10 +150,20 @@ class TrainState:
     opt_state: Any
     keys: jax.Array  # (n_inst,) PRNG keys; the step-t data key is fold_in(keys[i], t)
     step: int = 0
+    # (n_inst,) int32: the step at which each instance stopped (fit's ``stop`` hook), −1 while it runs;
+    # None when training has no stop hook.
+    stopped_at: Any = None
 
 
 def init_state(params, tx: optax.GradientTransformation, keys: jax.Array) -> TrainState:
     return TrainState(params=params, opt_state=jax.vmap(tx.init)(params), keys=keys)
+
+
+Stop = Callable[[Any, Any], jax.Array]
+"""``stop(params, inst) -> bool`` for ONE instance: True once that instance has reached its goal. It is
+evaluated on the parameters *before* each step; from the first step where it holds, the instance's
+parameters and optimiser state are frozen (the step's update is discarded), and that step is recorded
+in ``TrainState.stopped_at``. Early stopping at a target gain (:mod:`toymodels.finetune`) is this hook."""
 
 
 # Instances are trained in groups whose largest per-step array holds about this many numbers (2 MB
@@ -139,9 +171,11 @@ def init_state(params, tx: optax.GradientTransformation, keys: jax.Array) -> Tra
 GROUP_ELEMENTS = 1 << 19
 
 
-def make_chunk(objective: Objective, tx: optax.GradientTransformation, chunk_size: int):
+def make_chunk(objective: Objective, tx: optax.GradientTransformation, chunk_size: int, stop: Stop | None = None):
     """Jitted ``chunk(params, opt_state, keys, inst, t0) -> (params, opt_state, losses)``, losses
-    (n_inst, chunk_size). One compile serves every chunk of the run.
+    (n_inst, chunk_size). One compile serves every chunk of the run. With a ``stop`` hook (:data:`Stop`)
+    it is ``chunk(params, opt_state, keys, inst, t0, stopped_at) -> (params, opt_state, losses,
+    stopped_at)``; without one the program is exactly the unstoppable one.
 
     Per instance the chunk is a ``lax.scan`` over steps, and instances are vmapped. Large sweeps run
     their instances in groups: ``lax.map`` over groups of the vmapped scan, each group doing all
@@ -162,12 +196,31 @@ def make_chunk(objective: Objective, tx: optax.GradientTransformation, chunk_siz
         (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), t0 + jnp.arange(chunk_size))
         return params, opt_state, losses
 
-    def chunk(params, opt_state, keys, inst, t0):
+    def one_stoppable(params, opt_state, key, inst, t0, stopped_at):
+        def step(carry, t):
+            params, opt_state, stopped_at = carry
+            done = (stopped_at >= 0) | stop(params, inst)
+            loss, grads = jax.value_and_grad(objective)(params, jax.random.fold_in(key, t), inst)
+            updates, new_opt = tx.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            keep = lambda old, new: jax.tree.map(lambda a, b: jnp.where(done, a, b), old, new)
+            stopped_at = jnp.where(done & (stopped_at < 0), t, stopped_at)
+            return (keep(params, new_params), keep(opt_state, new_opt), stopped_at), loss
+
+        (params, opt_state, stopped_at), losses = jax.lax.scan(step, (params, opt_state, stopped_at),
+                                                               t0 + jnp.arange(chunk_size))
+        return params, opt_state, losses, stopped_at
+
+    one = one_instance if stop is None else one_stoppable
+
+    def chunk(params, opt_state, keys, inst, t0, *stopped):
         n_inst = keys.shape[0]
         group = _group_size(objective, params, keys, inst, n_inst)
         if group >= n_inst:
-            return jax.vmap(one_instance, in_axes=(0, 0, 0, 0, None))(params, opt_state, keys, inst, t0)
-        return jax.lax.map(lambda a: one_instance(*a, t0), (params, opt_state, keys, inst), batch_size=group)
+            return jax.vmap(one, in_axes=(0, 0, 0, 0, None) + (0,) * len(stopped))(params, opt_state, keys, inst,
+                                                                                     t0, *stopped)
+        return jax.lax.map(lambda a: one(*a[:4], t0, *a[4:]), (params, opt_state, keys, inst, *stopped),
+                           batch_size=group)
 
     return jax.jit(chunk)
 
@@ -211,14 +264,19 @@ def fit(
     on_log: Callable[[dict], None] | None = None,
     on_chunk: Callable[[TrainState], None] | None = None,
     progress: bool | str = True,
+    stop: Stop | None = None,
 ) -> TrainState:
     """Run ``steps`` optimisation steps on every instance.
 
     ``on_log(row)`` receives ``{"step", "loss" (per instance, mean over the last log_every steps),
     "loss_mean", "elapsed_s"}`` at chunk boundaries; ``on_chunk(state)`` runs after every chunk
-    (checkpoints, probes). Raises :class:`TrainingDiverged` at the first non-finite loss, after
-    logging the rows before it.
+    (checkpoints, probes). ``stop`` (:data:`Stop`) freezes each instance once it holds; the returned
+    state's ``stopped_at`` says when. Raises :class:`TrainingDiverged` at the first non-finite loss,
+    after logging the rows before it.
     """
+    if stop is not None and state.stopped_at is None:
+        state = TrainState(state.params, state.opt_state, state.keys, state.step,
+                           jnp.full(state.keys.shape[:1], -1, jnp.int32))
     chunk_size = max(1, min(chunk_size, steps)) if steps else 1
     n_chunks = math.ceil(steps / chunk_size) if steps else 0
     runners: dict[int, Callable] = {}
@@ -235,17 +293,19 @@ def fit(
         while done < steps:
             n = min(chunk_size, steps - done)
             if n not in runners:  # at most two compiles: the chunk size and the remainder
-                runners[n] = make_chunk(objective, tx, n)
+                runners[n] = make_chunk(objective, tx, n, stop)
             t0 = state.step
-            params, opt_state, losses = runners[n](state.params, state.opt_state, state.keys, inst,
-                                                   jnp.asarray(t0, jnp.int32))
+            extra = () if stop is None else (state.stopped_at,)
+            out = runners[n](state.params, state.opt_state, state.keys, inst, jnp.asarray(t0, jnp.int32), *extra)
+            params, opt_state, losses = out[:3]
+            stopped_at = out[3] if stop is not None else None
             losses = np.asarray(losses)
             bad = ~np.isfinite(losses)
             _log_rows(losses, t0, log_every, on_log, t_start, stop_at=bad)
             if bad.any():
                 inst_i, step_i = np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 1])]
                 raise TrainingDiverged(int(t0 + step_i), int(inst_i), float(losses[inst_i, step_i]))
-            state = TrainState(params, opt_state, state.keys, t0 + n)
+            state = TrainState(params, opt_state, state.keys, t0 + n, stopped_at)
             done += n
             if on_chunk is not None:
                 on_chunk(state)
@@ -300,21 +360,23 @@ def active_penalty(cfg) -> str:
     return cfg.train.penalty if cfg.train.penalty_active() else "none"
 
 
-def eval_losses(graphdef, params, cfg, inst, key: jax.Array) -> np.ndarray:
-    """Per-instance reconstruction loss on one fresh evaluation batch of ``train.eval_batch_size``
-    (same distribution; without the penalty term)."""
-    sample, keys = _eval_batch(cfg, params, key)
+def eval_losses(graphdef, params, cfg, inst, key: jax.Array, restarts: int = 1) -> np.ndarray:
+    """Per-instance reconstruction loss on an evaluation batch of ``train.eval_batch_size`` (same
+    distribution; without the penalty term). Instance k belongs to setting k // ``restarts``; all
+    restarts of one setting are scored on ONE shared batch, drawn from fold_in(key, setting), so they
+    are compared on the same inputs (:func:`_eval_batch`)."""
+    sample, keys = _eval_batch(cfg, params, key, restarts)
     obj = reconstruction_objective(graphdef, sample, cfg.data.task)
     return np.asarray(jax.jit(jax.vmap(obj))(params, keys, inst))
 
 
-def eval_penalty(graphdef, params, cfg, inst, key: jax.Array) -> np.ndarray | None:
-    """Per-instance value of the active ``train.penalty`` P (without λ) on the same evaluation batch as
+def eval_penalty(graphdef, params, cfg, inst, key: jax.Array, restarts: int = 1) -> np.ndarray | None:
+    """Per-instance value of the active ``train.penalty`` P (without λ) on the same evaluation batches as
     :func:`eval_losses`; None when the run has no active penalty."""
     kind = active_penalty(cfg)
     if kind == "none":
         return None
-    sample, keys = _eval_batch(cfg, params, key)
+    sample, keys = _eval_batch(cfg, params, key, restarts)
 
     def pen(p, k, i):
         return penalties.penalty(kind, nnx.merge(graphdef, p), sample(k, i["feature_probability"]), i)
@@ -322,9 +384,12 @@ def eval_penalty(graphdef, params, cfg, inst, key: jax.Array) -> np.ndarray | No
     return np.asarray(jax.jit(jax.vmap(pen))(params, keys, inst))
 
 
-def _eval_batch(cfg, params, key):
+def _eval_batch(cfg, params, key, restarts: int = 1):
+    """The evaluation sampler and one key per instance: fold_in(key, k // restarts), so the restarts of
+    a setting share their batch and different settings get independent ones."""
     sample = tdata.make_sampler(_with_batch(cfg.data, cfg.train.eval_batch_size))
-    return sample, jax.random.split(key, jax.tree.leaves(params)[0].shape[0])
+    n = jax.tree.leaves(params)[0].shape[0]
+    return sample, jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(n) // restarts)
 
 
 def _with_batch(data_cfg, batch_size):
@@ -348,15 +413,20 @@ def pretrain(cfg, *, on_log=None, on_chunk=None, progress=True, init=None, tx=No
     (:func:`toymodels.models.init_instances`) and optimiser (:func:`optimizer`); planted and pinned
     geometry (:mod:`toymodels.features`) use them, with everything else here unchanged.
 
+    Restarts are ranked on ONE shared evaluation batch per setting, by reconstruction + λ·P there
+    (``all_eval_loss``); the kept restart's ``eval_loss`` is then measured on an independent fresh
+    batch, so it is not biased low by the selection (``shared/ENGINEERING.md``).
+
     Returns ``(graphdef, params, info)``: params have ``cfg.n_inst`` instances; ``info`` has
-    ``eval_loss`` (n_inst,, the reconstruction loss), ``restart`` (n_inst,), ``all_eval_loss``
-    (n_inst, restarts) and ``seconds``; with an active ``train.penalty`` also ``eval_penalty`` (n_inst,),
-    P on the evaluation batch, and ``penalty_strength`` (n_inst,), λ. Restarts are ranked by eval_loss + λ·eval_penalty.
+    ``eval_loss`` (n_inst,, the kept restart's reconstruction loss on the fresh batch), ``restart``
+    (n_inst,), ``all_eval_loss`` (n_inst, restarts; every restart on its setting's shared selection
+    batch) and ``seconds``; with an active ``train.penalty`` also ``eval_penalty`` (n_inst,, P of the kept
+    restart on the fresh batch) and ``penalty_strength`` (n_inst,), λ.
     """
     r = cfg.train.restarts
     total = cfg.n_inst * r
     root = jax.random.key(cfg.seed)
-    k_init, k_data, k_eval = (jax.random.fold_in(root, i) for i in range(3))
+    k_init, k_data, k_select, k_report = (jax.random.fold_in(root, i) for i in range(4))
     if init is None:
         from .models import init_instances
 
@@ -378,19 +448,21 @@ def pretrain(cfg, *, on_log=None, on_chunk=None, progress=True, init=None, tx=No
         raise e.located(f"setting {e.instance // r}, restart {e.instance % r} of {r}") from None
     jax.block_until_ready(state.params)
     seconds = time.perf_counter() - t
-    losses = eval_losses(graphdef, state.params, cfg, inst, k_eval)
-    pen = eval_penalty(graphdef, state.params, cfg, inst, k_eval)
-    # restarts compete on the objective they were trained on: reconstruction + λ P
+    # Restarts compete on ONE shared batch per setting, on the objective they were trained on
+    # (reconstruction + λ P). The kept restart's reported loss comes from an independent fresh batch:
+    # the minimum over restarts on the batch they were ranked on is biased low (the luckiest batch wins).
+    losses = eval_losses(graphdef, state.params, cfg, inst, k_select, restarts=r)
+    pen = eval_penalty(graphdef, state.params, cfg, inst, k_select, restarts=r)
     trained_on = losses if pen is None else losses + np.asarray(inst["penalty_strength"]) * pen
     best_params, best = select_best(state.params, trained_on, cfg.n_inst, r)
-    pick = lambda a: a.reshape(cfg.n_inst, r)[np.arange(cfg.n_inst), best]
+    kept = instance_data(cfg, restarts=1)
     info = {
-        "eval_loss": pick(losses),
+        "eval_loss": eval_losses(graphdef, best_params, cfg, kept, k_report),
         "restart": best,
         "all_eval_loss": losses.reshape(cfg.n_inst, r),
         "seconds": seconds,
     }
     if pen is not None:
-        info["eval_penalty"] = pick(pen)
+        info["eval_penalty"] = eval_penalty(graphdef, best_params, cfg, kept, k_report)
         info["penalty_strength"] = np.broadcast_to(np.asarray(cfg.train.penalty_strength, np.float64), (cfg.n_inst,))
     return graphdef, best_params, info
