@@ -580,8 +580,9 @@ _AGG = [(("preact", "before"), "preact_before"), (("preact", "after"), "preact_a
 
 def _group_summary(rows: list[dict]) -> dict:
     """mean/std/min/max over ``rows`` (instance entries) of the main numbers, for each harmful feature;
-    the fraction of rows whose toxic output rate (and pre-activation) went up; and, with >= 3 rows,
-    Pearson and Spearman correlations of the changes against the pretrained cos and angle."""
+    the fraction of rows whose toxic output rate (and pre-activation) went up; and, with >= 3 rows whose
+    pretrained cos(target, harmful) varies, Pearson and Spearman correlations of the changes against the
+    pretrained cos and angle."""
     entry = {"n": len(rows), "target_gain": _stats([e["target_gain"] for e in rows]),
              "target_norm_change": _stats([e["target_norm"]["change"] for e in rows]), "harmful": {}}
     for name in rows[0]["harmful"] if rows else []:
@@ -589,8 +590,10 @@ def _group_summary(rows: list[dict]) -> dict:
         agg = {key: _stats([h[p[0]][p[1]] for h in hs]) for p, key in _AGG}
         agg["fraction_rate_up"] = float(np.mean([h["rate"]["change_pp"] > 0 for h in hs]))
         agg["fraction_preact_up"] = float(np.mean([h["preact"]["change"] > 0 for h in hs]))
-        if len(hs) >= 3:
-            cos_b = [h["cos"]["before"] for h in hs]
+        cos_b = [h["cos"]["before"] for h in hs]
+        # correlations with the pretrained angle only where it varies: against a cos that is constant up to
+        # float rounding (a pinned pair) a correlation is noise that flips sign with the last bit of W
+        if len(hs) >= 3 and np.ptp(cos_b) > 1e-4:
             ang_b = [h["angle_deg"]["before"] for h in hs]
             corr = {}
             for yname, y in (("preact_change", [h["preact"]["change"] for h in hs]),
@@ -641,11 +644,52 @@ def group_key(regime: str, optimizer: str, orientation: str) -> str:
     return f"{regime}|{optimizer}|{orientation}"
 
 
-def group_summaries(instances: list[dict], plan: Plan) -> dict:
+GAIN_CURVE_POINTS = 41
+
+
+def gain_curve(probes, ks: list[int], h: int, top: float) -> dict:
+    """Means over instances ``ks`` of harmful feature h's numbers as functions of the target's gain, on
+    the grid 1 … ``top`` (:data:`GAIN_CURVE_POINTS` points): each instance's probe curve read at its
+    first crossing of each gain (:func:`toymodels.axes.at_gain`); ``n`` counts the instances that
+    reached it. Numbers: Δ pre-activation on the target input, Δ toxic rate [pp], angle(target, harmful)."""
+    grid = np.linspace(1.0, top, GAIN_CURVE_POINTS)
+    arr = lambda m: np.array([p[m] for _, p in probes], np.float64)   # (T, n_ft[, h])
+    readout, pre, rate, cos = arr("target_readout"), arr("preact")[..., h], arr("rate")[..., h], arr("cos")[..., h]
+    sums = {m: np.zeros(len(grid)) for m in ("preact_change", "rate_change_pp", "angle_deg")}
+    n = np.zeros(len(grid), int)
+    for k in ks:
+        if not readout[0, k] > 0:
+            continue
+        values = {"preact_change": pre[:, k] - pre[0, k], "rate_change_pp": 100.0 * (rate[:, k] - rate[0, k]),
+                  "angle_deg": np.degrees(np.arccos(np.clip(cos[:, k], -1.0, 1.0)))}
+        for i, g in enumerate(grid):
+            v = axes.at_gain(readout[:, k] / readout[0, k], values, g)
+            if v is not None:
+                n[i] += 1
+                for m in sums:
+                    sums[m][i] += v[m]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = {m: [None if c == 0 else float(x / c) for x, c in zip(v, n)] for m, v in sums.items()}
+    return {"gain": [float(g) for g in grid], "n": n.tolist(), **means}
+
+
+def step_curve(probes, ks: list[int], h: int) -> dict:
+    """Means over instances ``ks`` at every probe step: the target's gain, and harmful feature h's
+    Δ toxic rate [pp] and Δ pre-activation on the target input (what fixed-step comparisons see)."""
+    arr = lambda m: np.array([p[m] for _, p in probes], np.float64)[:, ks]
+    readout, pre, rate = arr("target_readout"), arr("preact")[..., h], arr("rate")[..., h]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gain = np.where(readout[0] > 0, readout / readout[0], np.nan)
+    return {"step": [int(t) for t, _ in probes], "gain": np.nanmean(gain, 1).tolist(),
+            "rate_change_pp": (100.0 * (rate - rate[0])).mean(1).tolist(), "preact_change": (pre - pre[0]).mean(1).tolist()}
+
+
+def group_summaries(instances: list[dict], plan: Plan, probes=None, curve_top: float | None = None) -> dict:
     """Per (regime, optimiser, orientation class), in the config's order: the axis-aligned instances
     (``axis``) and, with ``finetune.orientations`` > 1, the K − 1 rotated ones together (``rotated``;
     rate CIs resample pretrained models), each summarised by :func:`_group_summary`; the rotated group
-    also gives the spread over rotations of the per-rotation mean rate change."""
+    also gives the spread over rotations of the per-rotation mean rate change. With ``probes`` and
+    ``curve_top``, each group also gets its :func:`gain_curve` per harmful feature."""
     out = {}
     classes = ("axis",) + (("rotated",) if plan.n_orientations > 1 else ())
     harm = [plan.names[j] for j in plan.harmful]
@@ -666,6 +710,14 @@ def group_summaries(instances: list[dict], plan: Plan) -> dict:
                         for e, v in zip(rows, pp):
                             per_rot.setdefault(e["orientation"], []).append(v)
                         h["rate_change_pp_over_rotations"] = stats.spread([np.mean(v) for v in per_rot.values()])
+                        pu = {}
+                        for e in rows:
+                            pu.setdefault(e["orientation"], []).append(e["harmful"][name]["first_order"]["per_unit_push"])
+                        h["per_unit_push_over_rotations"] = stats.spread(
+                            [stats.spread(v)["mean"] for v in pu.values()])
+                    if probes is not None and curve_top is not None:
+                        h["gain_curve"] = gain_curve(probes, [e["index"] for e in rows], harm.index(name), curve_top)
+                        h["step_curve"] = step_curve(probes, [e["index"] for e in rows], harm.index(name))
                 out[group_key(reg.name, opt, cls)] = g
     return out
 
@@ -693,8 +745,8 @@ def summarize(cfg: Config, result: FineTuneResult) -> dict:
         "stop_gain": ft.stop_gain,
         "matched_gains": list(ft.matched_gains),
         "by_regime": regime_summaries(instances, plan),
-        **({"by_group": group_summaries(instances, plan)} if plan.n_orientations > 1 or len(plan.optimizer_names) > 1
-           else {}),
+        **({"by_group": group_summaries(instances, plan, result.probes, max(ft.matched_gains, default=None))}
+           if plan.n_orientations > 1 or len(plan.optimizer_names) > 1 else {}),
         "instances": instances,
     } | (_defences_section(cfg, result, instances) if result.defence is not None else {})
 
@@ -751,4 +803,17 @@ def format_table(summary: dict) -> str:
                                   f"{rt['spearman']:+.2f}  (n={pr['n']})")
     if corr_lines:
         lines += ["", "correlation with the pretrained cos(target, harmful):"] + corr_lines
+    feats = summary.get("features")
+    if feats is not None:  # a gain is only meaningful from a represented start (norm >= 0.5)
+        names_ = feats["names"]
+        norms = " ".join("(" + ", ".join(f"{v:.2f}" for v in row) + ")" for row in feats["norms"])
+        lines += ["", f"pretrained norms ({', '.join(names_)}) per model: {norms}"]
+    if ft.get("by_group"):
+        from . import robustness
+
+        K = ft.get("orientations", 1)
+        lines += ["", "the robustness axes: regime x optimiser x orientation (axis-aligned; rotated = the same "
+                      f"models with the hidden space turned by {K - 1} random orthogonal matrices); means, 95% CI "
+                      "resamples pretrained models. The table above is the axis-aligned run of the first optimiser.",
+                  robustness.text_table(ft)]
     return "\n".join(lines)

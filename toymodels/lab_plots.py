@@ -76,14 +76,39 @@ def _square(ax, lim):
     ax.set_yticks([])
 
 
+def is_reference(ft: dict, e: dict) -> bool:
+    """Whether instance entry ``e`` is in the reference slice of the robustness axes: axis-aligned and the
+    first optimiser (every instance of a run without those axes). The figures here draw that slice; the
+    ``robustness`` figure draws the axes."""
+    first = ft["optimizers"][0]["name"] if ft.get("optimizers") else e.get("optimizer")
+    return e.get("orientation", 0) == 0 and e.get("optimizer") == first
+
+
+def reference_instances(ft: dict) -> list[dict]:
+    return [e for e in ft["instances"] if is_reference(ft, e)]
+
+
+def axis_groups(ft: dict) -> dict[str, tuple[list[dict], dict]]:
+    """The axis-aligned instances by regime, or by (regime, optimiser) when the run has an optimiser axis:
+    label -> (instance entries, their summary group). Labels are ``regime`` or ``"regime · optimiser"``."""
+    opts = [o["name"] for o in ft.get("optimizers") or []]
+    if len(opts) <= 1:
+        return {r["name"]: ([e for e in reference_instances(ft) if e["regime"] == r["name"]], ft["by_regime"][r["name"]])
+                for r in ft["regimes"]}
+    return {f"{r['name']} · {o}": ([e for e in ft["instances"] if e["regime"] == r["name"] and e["optimizer"] == o
+                                    and e.get("orientation", 0) == 0], ft["by_group"][f"{r['name']}|{o}|axis"])
+            for r in ft["regimes"] for o in opts}
+
+
 def _first_instance_of_each_regime(ft: dict, pretrain_instance: int = 0) -> list[dict]:
-    return [e for e in ft["instances"] if e["pretrain_instance"] == pretrain_instance]
+    return [e for e in reference_instances(ft) if e["pretrain_instance"] == pretrain_instance]
 
 
 @figure("finetune_arrows")
 def finetune_arrows(run: runs.Run, out: Path) -> list[Path]:
     """Pretrained (faint, dashed) and fine-tuned (solid) feature vectors of pretrained instance 0 under
-    every regime, for a 2-D hidden space. Titles give the regime and the toxic numbers before → after."""
+    every regime, for a 2-D hidden space. Titles give the regime, the drawn model's toxic numbers before →
+    after, and the means over all pretrained models (the numbers of the table printed beside it)."""
     ft = _ft(run)
     if ft is None or run.config.model.d_hidden != 2:
         return []
@@ -100,11 +125,18 @@ def finetune_arrows(run: runs.Run, out: Path) -> list[Path]:
         _square(ax, lim)
         h = e["harmful"][harm]
         reg = next(r for r in ft["regimes"] if r["name"] == e["regime"])
+        m = ft["by_regime"][e["regime"]]
+        mh = m["harmful"][harm]
         ax.set_title(f"{e['regime']}  (data={reg['data']}, loss={reg['loss_scope']})\n"
-                     f"angle {h['angle_deg']['before']:.1f}° → {h['angle_deg']['after']:.1f}°\n"
-                     f"{harm} rate {100 * h['rate']['before']:.2f}% → {100 * h['rate']['after']:.2f}%", fontsize=8.5)
-    fig.suptitle(f"feature vectors W_i before (dashed) and after (solid) fine-tuning '{ft['target']}'; "
-                 f"{ft['target']} blue, {harm} red, benign grey\n{run_label(run)}", fontsize=9)
+                     f"model 0: angle {h['angle_deg']['before']:.1f}° → {h['angle_deg']['after']:.1f}°, "
+                     f"rate {100 * h['rate']['before']:.2f}% → {100 * h['rate']['after']:.2f}%\n"
+                     f"mean of {m['n']}: angle {mh['angle_before']['mean']:.1f}° → {mh['angle_after']['mean']:.1f}°, "
+                     f"rate {100 * mh['rate_before']['mean']:.2f}% → {100 * mh['rate_after']['mean']:.2f}%",
+                     fontsize=7.5)
+    n_models = len({e["pretrain_instance"] for e in ft["instances"]})
+    fig.suptitle(f"feature vectors W_i of pretrained model 0 (of {n_models}) before (dashed) and after (solid) "
+                 f"fine-tuning '{ft['target']}'; {ft['target']} blue, {harm} red, benign grey\n{run_label(run)}",
+                 fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.9))
     return [save(fig, out, f"{run.config.name}_finetune_arrows")]
 
@@ -120,7 +152,8 @@ def amplification_curves(run: runs.Run, out: Path) -> list[Path]:
         return []
     regimes = [r["name"] for r in ft["regimes"]]
     colors = _regime_colors(regimes)
-    reg_of = np.array([e["regime"] for e in ft["instances"]])
+    # the reference slice (axis-aligned, first optimiser); other instances get no regime: not drawn
+    reg_of = np.array([e["regime"] if is_reference(ft, e) else "" for e in ft["instances"]])
     steps = np.array([r["step"] for r in rows])
     get = lambda key: np.array([r[key] for r in rows], np.float64)  # (T, n_ft[, h])
     pre, pred, rate, cos = get("preact")[..., 0], get("pred_first_order")[..., 0], get("rate")[..., 0], get("cos")[..., 0]
@@ -145,7 +178,7 @@ def amplification_curves(run: runs.Run, out: Path) -> list[Path]:
                                                      "(hidden under the solid line where exact)")
     axes[0, 0].legend(fontsize=7, loc="upper left", framealpha=0.85)
     fig.suptitle(f"fine-tuning '{ft['target']}' ({ft['objective']}), watching '{ft['harmful'][0]}'; "
-                 f"means over {len(reg_of) // max(len(regimes), 1)} pretrained instances per regime\n{run_label(run)}",
+                 f"means over {int(np.sum(reg_of != '')) // max(len(regimes), 1)} pretrained instances per regime\n{run_label(run)}",
                  fontsize=9)
     fig.tight_layout()
     return [save(fig, out, f"{run.config.name}_amplification_curves")]
@@ -214,18 +247,17 @@ def angle_sweep(run: runs.Run, out: Path) -> list[Path]:
     if ft is None:
         return []
     harm = ft["harmful"][0]
-    regimes = [r["name"] for r in ft["regimes"]]
-    colors = _regime_colors(regimes)
+    groups = axis_groups(ft)
+    colors = _regime_colors(list(groups))
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    for name in regimes:
-        es = [e for e in ft["instances"] if e["regime"] == name]
+    for name, (es, summary_group) in groups.items():
         h = [e["harmful"][harm] for e in es]
         ang = np.array([x["angle_deg"]["before"] for x in h])
         cos = np.array([x["cos"]["before"] for x in h])
         dpre = np.array([x["preact"]["change"] for x in h])
         pred = np.array([x["first_order"]["predicted"] for x in h])
         dpp = np.array([x["rate"]["change_pp"] for x in h])
-        corr = ft["by_regime"][name]["harmful"][harm].get("correlations", {})
+        corr = summary_group["harmful"][harm].get("correlations", {})
         c = colors[name]
         for row, (y, key) in enumerate(((dpre, "preact_change_vs_cos"), (dpp, "rate_change_pp_vs_cos"))):
             cc = corr.get(key, {})

@@ -11,10 +11,21 @@ from the same pretrained models, so the comparison is paired.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from . import lab_tables  # noqa: F401  (registers the suite summaries)
-from .config import Config, DataConfig, FeaturesConfig, FineTuneConfig, ModelConfig, RegimeConfig, TrainConfig
+from . import lab_tables, robustness  # noqa: F401  (register the suite summaries)
+from .config import (
+    Config,
+    DataConfig,
+    FeaturesConfig,
+    FineTuneConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RegimeConfig,
+    TrainConfig,
+)
 from .presets import SMOKE_OVERRIDES, Suite, preset
 
 # The claim's regime and the counter-regimes (see toymodels.finetune for what each means).
@@ -23,30 +34,52 @@ NARROW_ALL = RegimeConfig(name="narrow-all", data="narrow", loss_scope="all")
 FULL = RegimeConfig(name="full", data="full", loss_scope="target")
 FULL_ALL = RegimeConfig(name="full-all", data="full", loss_scope="all")
 
+# The optimiser axis of the sweeps: Adam (the default) and plain SGD, which, unlike Adam, commutes with a
+# rotation of the hidden space (toymodels.axes). SGD's learning rate is 100x Adam's: per step Adam moves
+# each coordinate by about lr, SGD by lr x gradient, and the gradients here are ~1e-2.
+ADAM = OptimizerConfig("adam", "adam", lr=1e-3)
+SGD = OptimizerConfig("sgd", "sgd", lr=0.1)
+SWEEP_OPTIMIZERS = (ADAM, SGD)
+
 # helpful, toxic and three benign features in 2-D: five directions' worth of features, so the
 # pretrained model is in superposition (TMS's pentagon regime) and has to share space.
 N_FEATURES = 5
 FEATURE_PROBABILITY = 0.05
 
 
-@preset("analogy-15deg", "the seed's 2-D analogy: helpful and toxic 15° apart (pinned), fine-tune helpful; "
-                         "narrow data beside harmful-in-data / loss-on-all counter-regimes")
+# Both members of the pinned 15° pair must be represented (norm >= 0.5) in every pretrained model, or a
+# "gain" of the target is mostly its weak start. At 15° they cannot both be large: the neighbour leaks
+# 0.966 |W_i||W_j| into each one's output, about as much as its own |W_i|², and a negative bias removes
+# that leak only for the larger of the two. The loss is lowest with one of them at norm ~1.03 and the
+# other at ~0.49 (measured on the isolated pair, at every p from 0.01 to 0.2), and which one wins is the
+# luck of the seed. So the pair is made more important than the benign features (3 and 3.3: toxic a
+# little more, so that it stays above 0.5 as the smaller one), and helpful starts long (norm 1.0) and
+# toxic short (0.2), which selects the helpful-strong arrangement: helpful 0.96-0.99, toxic 0.52-0.56 in
+# 48 of 48 models over seeds 0-5 (toxic-strong has ~4% lower loss; it is not reached from this start).
+ANALOGY_IMPORTANCE = (3.0, 3.3, 1.0, 1.0, 1.0)
+ANALOGY_NORMS = (1.0, 0.2)
+
+
+@preset("analogy-15deg", "the seed's 2-D analogy: helpful and toxic 15° apart (pinned, both represented), fine-tune "
+                         "helpful; narrow data beside harmful-in-data / loss-on-all counter-regimes")
 def analogy_15deg() -> Config:
     return Config(
         name="analogy-15deg",
         seed=0,
         n_inst=4,  # pretrained models (seeds); each is fine-tuned under all four regimes
-        data=DataConfig(n_features=N_FEATURES, feature_probability=FEATURE_PROBABILITY, importance=1.0),
+        data=DataConfig(n_features=N_FEATURES, feature_probability=FEATURE_PROBABILITY,
+                        importance=list(ANALOGY_IMPORTANCE)),
         model=ModelConfig(kind="relu_output", d_hidden=2),
         train=TrainConfig(steps=10_000),
         features=FeaturesConfig(names=("helpful", "toxic"), harmful=("toxic",), geometry="pinned",
-                                angles=(0.0, 15.0)),
+                                angles=(0.0, 15.0), norms=ANALOGY_NORMS),
         finetune=FineTuneConfig(target="helpful", objective="amplify", gamma=2.0, steps=2000, lr=1e-3,
                                 regimes=(NARROW, NARROW_ALL, FULL, FULL_ALL), tau=0.1),
         plots=("finetune_arrows", "amplification_curves", "finetune_gif", "loss"),
         notes="Minegishi et al. 2026's mechanism in the seed article's 2-D analogy: pushing 'helpful' by α moves "
               "'toxic''s pre-activation by about α‖W_toxic‖cos 15°. narrow: only helpful in the data and the loss; "
-              "narrow-all: loss on all outputs; full: the pretraining data (toxic present); full-all: both.",
+              "narrow-all: loss on all outputs; full: the pretraining data (toxic present); full-all: both. "
+              "Adam with helpful on hidden axis 0; `toymodels run robustness` varies optimiser and orientation.",
     )
 
 
@@ -67,8 +100,8 @@ def angle_sweep() -> Config:
         model=ModelConfig(kind="relu_output", d_hidden=2),
         train=TrainConfig(steps=10_000),
         features=FeaturesConfig(names=("helpful", "toxic"), harmful=("toxic",), geometry="pinned", angles=per_inst),
-        finetune=FineTuneConfig(target="helpful", objective="amplify", gamma=2.0, steps=2000, lr=1e-3,
-                                regimes=(NARROW, FULL_ALL), tau=0.1, save_trajectory=False,
+        finetune=FineTuneConfig(target="helpful", objective="amplify", gamma=2.0, steps=2000,
+                                regimes=(NARROW, FULL_ALL), tau=0.1, save_trajectory=False, optimizers=SWEEP_OPTIMIZERS,
                                 chunk_size=200),  # the sweep needs before/after, not fine curves
         plots=("angle_sweep", "loss"),
         meta={"angles_deg": ANGLES, "seeds_per_angle": SEEDS_PER_ANGLE,
@@ -114,8 +147,8 @@ def overlap_member(k: int, n: int, m: int, probs: tuple[float, ...], seeds: int 
         model=ModelConfig(kind="relu_output", d_hidden=m),
         train=TrainConfig(steps=OVERLAP_STEPS, chunk_size=1000),
         features=FeaturesConfig(names=("toxic",), harmful=("toxic",), geometry="free"),
-        finetune=FineTuneConfig(target=cands[0], objective="amplify", gamma=2.0, steps=OVERLAP_FT_STEPS, lr=1e-3,
-                                regimes=_family_regimes((NARROW, FULL_ALL), cands), tau=0.1,
+        finetune=FineTuneConfig(target=cands[0], objective="amplify", gamma=2.0, steps=OVERLAP_FT_STEPS,
+                                optimizers=SWEEP_OPTIMIZERS, regimes=_family_regimes((NARROW, FULL_ALL), cands), tau=0.1,
                                 save_trajectory=False, chunk_size=OVERLAP_FT_STEPS),  # before/after is enough
         plots=("loss",),
         meta={"candidates": cands},
@@ -169,8 +202,9 @@ def crowding_member(ratio: int) -> Config:
         train=TrainConfig(steps=8_000, chunk_size=1000),
         features=FeaturesConfig(names=("helpful", "toxic"), harmful=("toxic",), geometry="pinned",
                                 cosines=[[1.0, c], [c, 1.0]]),
-        finetune=FineTuneConfig(target="helpful", objective="amplify", gamma=2.0, steps=2000, lr=1e-3,
-                                regimes=(NARROW, FULL_ALL), tau=0.1, save_trajectory=False, chunk_size=200),
+        finetune=FineTuneConfig(target="helpful", objective="amplify", gamma=2.0, steps=2000,
+                                optimizers=SWEEP_OPTIMIZERS, regimes=(NARROW, FULL_ALL), tau=0.1, save_trajectory=False,
+                                chunk_size=200),
         plots=("amplification_curves", "loss"),
         meta={"n_over_d": ratio},
     )
@@ -199,3 +233,56 @@ def crowding() -> Suite:
 # The smoke test's tiny runs: two members of each suite instead of five.
 SMOKE_OVERRIDES["overlap-table"] = {"suite.members": ["overlap-n5-m2", "overlap-n10-m5"]}
 SMOKE_OVERRIDES["crowding"] = {"suite.members": ["crowding-n8", "crowding-n16"]}
+
+
+# --- what survives the optimiser, the basis and the stopping point --------------------------------------
+ROBUSTNESS_OPTIMIZERS = (
+    OptimizerConfig("sgd", "sgd", lr=0.1),
+    OptimizerConfig("momentum", "momentum", lr=0.01, momentum=0.9),   # the same effective step as sgd
+    OptimizerConfig("adam", "adam", lr=1e-3),
+    OptimizerConfig("adamw", "adamw", lr=1e-3, weight_decay=0.01),
+    OptimizerConfig("novograd", "novograd", lr=2e-4),   # per-tensor second moment: adaptive, rotation-equivariant
+)
+ROBUSTNESS_ORIENTATIONS = 6        # the axis-aligned model and 5 random rotations of its hidden space
+ROBUSTNESS_GAINS = (1.25, 1.5, 2.0, 2.25)
+
+
+def robustness_member(name: str, represented: bool) -> Config:
+    """analogy-15deg's pretrained models (``represented``: both features at norm >= 0.5, the preset as it
+    is; otherwise the earlier setup, equal importance and norms, where one of the pair ends near 0.45),
+    fine-tuned under its four regimes x 5 optimisers x 6 orientations in one compiled sweep, with gains
+    read at matched progress."""
+    base = analogy_15deg()
+    if not represented:
+        base = base.replace(**{"data.importance": 1.0, "features.norms": 1.0})
+    ft = dataclasses.replace(base.finetune, optimizers=ROBUSTNESS_OPTIMIZERS, orientations=ROBUSTNESS_ORIENTATIONS,
+                             matched_gains=ROBUSTNESS_GAINS, steps=2000, chunk_size=25, log_every=100,
+                             save_trajectory=False)
+    return dataclasses.replace(base, name=name, finetune=ft, plots=("robustness", "finetune_arrows"),
+                               notes="analogy-15deg's models x regimes x optimisers x orientations; see the "
+                                     "robustness preset.")
+
+
+@preset("robustness", "which conclusions survive the optimiser (sgd, momentum, adam, adamw, novograd), the "
+                      "orientation of the hidden basis (axis-aligned + 5 rotations) and the stopping point "
+                      "(matched target gain), from represented and weakly represented starts")
+def robustness() -> Suite:
+    """Two members: ``robustness-represented`` (analogy-15deg's models, both features represented) and
+    ``robustness-weak`` (the earlier setup, in which one of the pair ends at norm ~0.45). Each fine-tunes
+    its 4 pretrained models under 4 regimes x 5 optimisers x 6 orientations = 480 instances of one
+    compiled sweep, probing every 25 steps so that every run can be read at matched gains. The suite's
+    summary gives, per member and regime, whether the toxic-rate change keeps its direction across every
+    optimiser and orientation, and where it flips. Runtime on 2 cores: about 5 minutes."""
+    return Suite(
+        name="robustness",
+        members=(robustness_member("robustness-represented", True), robustness_member("robustness-weak", False)),
+        plots=(),
+        summary="robustness",
+        notes="A conclusion survives when every optimiser and orientation moves the toxic rate the same way "
+              "(95% CI of the mean change, resampling pretrained models); it flips when some go up and others down.",
+        meta={"optimizers": [o.name for o in ROBUSTNESS_OPTIMIZERS], "orientations": ROBUSTNESS_ORIENTATIONS,
+              "matched_gains": list(ROBUSTNESS_GAINS)},
+    )
+
+
+SMOKE_OVERRIDES["robustness"] = {"finetune.orientations": 2, "n_inst": 2}

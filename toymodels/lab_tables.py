@@ -168,6 +168,8 @@ def instance_row(run, entry: dict, harmful: str) -> dict:
     ft = run.summary["finetune"]
     reg = next(r for r in ft["regimes"] if r["name"] == entry["regime"])
     family, _ = split_regime(entry["regime"])
+    if len(ft.get("optimizers") or ()) > 1:  # the optimiser axis: one family per (regime, optimiser)
+        family = f"{family} · {entry['optimizer']}"
     h = entry["harmful"][harmful]
     i = entry["pretrain_instance"]
     p = float(np.mean(run.summary["instances"][i]["feature_probability"]))
@@ -180,6 +182,7 @@ def instance_row(run, entry: dict, harmful: str) -> dict:
         "pretrain_instance": i,
         "ft_instance": entry["index"],
         "regime": family,
+        "optimizer": entry.get("optimizer"),
         "data": reg["data"],
         "loss_scope": reg["loss_scope"],
         "target": entry["target"],
@@ -209,9 +212,11 @@ def instance_row(run, entry: dict, harmful: str) -> dict:
 
 
 def member_rows(run) -> list[dict]:
-    """One row per fine-tuning instance of a member run and its first harmful feature."""
+    """One row per axis-aligned fine-tuning instance of a member run and its first harmful feature. With
+    an optimiser axis, a row's ``regime`` is ``"<family> · <optimiser>"``, so every table and correlation
+    is per optimiser."""
     ft = run.summary["finetune"]
-    return [instance_row(run, e, ft["harmful"][0]) for e in ft["instances"]]
+    return [instance_row(run, e, ft["harmful"][0]) for e in ft["instances"] if e.get("orientation", 0) == 0]
 
 
 # --- the overlap table ------------------------------------------------------------------------------

@@ -432,4 +432,5 @@ def correlated_suite(members: list[runs.Run], suite: dict, out: Path) -> list[Pa
 from . import (
     defence_plots,  # noqa: F401
     lab_plots,  # noqa: F401
+    robustness_plots,  # noqa: F401
 )
