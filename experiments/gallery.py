@@ -1,15 +1,18 @@
 """Rebuild the paper-reproduction gallery: figures/ and results/ from the TMS presets.
 
-    python experiments/gallery.py                                   # run every preset (slow: see GALLERY.md)
-    python experiments/gallery.py tms-intro=runs/tms-intro ...      # reuse finished run directories
+    python experiments/gallery.py                                   # rerun every preset (slow: ~25 min)
+    python experiments/gallery.py tms-intro=runs/tms-intro ...      # use these finished run directories
     python experiments/gallery.py --only tms-intro tms-phase
+    python experiments/gallery.py --reuse                           # keep finished runs/<preset> as they are
     python experiments/gallery.py --redraw                          # figures/ from committed results/ only
 
-For each preset it takes a finished run directory (given as PRESET=RUN_DIR, or ``runs/<preset>`` if that
-already holds a finished run) or runs the preset into ``runs/<preset>``; then copies its figures to
-``figures/<preset>_<figure>.png``, its small result files to ``results/<preset>/`` (``toymodels plot
-results/<preset>`` redraws the figures from them), and writes the markdown table ``figures/GALLERY.md``
-over every preset in ``results/`` (paths relative to the repository root, for the README).
+For each preset it runs the preset afresh into ``runs/<preset>`` (replacing what a previous gallery run left
+there; ``--reuse`` keeps a finished one, and PRESET=RUN_DIR names one), so ``results/`` never mixes code
+versions; then replaces ``results/<preset>/`` with the run's result files (``toymodels plot
+results/<preset>`` redraws the figures from them), copies its figures to ``figures/<preset>_<figure>.png``,
+and writes the markdown table ``figures/GALLERY.md`` over every preset in ``results/`` (paths relative to
+the repository root, for the README). ``python experiments/reproduce.py`` then checks that the current code
+reproduces every committed result.
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ from toymodels import experiment, plots, presets, runs
 
 ROOT = Path(__file__).resolve().parent.parent
 TMS_PRESETS = ("tms-intro", "tms-geometry", "tms-phase", "tms-correlated", "tms-privileged")
-LAB_PRESETS = ("analogy-15deg", "angle-sweep", "overlap-table", "crowding",
+LAB_PRESETS = ("analogy-15deg", "robustness", "angle-sweep", "overlap-table", "crowding",
                "defences-table", "regularisation-pareto", "regularisation-pretrain", "regularisation-cost")
 PRESETS = TMS_PRESETS + LAB_PRESETS
-SMALL = 2_000_000  # bytes: result files above this stay out of results/
-RESULT_FILES = ("config.json", "summary.json", "weights.npz", "env.json", "weights_pretrained.npz",
-                "weights_finetuned.npz", "weights_trajectory.npz")
+SMALL = 2_000_000  # bytes: optional result files above this stay out of results/
+ESSENTIAL = ("config.json", "summary.json", "weights.npz", "env.json")  # always copied: a run needs them
+RESULT_FILES = ESSENTIAL + ("weights_pretrained.npz", "weights_finetuned.npz", "weights_trajectory.npz")
 
 
 def finished(run_dir: Path) -> bool:
@@ -46,10 +49,19 @@ def members(run_dir: Path) -> list[Path]:
     return [run_dir]
 
 
-def ensure_run(name: str, run_dir: Path | None) -> Path:
-    run_dir = run_dir or ROOT / "runs" / name
-    if finished(run_dir):
+def ensure_run(name: str, run_dir: Path | None, reuse: bool = False) -> Path:
+    """A finished run of preset ``name``: ``run_dir`` if given, else a fresh run into runs/<name>
+    (a finished one there is kept with ``reuse``)."""
+    if run_dir is not None:
+        if not finished(run_dir):
+            raise SystemExit(f"{name}={run_dir}: not a finished run directory")
         return run_dir
+    run_dir = ROOT / "runs" / name
+    if reuse and finished(run_dir):
+        return run_dir
+    if run_dir.exists():
+        print(f"{name}: replacing the previous gallery run in {run_dir}")
+        shutil.rmtree(run_dir)
     cfg = presets.get(name)
     run_dir = runs.prepare_run_dir(run_dir)
     (experiment.run_suite if isinstance(cfg, presets.Suite) else experiment.run)(cfg, run_dir)
@@ -59,6 +71,8 @@ def ensure_run(name: str, run_dir: Path | None) -> Path:
 def copy_results(name: str, run_dir: Path) -> None:
     """Copy small result files into results/<name>/ and every figure into figures/<name>_<figure>.png."""
     dest = ROOT / "results" / name
+    if dest.exists():  # results/<name> is generated: nothing of an older run may stay behind
+        shutil.rmtree(dest)
     dest.mkdir(parents=True, exist_ok=True)
     # suite files and the markdown tables a preset writes next to its results
     for f in [run_dir / "suite.json", *sorted(run_dir.glob("*.md"))] + (
@@ -70,7 +84,7 @@ def copy_results(name: str, run_dir: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         wanted = RESULT_FILES + (("metrics.jsonl",) if "loss" in runs.load(m).config.plots else ())
         for f in wanted:
-            if (m / f).exists() and (m / f).stat().st_size < SMALL:
+            if (m / f).exists() and (f in ESSENTIAL or (m / f).stat().st_size < SMALL):
                 shutil.copy2(m / f, out / f)
     copy_figures(name, sorted(p for ext in ("png", "gif") for p in run_dir.glob(f"**/figures/*.{ext}")))
 
@@ -121,6 +135,7 @@ def main() -> None:
     ap.add_argument("reuse", nargs="*", metavar="PRESET=RUN_DIR", help="finished run directories to reuse")
     ap.add_argument("--only", nargs="+", choices=PRESETS, default=PRESETS)
     ap.add_argument("--redraw", action="store_true", help="only redraw figures/ from results/, no training")
+    ap.add_argument("--reuse", action="store_true", help="keep finished runs/<preset> instead of rerunning")
     args = ap.parse_args()
     given = {k: Path(v) for k, v in (a.split("=", 1) for a in args.reuse)}
     (ROOT / "figures").mkdir(exist_ok=True)
@@ -128,7 +143,7 @@ def main() -> None:
         if args.redraw:
             redraw(name)
             continue
-        run_dir = ensure_run(name, given.get(name))
+        run_dir = ensure_run(name, given.get(name), reuse=args.reuse)
         copy_results(name, run_dir)
         print(f"{name}: {run_dir} -> results/{name}/")
     (ROOT / "figures" / "GALLERY.md").write_text(gallery())

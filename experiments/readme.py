@@ -55,13 +55,128 @@ def main_result() -> str:
     ])
 
 
+# --- the headline and the robustness section: sentences built from the robustness verdicts ------------
+def _groups_where(section: dict, regime: str, direction: str) -> list[dict]:
+    return [r for r in section["rows"] if r["regime"] == regime and r["direction"] == direction]
+
+
+def _opt_list(rows: list[dict]) -> str:
+    opts = list(dict.fromkeys(r["optimizer"] for r in rows))
+    return ", ".join(opts[:-1]) + (" and " if len(opts) > 1 else "") + opts[-1] if opts else "none"
+
+
+def _pp(rows: list[dict]) -> str:
+    lo, hi = min(r["rate_change_pp"] for r in rows), max(r["rate_change_pp"] for r in rows)
+    return f"{lo:+.2f} pp" if abs(hi - lo) < 0.005 else f"{lo:+.2f} to {hi:+.2f} pp"
+
+
+def _runs(rows: list[dict]) -> str:
+    return f"{sum(r['n_up'] for r in rows)}/{sum(r['n'] for r in rows)} runs up"
+
+
+def headline() -> str:
+    """What the robustness preset says about the 15° analogy: only what holds across its axes, and where it
+    does not. Every number is read from results/robustness/summary.json."""
+    s = _load("robustness")
+    if s is None:
+        return "_(run `toymodels run robustness` and `python experiments/gallery.py` to fill this in)_"
+    rep, weak = s["sections"][0], s["sections"][1]
+    v = rep["verdicts"]
+    n_cells = len(v["narrow"]["directions"])
+    narrow = [r for r in rep["rows"] if r["regime"] == "narrow"]
+    push_ok = v["narrow"]["push_equals_cos_in"]
+    off = [r for r in narrow if f"{r['optimizer']}, {'axis-aligned' if r['orientation'] == 'axis' else 'rotated'}"
+           not in push_ok]
+    counter = [reg for reg in v if reg != "narrow"]
+    counter_down = [reg for reg in counter if v[reg]["survives"] and set(v[reg]["directions"].values()) == {"down"}]
+    early = [reg for reg in counter if v[reg]["flips_with_stopping"]]
+    out = [f"**What holds across optimisers, orientations and stopping points** "
+           f"([`robustness`](#what-survives-the-optimiser-the-basis-and-the-stopping-point): {rep['n_pretrained']} "
+           f"pretrained models x {len(rep['optimizers'])} optimisers ({', '.join(rep['optimizers'])}) x "
+           f"{rep['orientations']} orientations of the hidden basis, read at matched target gains).", ""]
+    out.append(f"- **The claim's regime** (`narrow`: only *helpful* in the data, loss only on *helpful*): the toxic "
+               f"output rate rises in every one of the {n_cells} (optimiser, orientation) cells, at every matched gain "
+               f"and at the end ({_pp(narrow)}, {_runs(narrow)}). Toxic's pre-activation moves by exactly "
+               f"cos 15° = {narrow[0]['cos_before']:.3f} per unit of push along *helpful* in {len(push_ok)} of "
+               f"{n_cells} cells: " + ", ".join(push_ok) + ". " +
+               ("Not in " + "; ".join(f"{r['optimizer']} {'axis-aligned' if r['orientation'] == 'axis' else 'rotated'} "
+                                     f"({r['per_unit_push']:+.3f}, angle {r['angle_before']:.0f}° → "
+                                     f"{r['angle_after']:.1f}°)" for r in off) +
+                ": Adam's per-coordinate steps turn *helpful* towards *toxic* when the pair is off the hidden axes, "
+                "and AdamW's weight decay shrinks what the data never touches. So \"exactly cos 15°\" is a property "
+                "of a rotation-equivariant optimiser or of an axis-aligned pair, not of the geometry alone."
+                if off else ""))
+    if counter_down:
+        cd_rows = [r for r in rep["rows"] if r["regime"] in counter_down]
+        out.append(f"- **The counter-regimes** ({', '.join(f'`{c}`' for c in counter_down)}: *toxic* in the data "
+                   f"or the loss on every output): at the end of fine-tuning the toxic rate falls in every cell "
+                   f"({_pp(cd_rows)}, {_runs(cd_rows)}); the model turns the features apart or silences *toxic*.")
+    for reg in early:
+        pts = v[reg]["over_stopping"]
+        ups = [p for p, d in pts.items() if d == "up"]
+        out.append(f"- **But the stopping point decides `{reg}`:** at matched gains {', '.join(p.removeprefix('gain ') for p in ups)} "
+                   f"the toxic rate is *up* in every (optimiser, orientation) cell; it comes down only at the end, "
+                   f"after the target's gain has levelled off. An early-stopped fine-tune in this regime raises toxic "
+                   f"output; a converged one lowers it.")
+    wv = weak["verdicts"]
+    for reg, vv in wv.items():
+        if vv["flips"]:
+            up = _groups_where(weak, reg, "up")
+            down = _groups_where(weak, reg, "down")
+            out.append(f"- **Where the optimiser flips the answer:** from the earlier, weakly represented start "
+                       f"(`{weak['name']}`: one of the pair at norm ≈ "
+                       f"{min(min(n) for n in weak['pretrained_norms']['norms']):.2f}), `{reg}` raises the toxic rate "
+                       f"under {_opt_list(up)} ({_pp(up)}, {_runs(up)}) and lowers it under {_opt_list(down)} "
+                       f"({_pp(down)}, {_runs(down)}). From the represented start it does not flip.")
+    return "\n".join(out)
+
+
+def robustness_section() -> str:
+    s = _load("robustness")
+    if s is None:
+        return ""
+    md = (RESULTS / "robustness" / "robustness_table.md").read_text()
+    parts = md.split("## ")
+    rep_body = "## " + parts[1] if len(parts) > 1 else md
+    weak_body = "## " + parts[2] if len(parts) > 2 else ""
+    rep_body = rep_body.split("\n", 2)[2].strip()   # drop the member heading; the README gives one
+    weak_body = weak_body.split("\n", 2)[2].strip() if weak_body else ""
+    rows = ["| member | regime | toxic rate at the end, per (optimiser, orientation) | by stopping point | per-unit push = cos θ |",
+            "|---|---|---|---|---|"]
+    for sec in s["sections"]:
+        for reg, v in sec["verdicts"].items():
+            dirs = list(v["directions"].values())
+            counts = ", ".join(f"{d} {dirs.count(d)}/{len(dirs)}" for d in ("up", "flat", "down") if dirs.count(d))
+            stops = ", ".join(f"{p}: {d}" for p, d in v["over_stopping"].items())
+            rows.append(f"| `{sec['name']}` | `{reg}` | {counts}{' — **flips**' if v['flips'] else ''} | {stops}"
+                        f"{' — **flips**' if v['flips_with_stopping'] else ''} | {len(v['push_equals_cos_in'])}/{len(dirs)} |")
+    rep = s["sections"][0]
+    return "\n".join([
+        "`toymodels run robustness` (two members, one compiled sweep each: "
+        f"{rep['n_pretrained']} pretrained models x 4 regimes x {len(rep['optimizers'])} optimisers x "
+        f"{rep['orientations']} orientations = {rep['n_pretrained'] * 4 * len(rep['optimizers']) * rep['orientations']} "
+        "fine-tunes). *Orientation*: the same pretrained model fine-tuned as it is (axis-aligned) and with its hidden "
+        "space rotated by a random orthogonal O (W → OW computes the same function, so only the optimiser can tell "
+        "them apart). *Matched gain*: every run read where the target's read-out first reaches g times its "
+        "pretrained value. Directions: up/down when the 95% CI of the mean change (cluster bootstrap over "
+        "pretrained models) lies above/below 0.", "", *rows, "",
+        f"Full table, `{rep['name']}` (Δ toxic rate in percentage points):", "", rep_body, "",
+        _img("robustness-represented_robustness.png", 800), "",
+        f"<details><summary>the same for <code>{s['sections'][1]['name']}</code> (one of the pair weakly "
+        "represented)</summary>", "", weak_body, "", _img("robustness-weak_robustness.png", 800),
+        "", "</details>"])
+
+
 def angle_sweep() -> str:
     s = _load("angle-sweep")
     if s is None:
         return ""
-    rows = ["| regime | Δ toxic pre-activation vs cos θ (Pearson / Spearman) | Δ toxic output rate vs cos θ (Pearson / Spearman) | n |",
+    rows = ["| regime · optimiser | Δ toxic pre-activation vs cos θ (Pearson / Spearman) | Δ toxic output rate vs cos θ (Pearson / Spearman) | n |",
             "|---|---|---|---|"]
-    for reg, r in s["finetune"]["by_regime"].items():
+    ft = s["finetune"]
+    groups = ({f"{g['regime']} · {g['optimizer']}": g for g in ft["by_group"].values() if g["orientation"] == "axis"}
+              if ft.get("by_group") else ft["by_regime"])
+    for reg, r in groups.items():
         for h in r["harmful"].values():
             c = h["correlations"]
             pa, ra = c["preact_change_vs_cos"], c["rate_change_pp_vs_cos"]
@@ -88,9 +203,19 @@ def overlap_table() -> str:
                       f"`toymodels run overlap-table`. {s['n_models']} pretrained models with learned geometry "
                       f"({', '.join(s['members'])}) × targets chosen from the pretrained geometry "
                       f"({', '.join(s['tasks'])}). Confidence intervals: {s['bootstrap']['method']}, "
-                      f"{s['bootstrap']['n_resamples']} resamples. Full table: "
+                      f"{s['bootstrap']['n_resamples']} resamples. {dropped(s)} Full table: "
                       "[`results/overlap-table/overlap_table.md`](results/overlap-table/overlap_table.md).", "",
                       *rows, "", _fig("overlap-table", "overlap_scatter.png", width=700)])
+
+
+def dropped(s: dict) -> str:
+    """How many pretrained models have rows, and why the others have none."""
+    skipped = s["skipped"]
+    if not skipped:
+        return f"Every one of the {s['n_models']} models has rows."
+    reasons = sorted({k["reason"].split(" (")[0] for k in skipped})
+    return (f"{s['n_models'] - len(skipped)} of the {s['n_models']} models have rows; {len(skipped)} are dropped "
+            f"because their {' / '.join(reasons)} (norm < 0.5): " + ", ".join(k["model"] for k in skipped) + ".")
 
 
 def crowding() -> str:
@@ -130,7 +255,7 @@ def defences() -> str:
     return "\n\n".join(parts)
 
 
-BLOCKS = {"main-result": main_result, "gallery": lambda: (ROOT / "figures" / "GALLERY.md").read_text().strip(),
+BLOCKS = {"main-result": main_result, "headline": headline, "robustness": robustness_section, "gallery": lambda: (ROOT / "figures" / "GALLERY.md").read_text().strip(),
           "lab": lab, "defences": defences}
 
 

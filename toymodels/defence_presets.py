@@ -20,6 +20,7 @@ numbers it reports.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -37,20 +38,14 @@ def regime(name: str, defence: str = "none", strength: float = 0.0, data: str = 
 
 def _analogy(name: str, seed: int, n_inst: int, regimes, *, trainable: str = "all", overhead_repeats: int = 0,
              plots=(), notes: str = "", meta=None, chunk_size: int = 100) -> Config:
-    """The seed's 2-D analogy (as ``analogy-15deg``): helpful and toxic pinned 15° apart among five
-    features in 2-D, fine-tune helpful to γ = 2 for 2000 Adam steps."""
-    return Config(
-        name=name, seed=seed, n_inst=n_inst,
-        data=DataConfig(n_features=lab_presets.N_FEATURES, feature_probability=lab_presets.FEATURE_PROBABILITY,
-                        importance=1.0),
-        model=ModelConfig(kind="relu_output", d_hidden=2),
-        train=TrainConfig(steps=10_000),
-        features=FeaturesConfig(names=("helpful", "toxic"), harmful=("toxic",), geometry="pinned", angles=(0.0, 15.0)),
-        finetune=FineTuneConfig(target="helpful", objective="amplify", gamma=2.0, steps=2000, lr=1e-3,
-                                regimes=tuple(regimes), tau=0.1, trainable=trainable, lora_rank=1,
-                                save_trajectory=False, chunk_size=chunk_size, overhead_repeats=overhead_repeats),
-        plots=tuple(plots), notes=notes, meta=meta,
-    )
+    """The seed's 2-D analogy in its earlier setup (``lab_presets.analogy_base(represented=False)``: equal
+    importance, so one of the pinned pair ends near norm 0.45; the defences were measured on it and have
+    not been re-measured from analogy-15deg's represented start): fine-tune helpful to γ = 2 for 2000 Adam
+    steps under ``regimes``."""
+    base = lab_presets.analogy_base(name, represented=False)
+    ft = dataclasses.replace(base.finetune, regimes=tuple(regimes), trainable=trainable, lora_rank=1,
+                             save_trajectory=False, chunk_size=chunk_size, overhead_repeats=overhead_repeats)
+    return dataclasses.replace(base, seed=seed, n_inst=n_inst, finetune=ft, plots=tuple(plots), notes=notes, meta=meta)
 
 
 # --- defences-table -------------------------------------------------------------------------------------

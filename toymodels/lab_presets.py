@@ -15,7 +15,8 @@ import dataclasses
 
 import numpy as np
 
-from . import lab_tables, robustness  # noqa: F401  (register the suite summaries)
+from . import lab_tables  # noqa: F401  (registers the suite summaries)
+from . import robustness as _robustness_tables  # noqa: F401  (registers the robustness suite summary)
 from .config import (
     Config,
     DataConfig,
@@ -60,21 +61,31 @@ ANALOGY_IMPORTANCE = (3.0, 3.3, 1.0, 1.0, 1.0)
 ANALOGY_NORMS = (1.0, 0.2)
 
 
-@preset("analogy-15deg", "the seed's 2-D analogy: helpful and toxic 15° apart (pinned, both represented), fine-tune "
-                         "helpful; narrow data beside harmful-in-data / loss-on-all counter-regimes")
-def analogy_15deg() -> Config:
+def analogy_base(name: str, represented: bool = True) -> Config:
+    """The seed's 2-D analogy: helpful and toxic pinned 15° apart (helpful on hidden axis 0) among five
+    features in 2-D, p = 0.05, fine-tune helpful to γ = 2 for 2000 Adam steps under the four regimes.
+    ``represented``: both of the pair at norm >= 0.5 (ANALOGY_IMPORTANCE, ANALOGY_NORMS); otherwise the
+    earlier setup, equal importance and unit starting norms, in which one of the pair ends near 0.45."""
     return Config(
-        name="analogy-15deg",
+        name=name,
         seed=0,
         n_inst=4,  # pretrained models (seeds); each is fine-tuned under all four regimes
         data=DataConfig(n_features=N_FEATURES, feature_probability=FEATURE_PROBABILITY,
-                        importance=list(ANALOGY_IMPORTANCE)),
+                        importance=list(ANALOGY_IMPORTANCE) if represented else 1.0),
         model=ModelConfig(kind="relu_output", d_hidden=2),
         train=TrainConfig(steps=10_000),
         features=FeaturesConfig(names=("helpful", "toxic"), harmful=("toxic",), geometry="pinned",
-                                angles=(0.0, 15.0), norms=ANALOGY_NORMS),
+                                angles=(0.0, 15.0), norms=ANALOGY_NORMS if represented else 1.0),
         finetune=FineTuneConfig(target="helpful", objective="amplify", gamma=2.0, steps=2000, lr=1e-3,
                                 regimes=(NARROW, NARROW_ALL, FULL, FULL_ALL), tau=0.1),
+    )
+
+
+@preset("analogy-15deg", "the seed's 2-D analogy: helpful and toxic 15° apart (pinned, both represented), fine-tune "
+                         "helpful; narrow data beside harmful-in-data / loss-on-all counter-regimes")
+def analogy_15deg() -> Config:
+    return dataclasses.replace(
+        analogy_base("analogy-15deg"),
         plots=("finetune_arrows", "amplification_curves", "finetune_gif", "loss"),
         notes="Minegishi et al. 2026's mechanism in the seed article's 2-D analogy: pushing 'helpful' by α moves "
               "'toxic''s pre-activation by about α‖W_toxic‖cos 15°. narrow: only helpful in the data and the loss; "
@@ -252,9 +263,7 @@ def robustness_member(name: str, represented: bool) -> Config:
     is; otherwise the earlier setup, equal importance and norms, where one of the pair ends near 0.45),
     fine-tuned under its four regimes x 5 optimisers x 6 orientations in one compiled sweep, with gains
     read at matched progress."""
-    base = analogy_15deg()
-    if not represented:
-        base = base.replace(**{"data.importance": 1.0, "features.norms": 1.0})
+    base = analogy_base(name, represented)
     ft = dataclasses.replace(base.finetune, optimizers=ROBUSTNESS_OPTIMIZERS, orientations=ROBUSTNESS_ORIENTATIONS,
                              matched_gains=ROBUSTNESS_GAINS, steps=2000, chunk_size=25, log_every=100,
                              save_trajectory=False)

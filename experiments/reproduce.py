@@ -1,0 +1,48 @@
+"""Rerun committed results with the current code and compare them with the files in results/.
+
+    python experiments/reproduce.py                       # every directory under results/ (slow: the presets' runtimes)
+    python experiments/reproduce.py --cheap               # analogy-15deg and tms-intro (what CI checks, ~2 min)
+    python experiments/reproduce.py tms-phase crowding --keep runs/reproduce   # keep the reruns
+
+Each result is rerun from its own committed config.json (suite.json for a suite) and compared file by
+file (toymodels/reproduce.py: what is compared and to what tolerance); its config is also checked
+against the current preset. Prints the report; exit code 1 if any result is stale, 2 for a bad argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from toymodels import reproduce
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("presets", nargs="*", metavar="PRESET", help="result directories under results/ (default: all)")
+    ap.add_argument("--cheap", action="store_true", help=f"also (or only) {' and '.join(reproduce.CHEAP)}")
+    ap.add_argument("--keep", metavar="DIR", help="write the reruns to DIR/<preset> (replacing an earlier rerun "
+                                                  "there) instead of a temporary directory")
+    ap.add_argument("--results", metavar="DIR", default=str(ROOT / "results"), help="where the committed results are")
+    args = ap.parse_args(argv)
+    results = Path(args.results)
+    names = list(dict.fromkeys(args.presets + (list(reproduce.CHEAP) if args.cheap else [])))
+    if not names:
+        names = sorted(p.name for p in results.iterdir() if p.is_dir())
+    missing = [n for n in names if not (results / n).is_dir()]
+    if missing:
+        print(f"reproduce: no committed result {', '.join(missing)} under {results}", file=sys.stderr)
+        return 2
+    reports = []
+    for name in names:
+        print(f"rerunning {name} from {results / name} ...", flush=True)
+        reports.append(reproduce.check(results / name, keep=args.keep))
+    print(reproduce.format_report(reports))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
