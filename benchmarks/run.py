@@ -1,6 +1,6 @@
 """toymodels against plain PyTorch eager on the same TMS workloads, side by side in one process.
 
-    python benchmarks/run.py            # about a minute on the 2-core machine
+    python benchmarks/run.py            # about 2 minutes on the quiet 2-core machine, 3-4 under load
     python benchmarks/run.py --quick    # a few seconds of timing (smoke test; numbers are rough)
 
 Workloads (TMS ReLU-output model, batch 1024, AdamW lr 1e-3 wd 0.01, fresh data every step):
@@ -8,6 +8,17 @@ Workloads (TMS ReLU-output model, batch 1024, AdamW lr 1e-3 wd 0.01, fresh data 
 * ``intro``: 10 instances of 5 -> 2, feature probability 20^(-linspace(0, 1, 10)), importance 0.9^i
   (the ``tms-intro`` preset with one restart);
 * ``sweep``: 100 instances of 20 -> 5, feature probability 20^(-linspace(0, 1, 100)), importance 1.
+
+And one fine-tuning workload (Adam lr 1e-3, no weight decay, batch 1024, fresh data every step):
+
+* ``finetune``: ``toymodels run analogy-15deg``'s fine-tuning: 4 pretrained 5 -> 2 models (p = 0.05,
+  importance (3, 3.3, 1, 1, 1)) x 4 regimes (narrow/target, narrow/all, full/target, full/all) = 16
+  instances, target "helpful" amplified by gamma = 2. The toymodels side is ``finetune.prepare`` -> ``train.fit`` with the preset's chunk size
+  (50), from planted, untrained pretrained models (``features.init_params``; the values do not change
+  the work). Only ``fit``'s chunks are timed: the amplification probe that ``finetune.finetune`` runs at
+  every chunk boundary is not part of the step and is not run here. The torch side is
+  ``torch_reference.bench_torch_finetune`` from the same pretrained weights. A round is 10 chunks
+  (500 steps), then a torch block.
 
 The toymodels side is the real engine, exactly as ``toymodels run`` trains: ``train.pretrain`` ->
 ``train.fit`` -> the jitted ``make_chunk`` with the reconstruction objective, in chunks of
@@ -19,18 +30,20 @@ ratio measured under the same load. We report medians over rounds.
 Reported per workload: instance-steps/s of each side, their ratio, the first chunk's time (compile +
 run) and the compile time (first chunk minus a steady chunk), and achieved GFLOP/s (matmul FLOPs of
 ``peak.tms_step_flops``) against the measured fp32 matmul peak. The last line printed is one JSON
-object with the two ratios, e.g. ``{"intro": 5.3, "sweep": 6.1}``.
+object with the ratios, e.g. ``{"intro": 5.3, "sweep": 6.1, "finetune": 7.0}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,8 +53,9 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `toymode
 import numpy as np
 
 from benchmarks.peak import measure_matmul_peak_gflops, tms_step_flops
+from benchmarks.torch_reference import FINETUNE_WORKLOADS as TORCH_FINETUNE_WORKLOADS
 from benchmarks.torch_reference import WORKLOADS as TORCH_WORKLOADS
-from benchmarks.torch_reference import bench_torch
+from benchmarks.torch_reference import bench_torch, bench_torch_finetune, finetune_arrays
 
 BATCH = 1024
 
@@ -62,24 +76,34 @@ def _on_jax_event(event: str, duration: float, **kwargs) -> None:
 
 @dataclass(frozen=True)
 class Plan:
-    """How long to measure one workload: ``rounds`` toymodels chunks of ``chunk_size`` steps, each
-    followed by ``torch_steps`` torch steps."""
+    """How long to measure one workload: ``rounds`` rounds of ``chunks_per_round`` toymodels chunks of
+    ``chunk_size`` steps, each round followed by ``torch_steps`` torch steps. One more chunk runs first
+    (it compiles) and is not timed."""
 
     rounds: int
     chunk_size: int
     torch_steps: int
+    chunks_per_round: int = 1
+
+    @property
+    def steps(self) -> int:
+        return self.chunk_size * (self.rounds * self.chunks_per_round + 1)
 
 
 PLANS = {
     "full": {"intro": Plan(rounds=9, chunk_size=500, torch_steps=300),
-             "sweep": Plan(rounds=7, chunk_size=500, torch_steps=120)},
+             "sweep": Plan(rounds=7, chunk_size=500, torch_steps=120),
+             "finetune": Plan(rounds=9, chunk_size=50, chunks_per_round=10, torch_steps=300)},
     "quick": {"intro": Plan(rounds=3, chunk_size=100, torch_steps=40),
-              "sweep": Plan(rounds=3, chunk_size=20, torch_steps=10)},
+              "sweep": Plan(rounds=3, chunk_size=20, torch_steps=10),
+              "finetune": Plan(rounds=3, chunk_size=50, torch_steps=30)},
 }
+PRETRAIN = ("intro", "sweep")
+FINETUNE_PRESET = "analogy-15deg"
 
 
 def workload_config(name: str, chunk_size: int, rounds: int):
-    """The toymodels Config of a workload. ``rounds + 1`` chunks: the first one compiles."""
+    """The toymodels Config of a pretraining workload. ``rounds + 1`` chunks: the first one compiles."""
     from toymodels import presets
     from toymodels.config import Config, DataConfig, ModelConfig, TrainConfig
 
@@ -121,6 +145,8 @@ class Result:
     n_inst: int
     n_features: int
     d_hidden: int
+    note: str = ""                                         # what the instances are, if not obvious
+    chunk_size: int = 0                                    # steps per toymodels chunk
     first_chunk_s: float = 0.0                             # setup + compile + first chunk
     chunk_compile_s: float = 0.0                           # compiling the engine's chunk program
     all_compile_s: float = 0.0                             # every JAX compile until the first chunk ended
@@ -135,15 +161,23 @@ class Result:
         return [j / t for j, t in zip(self.jax_rate, self.torch_rate)]
 
 
-def torch_rate(tw: dict, steps: int, seed: int, threads: int) -> float:
-    """Instance-steps/s of the torch reference on workload ``tw`` (a torch_reference.WORKLOADS entry)."""
-    r = bench_torch(tw["n_inst"], tw["n_features"], tw["d_hidden"], BATCH, steps=steps, warmup=5,
-                    feature_probability=tw["feature_probability"], importance=tw["importance"], seed=seed,
-                    threads=threads)
-    return r["instance_steps_per_s"]
+TorchBench = Callable[..., dict]
+"""``bench(steps=, warmup=, seed=, threads=) -> dict`` of torch_reference (``bench_torch`` or
+``bench_torch_finetune`` with the workload's other arguments bound)."""
 
 
-def torch_threads(tw: dict, steps: int) -> tuple[int, dict]:
+def pretrain_bench(tw: dict) -> TorchBench:
+    """The torch reference of pretraining workload ``tw`` (a torch_reference.WORKLOADS entry)."""
+    return functools.partial(bench_torch, tw["n_inst"], tw["n_features"], tw["d_hidden"], BATCH,
+                             feature_probability=tw["feature_probability"], importance=tw["importance"])
+
+
+def torch_rate(bench: TorchBench, steps: int, seed: int, threads: int) -> float:
+    """Instance-steps/s of a torch reference run of ``steps`` timed steps (after 5 untimed ones)."""
+    return bench(steps=steps, warmup=5, seed=seed, threads=threads)["instance_steps_per_s"]
+
+
+def torch_threads(bench: TorchBench, steps: int) -> tuple[int, dict]:
     """Torch's faster thread count for this workload, 1 or its default, from a short trial of each.
 
     Torch gets its better setting. With its default two OpenMP threads it is the faster on an idle
@@ -152,39 +186,123 @@ def torch_threads(tw: dict, steps: int) -> tuple[int, dict]:
     """
     import torch
 
-    trial = {t: torch_rate(tw, steps, seed=0, threads=t) for t in sorted({1, torch.get_num_threads()})}
+    trial = {t: torch_rate(bench, steps, seed=0, threads=t) for t in sorted({1, torch.get_num_threads()})}
     return max(trial, key=trial.get), trial
 
 
-def run_workload(name: str, plan: Plan) -> Result:
-    """Train the workload through ``train.pretrain`` and run a torch block after every chunk."""
-    from toymodels import train
-
-    cfg = workload_config(name, plan.chunk_size, plan.rounds)
-    tw = TORCH_WORKLOADS[name]
-    check_same_workload(cfg, tw)
-    res = Result(name, cfg.n_inst, cfg.data.n_features, cfg.model.d_hidden)
-    res.torch_threads, res.torch_trial = torch_threads(tw, max(plan.torch_steps // 4, 5))
-    n_inst_steps = cfg.n_inst * plan.chunk_size
-    clock = {"resume": time.perf_counter(), "chunk": 0}
+def interleaved(res: Result, plan: Plan, bench: TorchBench, setup_s: float = 0.0,
+                clear_compile: bool = True) -> Callable[[object], None]:
+    """``fit``'s ``on_chunk`` hook that times the toymodels chunks and, after every ``chunks_per_round``
+    of them, runs a block of torch steps. Time spent in the hook (the torch block) is excluded from the
+    toymodels chunks. The clock starts now; ``setup_s`` (setup already done) is added to the first chunk.
+    JAX's compile events up to the end of the first chunk (since now, or since the caller cleared
+    ``COMPILE_S``) go to ``res``."""
+    clock = {"resume": 0.0, "chunk": 0, "acc": 0.0}
+    res.chunk_size = plan.chunk_size
 
     def on_chunk(_state):
         # fit has just turned this chunk's losses into numpy, so the chunk's work is done.
         elapsed = time.perf_counter() - clock["resume"]
         if clock["chunk"] == 0:
-            res.first_chunk_s = elapsed
+            res.first_chunk_s = setup_s + elapsed
             res.chunk_compile_s, res.all_compile_s = COMPILE_S["chunk"], COMPILE_S["*all*"]
         else:
             res.chunk_s.append(elapsed)
-            res.jax_rate.append(n_inst_steps / elapsed)
-            res.torch_rate.append(torch_rate(tw, plan.torch_steps, seed=len(res.torch_rate),
-                                             threads=res.torch_threads))
+            clock["acc"] += elapsed
+            if clock["chunk"] % plan.chunks_per_round == 0:
+                res.jax_rate.append(res.n_inst * plan.chunk_size * plan.chunks_per_round / clock["acc"])
+                res.torch_rate.append(torch_rate(bench, plan.torch_steps, seed=len(res.torch_rate),
+                                                 threads=res.torch_threads))
+                clock["acc"] = 0.0
         clock["chunk"] += 1
         clock["resume"] = time.perf_counter()
 
-    COMPILE_S.clear()
+    if clear_compile:
+        COMPILE_S.clear()
     clock["resume"] = time.perf_counter()
-    train.pretrain(cfg, on_chunk=on_chunk, progress=False)
+    return on_chunk
+
+
+def run_workload(name: str, plan: Plan) -> Result:
+    """Train the pretraining workload through ``train.pretrain`` and run a torch block after every chunk."""
+    from toymodels import train
+
+    cfg = workload_config(name, plan.chunk_size, plan.rounds)
+    tw = TORCH_WORKLOADS[name]
+    check_same_workload(cfg, tw)
+    bench = pretrain_bench(tw)
+    res = Result(name, cfg.n_inst, cfg.data.n_features, cfg.model.d_hidden)
+    res.torch_threads, res.torch_trial = torch_threads(bench, max(plan.torch_steps // 4, 5))
+    train.pretrain(cfg, on_chunk=interleaved(res, plan, bench), progress=False)
+    return res
+
+
+def finetune_config(plan: Plan):
+    """The ``analogy-15deg`` preset, with ``finetune.steps`` and ``chunk_size`` set to the plan's."""
+    from toymodels import presets
+
+    return presets.get(FINETUNE_PRESET).replace(**{"finetune.steps": plan.steps,
+                                                   "finetune.chunk_size": plan.chunk_size})
+
+
+def check_same_finetune(cfg, prep, tw: dict) -> None:
+    """Both sides must fine-tune the same thing: instances (k = pretrained i * R + regime r), sizes,
+    per-instance data probabilities, present features, output scales s and loss weights w, and the
+    optimiser (Adam, lr 1e-3, no weight decay, constant) and batch."""
+    ft = cfg.finetune
+    R = len(tw["regimes"])
+    n_pre, n = tw["n_pre"], tw["n_features"]
+    arrays = finetune_arrays(n_pre, n, tw["target"], tw["gamma"], tw["feature_probability"], tw["importance"],
+                             tw["regimes"])
+    plan = prep.plan
+    checks = {
+        "sizes (pretrained, features, hidden)": (cfg.n_inst, cfg.data.n_features, cfg.model.d_hidden)
+        == (n_pre, n, tw["d_hidden"]),
+        "instances = pretrained x regimes": plan.n_ft == n_pre * R
+        and np.array_equal(plan.pretrain_index, np.repeat(np.arange(n_pre), R)),
+        "target": np.array_equal(plan.target, np.full(plan.n_ft, tw["target"])),
+        "regimes (name, data, loss scope)": [(r.name, r.data, r.loss_scope) for r in plan.regimes]
+        == [tuple(r) for r in tw["regimes"]],
+        **{f"inst[{k!r}]": np.allclose(np.asarray(prep.inst[k]), arrays[k].numpy(), rtol=1e-6)
+           for k in ("feature_probability", "present", "out_scale", "loss_weight")},
+        "objective, optimiser, lr, weight decay, schedule, trainable, batch":
+        (ft.objective, ft.optimizer, ft.lr, ft.weight_decay, ft.schedule, ft.trainable, ft.batch_size)
+        == ("amplify", "adam", 1e-3, 0.0, "constant", "all", BATCH),
+    }
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise RuntimeError(f"fine-tuning workload {cfg.name!r} differs from torch_reference.FINETUNE_WORKLOADS "
+                           f"in: {', '.join(bad)}")
+
+
+def run_finetune(name: str, plan: Plan) -> Result:
+    """Fine-tune as ``toymodels run analogy-15deg`` does (``finetune.prepare`` -> ``train.fit``) from
+    planted, untrained pretrained models, and run a torch block after every ``chunks_per_round`` chunks.
+    Only ``fit``'s chunks are timed: ``finetune.finetune``'s probe at chunk boundaries is not run."""
+    import jax
+    import torch
+
+    from toymodels import features, finetune, train
+
+    cfg = finetune_config(plan)
+    tw = TORCH_FINETUNE_WORKLOADS[name]
+    COMPILE_S.clear()
+    t = time.perf_counter()
+    graphdef, params = features.init_params(cfg, cfg.n_inst, jax.random.key(0))
+    prep = finetune.prepare(cfg, graphdef, params)
+    jax.block_until_ready(prep.state.opt_state)
+    setup_s = time.perf_counter() - t
+    check_same_finetune(cfg, prep, tw)
+    # the same pretrained weights for torch, in the notebook's (inst, n_features, d_hidden) layout
+    W0 = torch.from_numpy(np.array(params["W"][...])).transpose(1, 2).contiguous()
+    b0 = torch.from_numpy(np.array(params["b_final"][...]))
+    bench = functools.partial(bench_torch_finetune, W0, b0, batch_size=BATCH,
+                              **{k: v for k, v in tw.items() if k not in ("n_pre", "n_features", "d_hidden")})
+    res = Result(name, prep.plan.n_ft, cfg.data.n_features, cfg.model.d_hidden,
+                 note=f" = {cfg.n_inst} pretrained x {len(prep.plan.regimes)} regimes ({FINETUNE_PRESET})")
+    res.torch_threads, res.torch_trial = torch_threads(bench, max(plan.torch_steps // 4, 5))
+    train.fit(prep.state, prep.objective, prep.tx, prep.inst, plan.steps, chunk_size=plan.chunk_size,
+              progress=False, on_chunk=interleaved(res, plan, bench, setup_s=setup_s, clear_compile=False))
     return res
 
 
@@ -194,7 +312,7 @@ def report(res: Result, peak_gflops: float) -> dict:
     ratio = statistics.median(res.ratios)
     steady = statistics.median(res.chunk_s)
     row = {
-        "workload": f"{res.name}: {res.n_inst}x({res.n_features}->{res.d_hidden}), batch {BATCH}",
+        "workload": f"{res.name}: {res.n_inst}x({res.n_features}->{res.d_hidden}){res.note}, batch {BATCH}",
         "toymodels_inst_steps_per_s": round(jax_med),
         "torch_inst_steps_per_s": round(torch_med),
         "ratio_median_of_rounds": round(ratio, 2),
@@ -211,6 +329,8 @@ def report(res: Result, peak_gflops: float) -> dict:
         "torch_thread_trial": {t: round(v) for t, v in res.torch_trial.items()},
     }
     print(f"\n== {row['workload']}  ({row['rounds']} interleaved rounds, medians)")
+    if res.name not in PRETRAIN:
+        print("  (toymodels: train.fit's chunks only; finetune's probe at chunk boundaries is not timed)")
     print(f"  toymodels  {row['toymodels_inst_steps_per_s']:>9,} instance-steps/s   "
           f"{row['toymodels_gflops']:6.2f} GFLOP/s = "
           f"{100 * row['toymodels_gflops'] / peak_gflops:.2f}% of peak")
@@ -221,14 +341,15 @@ def report(res: Result, peak_gflops: float) -> dict:
     print(f"  ratio      {ratio:.2f}x  (per-round range {row['ratio_range'][0]}-{row['ratio_range'][1]})")
     print(f"  compile    {row['compile_s']} s for the chunk program ({row['compile_all_s']} s for every JAX "
           f"compile of the run's setup); setup + first chunk {row['first_chunk_s']} s, a steady chunk "
-          f"{row['steady_chunk_s']} s. Compile time is not in the rates.")
+          f"{row['steady_chunk_s']} s ({res.chunk_size} steps). Compile time is not in the rates.")
     return row
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a short smoke run (rough numbers)")
-    ap.add_argument("--workloads", default="intro,sweep", help="comma-separated subset of intro,sweep")
+    ap.add_argument("--workloads", default="intro,sweep,finetune",
+                    help="comma-separated subset of intro,sweep,finetune")
     ap.add_argument("--json-out", type=Path, help="also write the full report to this JSON file")
     args = ap.parse_args(argv)
 
@@ -243,7 +364,8 @@ def main(argv=None) -> dict:
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     peak = measure_matmul_peak_gflops(repeats=5 if args.quick else 20)
     print(f"fp32 matmul peak (JAX, 1024^3): {peak:.0f} GFLOP/s")
-    rows = {name: report(run_workload(name, plans[name]), peak) for name in names}
+    run = {name: run_workload if name in PRETRAIN else run_finetune for name in plans}
+    rows = {name: report(run[name](name, plans[name]), peak) for name in names}
     print(f"\nload average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     if args.json_out:
         args.json_out.write_text(json.dumps(rows, indent=2) + "\n")

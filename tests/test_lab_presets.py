@@ -174,7 +174,8 @@ def test_table_rows_equal_the_member_summary_values(overlap_suite):
     for r in rows:
         e = ft["instances"][r["ft_instance"]]
         h = e["harmful"]["toxic"]
-        assert (r["regime"], r["target"]) == lt.split_regime(e["regime"]) and e["target"] == r["target"]
+        assert (r["family"], r["target"]) == lt.split_regime(e["regime"]) and e["target"] == r["target"]
+        assert r["regime"] == f"{r['family']} · {e['optimizer']}" and r["optimizer"] == e["optimizer"]
         assert r["pretrain_instance"] == e["pretrain_instance"]
         assert r["overlap"] == e["overlap"]["score"]["before"] == max(0.0, min(1.0, r["overlap_signed"]))
         assert r["overlap_signed"] == pytest.approx(h["cos"]["before"], abs=1e-6)
@@ -189,8 +190,10 @@ def test_table_rows_equal_the_member_summary_values(overlap_suite):
     # the tasks are chosen from the pretrained geometry: nearest has the largest cos among eligible candidates
     for (model, fam) in {(r["model"], r["regime"]) for r in rows}:
         mine = {r["task"]: r for r in rows if r["model"] == model and r["regime"] == fam}
-        cands = [e for e in ft["instances"] if e["pretrain_instance"] == mine["nearest"]["pretrain_instance"]
-                 and lt.split_regime(e["regime"])[0] == fam and e["target_norm"]["before"] >= lt.MIN_NORM]
+        near = mine["nearest"]
+        cands = [e for e in ft["instances"] if e["pretrain_instance"] == near["pretrain_instance"]
+                 and lt.split_regime(e["regime"])[0] == near["family"] and e["optimizer"] == near["optimizer"]
+                 and e["target_norm"]["before"] >= lt.MIN_NORM]
         best = max(e["harmful"]["toxic"]["cos"]["before"] for e in cands)
         assert mine["nearest"]["cos_before"] == best
         if "farthest" in mine:

@@ -333,7 +333,7 @@ def overlap_scatter(members: list[runs.Run], suite: dict, out: Path) -> list[Pat
         sel = [r for r in table if r["regime"] == fam]
         bg = [r for r in pairs if r["regime"] == fam]
         reg = members[0].summary["finetune"]["regimes"]
-        info = next(r for r in reg if lt.split_regime(r["name"])[0] == fam)
+        info = next(r for r in reg if lt.split_regime(r["name"])[0] == fam.split(" · ")[0])  # "narrow · sgd"
         for col, (xk, yk, ylabel) in enumerate(cols):
             ax = axes[row, col]
             ax.scatter(val(bg, xk), val(bg, yk), s=8, color="0.75", zorder=1,

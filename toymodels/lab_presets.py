@@ -36,8 +36,9 @@ FULL = RegimeConfig(name="full", data="full", loss_scope="target")
 FULL_ALL = RegimeConfig(name="full-all", data="full", loss_scope="all")
 
 # The optimiser axis of the sweeps: Adam (the default) and plain SGD, which, unlike Adam, commutes with a
-# rotation of the hidden space (toymodels.axes). SGD's learning rate is 100x Adam's: per step Adam moves
-# each coordinate by about lr, SGD by lr x gradient, and the gradients here are ~1e-2.
+# rotation of the hidden space (toymodels.axes). Per step Adam moves each coordinate by about its lr, SGD
+# by lr x gradient; at lr 0.1 SGD reaches a given target gain about 3x sooner than Adam at 1e-3 on the 15°
+# analogy (robustness: gain 2.25 at step ~170 vs ~570), so 1500-2000 steps are enough for both.
 ADAM = OptimizerConfig("adam", "adam", lr=1e-3)
 SGD = OptimizerConfig("sgd", "sgd", lr=0.1)
 SWEEP_OPTIMIZERS = (ADAM, SGD)

@@ -168,8 +168,9 @@ def instance_row(run, entry: dict, harmful: str) -> dict:
     ft = run.summary["finetune"]
     reg = next(r for r in ft["regimes"] if r["name"] == entry["regime"])
     family, _ = split_regime(entry["regime"])
-    if len(ft.get("optimizers") or ()) > 1:  # the optimiser axis: one family per (regime, optimiser)
-        family = f"{family} · {entry['optimizer']}"
+    label = family  # the optimiser axis: one row group per (regime family, optimiser)
+    if len(ft.get("optimizers") or ()) > 1:
+        label = f"{family} · {entry['optimizer']}"
     h = entry["harmful"][harmful]
     i = entry["pretrain_instance"]
     p = float(np.mean(run.summary["instances"][i]["feature_probability"]))
@@ -181,7 +182,8 @@ def instance_row(run, entry: dict, harmful: str) -> dict:
         "feature_probability": p,
         "pretrain_instance": i,
         "ft_instance": entry["index"],
-        "regime": family,
+        "regime": label,
+        "family": family,
         "optimizer": entry.get("optimizer"),
         "data": reg["data"],
         "loss_scope": reg["loss_scope"],
@@ -374,10 +376,8 @@ def overlap_table_summary(members, suite: dict, run_dir: Path) -> tuple[dict, st
     """The overlap-table suite's ``summary.json`` (rows, correlations) and ``overlap_table.md``."""
     table, pairs, skipped = overlap_rows(members)
     ft0 = members[0].summary["finetune"]
-    regimes = {}
-    for run in members:
-        for r in run.summary["finetune"]["regimes"]:
-            regimes.setdefault(split_regime(r["name"])[0], {"data": r["data"], "loss_scope": r["loss_scope"]})
+    regimes = {r["regime"]: {"data": r["data"], "loss_scope": r["loss_scope"], "optimizer": r["optimizer"]}
+               for r in pairs}  # row groups: regime families, or (family, optimiser) with an optimiser axis
     summary = {
         "suite": suite["suite"],
         "members": suite["members"],
