@@ -7,7 +7,8 @@
 * every array of every committed ``*.npz``: same keys, shapes and dtypes, max |Δ| <= ``WEIGHT_ATOL``;
 * ``summary.json`` and ``metrics.jsonl``: the same keys, list lengths, strings, bools and nulls; numbers
   within the tolerance of :func:`number_tolerance`; keys in ``IGNORED_KEYS`` (timings, paths) skipped;
-* ``config.json`` and ``suite.json`` exactly (a config field added or renamed since is a difference);
+* ``config.json`` as the Config it resolves to, and ``suite.json``, exactly (a renamed field or another
+  value is a difference; a field added since, at its default, is not);
 * separately, the committed config against the current preset's (``presets.get(name)``): a result from
   an old preset definition is stale even when the current code reproduces it.
 
@@ -201,6 +202,17 @@ def compare_npz(committed: Path, rerun: Path, atol: float = WEIGHT_ATOL) -> tupl
     return worst, diffs
 
 
+def _resolved(path: Path):
+    """A result JSON file as compared: a ``config.json`` as the Config it resolves to (so a config field
+    added since, with its default, is not a difference: the committed run means the same thing), any
+    other file as written."""
+    if path.name == "config.json":
+        from .config import Config
+
+        return _jsonable(Config.from_dict(_read_json(path)).to_dict())
+    return _read_json(path)
+
+
 def _read_json(path: Path):
     if path.suffix == ".jsonl":
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -227,8 +239,7 @@ def compare_dirs(committed: str | Path, rerun: str | Path) -> list[FileReport]:
         elif f.suffix == ".npz":
             out.append(_file_report(str(rel), *compare_npz(f, g)))
         elif f.name in COMPARED_JSON + EXACT_JSON:
-            out.append(_file_report(str(rel), *compare_json(_read_json(f), _read_json(g),
-                                                            exact=f.name in EXACT_JSON)))
+            out.append(_file_report(str(rel), *compare_json(_resolved(f), _resolved(g), exact=f.name in EXACT_JSON)))
         else:
             out.append(FileReport(str(rel), ok=False, n_diffs=1, worst=[("", "unknown result file; not compared")]))
     return out
@@ -272,7 +283,7 @@ def preset_diffs(result_dir: str | Path, name: str | None = None) -> list[str]:
         if not path.exists():
             out.append(f"{rel}: not committed (the preset has it)")
             continue
-        _, diffs = compare_json(_read_json(path), _jsonable(obj.to_dict()), exact=True)
+        _, diffs = compare_json(_resolved(path), _jsonable(obj.to_dict()), exact=True)
         out += [f"{rel}: {p}: {what.replace('rerun', 'preset')}" for _, p, what in diffs]
     return out
 
