@@ -116,32 +116,6 @@ def test_density_properties(seed, phi, scale):
     assert fpd_r == pytest.approx(fpd * scale**2, rel=1e-4)   # norms
 
 
-# --- correlations -----------------------------------------------------------------------------------
-def test_rankdata_ties():
-    np.testing.assert_array_equal(amp.rankdata([10, 20, 20, 5]), [2.0, 3.5, 3.5, 1.0])
-
-
-def test_pearson_spearman_hand_cases():
-    x = [1, 2, 3, 4, 5]
-    assert amp.pearson(x, [2, 4, 6, 8, 10]) == pytest.approx(1.0)
-    assert amp.pearson(x, [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
-    # scipy.stats.spearmanr's documented example: ranks of y are 1, 2, 3.5, 5, 3.5
-    assert amp.spearman(x, [5, 6, 7, 8, 7]) == pytest.approx(0.8207826816681233)
-    assert math.isnan(amp.pearson(x, [1, 1, 1, 1, 1]))
-    assert math.isnan(amp.spearman([1.0, np.nan], [2.0, 3.0]))   # one finite pair only
-
-
-@settings(deadline=None, max_examples=25)
-@given(seed=st.integers(0, 10_000))
-def test_spearman_is_invariant_to_monotone_maps(seed):
-    rng = np.random.default_rng(seed)
-    x, y = rng.normal(size=30), rng.normal(size=30)
-    rho = amp.spearman(x, y)
-    assert amp.spearman(np.exp(x), y**3) == pytest.approx(rho, abs=1e-12)
-    assert amp.spearman(-x, y) == pytest.approx(-rho, abs=1e-12)
-    assert -1.0 <= amp.pearson(x, y) <= 1.0
-
-
 def test_metrics_accept_jax_arrays():
     W = jnp.asarray(polar(0.0, 15.0, 90.0), jnp.float32)
     score, _, _ = amp.overlap_score(W, 0, jnp.array([1, 2]))

@@ -235,8 +235,8 @@ def test_summary_rows_pair_each_defence_with_its_undefended_baseline(planted):
     # capability: the pretrained models are the same for both regimes, so their 'before' numbers agree
     caps = summary["defences"]["instances"]
     assert caps[0]["recon_loss_before"] == caps[1]["recon_loss_before"]
-    lo, hi = defences.bootstrap_ci([1.0, 2.0, 3.0, 4.0])
-    assert lo < 2.5 < hi and defences.bootstrap_ci([1.0, 2.0, 3.0, 4.0]) == [lo, hi]
+    lo, hi = rows["tc"]["rate_change_pp"]["ci95"]
+    assert lo <= rows["tc"]["rate_change_pp"]["mean"] <= hi
 
 
 def test_capability_loss_matches_the_pretraining_objective(planted):

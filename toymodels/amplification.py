@@ -8,8 +8,6 @@ The claim under study (Minegishi et al. 2026): fine-tuning pushes the target fea
 so harmful features near the target (small θ, large cos) are amplified with it. The functions here
 measure the pieces of that statement for ONE instance; the probe in :mod:`toymodels.finetune` vmaps
 them. Shapes: W (d_hidden, n), x and out (batch, n), index arguments are ints or int arrays.
-
-The correlation helpers (``pearson``, ``spearman``) are numpy and need no scipy.
 """
 
 from __future__ import annotations
@@ -101,39 +99,3 @@ def relative_increase_pct(before, after):
 def percentage_points(before, after):
     """100 (after − before): the change of a rate in percentage points."""
     return 100.0 * (np.asarray(after, np.float64) - np.asarray(before, np.float64))
-
-
-# --- correlations (numpy) ---------------------------------------------------------------------------
-def rankdata(a) -> np.ndarray:
-    """Ranks 1..n, ties given their average rank (as scipy.stats.rankdata's 'average')."""
-    a = np.asarray(a, np.float64)
-    order = np.argsort(a, kind="mergesort")
-    s = a[order]
-    ranks = np.empty(len(a), np.float64)
-    i = 0
-    while i < len(a):
-        j = i
-        while j + 1 < len(a) and s[j + 1] == s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = 0.5 * (i + j) + 1.0
-        i = j + 1
-    return ranks
-
-
-def pearson(x, y) -> float:
-    """Pearson correlation; NaN when either input is constant or fewer than 2 finite pairs."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 2:
-        return float("nan")
-    xc, yc = x - x.mean(), y - y.mean()
-    den = np.sqrt(np.sum(xc**2) * np.sum(yc**2))
-    return float(np.sum(xc * yc) / den) if den > 0 else float("nan")
-
-
-def spearman(x, y) -> float:
-    """Spearman rank correlation: Pearson on average ranks (ties handled); finite pairs only."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    ok = np.isfinite(x) & np.isfinite(y)
-    return pearson(rankdata(x[ok]), rankdata(y[ok]))

@@ -69,6 +69,7 @@ from . import data as tdata
 from . import geometry, train
 from .config import FT_DEFENCES, FT_FRACTION_DEFENCES, Config
 from .penalties import output_anchor, penalty, unit_columns
+from .stats import mean_with_ci
 
 PRE_BATCH_SALT = 7_001      # fold_in(step key, ·): the pretraining-distribution batch of replay / anchor
 FILTER_SALT = 7_002         # fold_in(step key, ·): the random control filter's priorities
@@ -501,23 +502,6 @@ def evaluate(cfg: Config, graphdef, pre_params, result) -> dict:
 
 
 # --- summary: one row per regime, paired with its undefended baseline -----------------------------------
-def bootstrap_ci(values, level: float = 0.95, n_boot: int = 10_000, seed: int = 0) -> list[float] | None:
-    """Percentile bootstrap CI of the mean of ``values`` (finite ones), numpy RNG seeded: the same
-    numbers on every call. None with fewer than 2 values."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
-    if len(v) < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), (n_boot, len(v)))].mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return [float(lo), float(hi)]
-
-
-def _mean_ci(values) -> dict:
-    v = [float(x) for x in values if x is not None and np.isfinite(x)]
-    return {"mean": float(np.mean(v)) if v else None, "ci95": bootstrap_ci(v), "n": len(v), "values": v}
-
-
 def baseline_of(regimes, r) -> str | None:
     """The name of the undefended regime with r's data, loss scope and target (None if there is none)."""
     for b in regimes:
@@ -559,29 +543,29 @@ def per_regime_rows(ft: dict, capability_rows: list[dict], overhead: dict | None
         row = {"defence": r["defence"] if ft["trainable"] == "all" else f"{r['defence']}+{ft['trainable']}",
                "strength": r["strength"], "data": r["data"], "loss_scope": r["loss_scope"],
                "baseline": b_name, "trainable": ft["trainable"],
-               "rate_change_pp": _mean_ci(pp),
-               "rate_after_pct": _mean_ci([100 * e["harmful"][harm]["rate"]["after"] for e in es]),
-               "preact_change": _mean_ci([e["harmful"][harm]["preact"]["change"] for e in es]),
-               "cos_after": _mean_ci([e["harmful"][harm]["cos"]["after"] for e in es]),
-               "target_gain": _mean_ci([e["target_gain"] for e in es]),
-               "target_readout_after": _mean_ci([e["target_readout"]["after"] for e in es])}
-        row["harmful_norm_after"] = _mean_ci([e["harmful"][harm]["norm"]["after"] for e in es])
-        row["harmful_norm_before"] = _mean_ci([e["harmful"][harm]["norm"]["before"] for e in es])
-        row["angle_after"] = _mean_ci([e["harmful"][harm]["angle_deg"]["after"] for e in es])
+               "rate_change_pp": mean_with_ci(pp),
+               "rate_after_pct": mean_with_ci([100 * e["harmful"][harm]["rate"]["after"] for e in es]),
+               "preact_change": mean_with_ci([e["harmful"][harm]["preact"]["change"] for e in es]),
+               "cos_after": mean_with_ci([e["harmful"][harm]["cos"]["after"] for e in es]),
+               "target_gain": mean_with_ci([e["target_gain"] for e in es]),
+               "target_readout_after": mean_with_ci([e["target_readout"]["after"] for e in es])}
+        row["harmful_norm_after"] = mean_with_ci([e["harmful"][harm]["norm"]["after"] for e in es])
+        row["harmful_norm_before"] = mean_with_ci([e["harmful"][harm]["norm"]["before"] for e in es])
+        row["angle_after"] = mean_with_ci([e["harmful"][harm]["angle_deg"]["after"] for e in es])
         for m in ("recon_loss", "recon_loss_other", "recon_loss_benign", "recon_loss_harmful", "harmful_present_loss",
                   "n_represented", "dims_per_feature", "mean_cos2"):
-            row[f"{m}_after"] = _mean_ci([cap[e["index"]][f"{m}_after"] for e in es])
-            row[f"{m}_before"] = _mean_ci([cap[e["index"]][f"{m}_before"] for e in es])
+            row[f"{m}_after"] = mean_with_ci([cap[e["index"]][f"{m}_after"] for e in es])
+            row[f"{m}_before"] = mean_with_ci([cap[e["index"]][f"{m}_before"] for e in es])
         if b_name is not None:
             pairs = [(e, b_es[e["pretrain_instance"]]) for e in es if e["pretrain_instance"] in b_es]
             d_pp = [e["harmful"][harm]["rate"]["change_pp"] - b["harmful"][harm]["rate"]["change_pp"] for e, b in pairs]
-            row["rate_change_pp_vs_baseline"] = _mean_ci(d_pp)
+            row["rate_change_pp_vs_baseline"] = mean_with_ci(d_pp)
             base_pp = np.mean([b["harmful"][harm]["rate"]["change_pp"] for _, b in pairs])
             row["amplification_removed"] = (float(1.0 - np.mean(pp) / base_pp) if base_pp > 0 else None)
-            row["target_gain_vs_baseline"] = _mean_ci([e["target_gain"] / b["target_gain"] for e, b in pairs
+            row["target_gain_vs_baseline"] = mean_with_ci([e["target_gain"] / b["target_gain"] for e, b in pairs
                                                        if e["target_gain"] and b["target_gain"]])
             for m in ("recon_loss_other", "recon_loss_benign", "recon_loss_harmful", "harmful_present_loss"):
-                row[f"{m}_vs_baseline"] = _mean_ci([cap[e["index"]][f"{m}_after"] - base_cap[b["index"]][f"{m}_after"]
+                row[f"{m}_vs_baseline"] = mean_with_ci([cap[e["index"]][f"{m}_after"] - base_cap[b["index"]][f"{m}_after"]
                                                     for e, b in pairs])
         if overhead and r["name"] in overhead:
             row["overhead"] = overhead[r["name"]]
@@ -660,16 +644,16 @@ def pretraining_rows(run) -> list[dict]:
                for reg in regimes}
         rows.append({
             "lambda": float(lam), "n": len(idx), "target": ft["target"], "harmful": harmful,
-            "cos": _mean_ci(cos[idx]),
-            "recon_loss": _mean_ci([inst[i]["eval_loss"] for i in idx]),
-            "recon_loss_vs_unpenalised": (_mean_ci([inst[i]["eval_loss"] - inst[b]["eval_loss"]
+            "cos": mean_with_ci(cos[idx]),
+            "recon_loss": mean_with_ci([inst[i]["eval_loss"] for i in idx]),
+            "recon_loss_vs_unpenalised": (mean_with_ci([inst[i]["eval_loss"] - inst[b]["eval_loss"]
                                                     for i, b in zip(idx, base)]) if len(base) == len(idx) else None),
-            "n_represented": _mean_ci([inst[i]["n_represented"] for i in idx]),
-            "dims_per_feature": _mean_ci([inst[i]["dimensions_per_feature"] for i in idx]),
-            "penalty": _mean_ci([inst[i]["penalty"] for i in idx if "penalty" in inst[i]]),
-            "rate_change_pp": {reg: _mean_ci([e["harmful"][harmful]["rate"]["change_pp"] for e in es])
+            "n_represented": mean_with_ci([inst[i]["n_represented"] for i in idx]),
+            "dims_per_feature": mean_with_ci([inst[i]["dimensions_per_feature"] for i in idx]),
+            "penalty": mean_with_ci([inst[i]["penalty"] for i in idx if "penalty" in inst[i]]),
+            "rate_change_pp": {reg: mean_with_ci([e["harmful"][harmful]["rate"]["change_pp"] for e in es])
                                for reg, es in per.items()},
-            "target_gain": {reg: _mean_ci([e["target_gain"] for e in es]) for reg, es in per.items()},
+            "target_gain": {reg: mean_with_ci([e["target_gain"] for e in es]) for reg, es in per.items()},
         })
     return rows
 

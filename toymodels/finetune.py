@@ -600,7 +600,7 @@ def _group_summary(rows: list[dict]) -> dict:
                              ("rate_change_pp", [h["rate"]["change_pp"] for h in hs]),
                              ("spurious_change", [h["spurious"]["change"] for h in hs])):
                 for xname, x in (("cos", cos_b), ("angle_deg", ang_b)):
-                    corr[f"{yname}_vs_{xname}"] = {"pearson": amp.pearson(x, y), "spearman": amp.spearman(x, y),
+                    corr[f"{yname}_vs_{xname}"] = {"pearson": stats.pearson(x, y), "spearman": stats.spearman(x, y),
                                                    "n": len(hs)}
             agg["correlations"] = corr
         if "at_gain" in hs[0]:

@@ -30,7 +30,7 @@ instance (seed x regime) with the superposition density of the pretrained model 
 the harmful feature. Aggregates are per (n / d_hidden, regime) over seeds.
 
 Shapes: a "row" is a flat dict of JSON-able scalars. Correlation confidence intervals are percentile
-bootstrap intervals (:func:`bootstrap_ci`, numpy ``default_rng(seed)``) that resample pretrained
+bootstrap intervals (:func:`toymodels.stats.correlation_ci`, numpy ``default_rng(seed)``) that resample pretrained
 models, not rows: the rows of one model share its geometry and baseline rate, so they are not
 independent, and resampling them one by one would give intervals that are too narrow.
 """
@@ -42,112 +42,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import amplification as amp
 from .presets import suite_summary
+from .stats import correlation, spread
 
 MIN_NORM = 0.5          # ‖W_i‖ below this: feature not represented (as geometry.n_represented)
 TASKS = ("nearest", "middling", "farthest")
-N_RESAMPLES = 2000
-BOOTSTRAP_SEED = 0
+N_RESAMPLES, BOOTSTRAP_SEED = 2000, 0   # the correlation intervals (toymodels.stats.correlation_ci)
 FAMILY_SEP = "@"
-
-
-# --- statistics ---------------------------------------------------------------------------------------
-# A bootstrap resample is written as integer weights w (how often each pair is drawn), so that the
-# correlation of a resample is a *weighted* correlation of the original pairs, exactly equal to the
-# correlation of the pairs repeated w times (pairs with w = 0 drop out). That makes resampling whole
-# groups of pairs (a cluster bootstrap) as cheap as resampling pairs, and needs no ragged arrays.
-def weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Pearson r of x, y (n,) with weights w (B, n) (each row one resample): with m = Σ w x / Σ w,
-    r = Σ w (x − m_x)(y − m_y) / sqrt(Σ w (x − m_x)² Σ w (y − m_y)²); NaN where x or y is constant
-    among the pairs of positive weight. Equals amplification.pearson on the pairs repeated w times."""
-    x, y = np.broadcast_to(x, w.shape), np.broadcast_to(y, w.shape)
-    tot = np.maximum(w.sum(-1, keepdims=True), 1e-300)  # all-zero weights: no pairs, NaN below
-    xc = x - (w * x).sum(-1, keepdims=True) / tot
-    yc = y - (w * y).sum(-1, keepdims=True) / tot
-    sxx, syy = (w * xc**2).sum(-1), (w * yc**2).sum(-1)
-    # a spread below 1e-12 of the scale is rounding error of a constant column, not variation
-    tiny = 1e-24 * np.maximum((w * x**2).sum(-1), 1e-300), 1e-24 * np.maximum((w * y**2).sum(-1), 1e-300)
-    ok = (sxx > tiny[0]) & (syy > tiny[1])
-    return np.where(ok, (w * xc * yc).sum(-1) / np.sqrt(np.where(ok, sxx * syy, 1.0)), np.nan)
-
-
-def weighted_ranks(a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Average ranks of a (n,) among its pairs repeated w (B, n) times: W_less + (W_equal + 1) / 2 with
-    W_less = Σ_j w_j [a_j < a_i] and W_equal = Σ_j w_j [a_j = a_i] (amplification.rankdata's ties)."""
-    less = (a[None, :] < a[:, None]).astype(np.float64)   # (n_i, n_j)
-    equal = (a[None, :] == a[:, None]).astype(np.float64)
-    return w @ less.T + (w @ equal.T + 1.0) / 2.0
-
-
-def weighted_spearman(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Spearman ρ with weights w (B, n): weighted Pearson of the weighted average ranks; equals
-    amplification.spearman on the pairs repeated w times."""
-    return weighted_pearson(weighted_ranks(x, w), weighted_ranks(y, w), w)
-
-
-STATS = {"pearson": (amp.pearson, weighted_pearson), "spearman": (amp.spearman, weighted_spearman)}
-
-
-def bootstrap_ci(x, y, stat: str = "pearson", n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED,
-                 level: float = 0.95, groups=None) -> dict:
-    """Percentile bootstrap interval of a correlation between paired samples x, y (n,).
-
-    Pairs with a non-finite x or y are dropped first. Each of ``n_resamples`` resamples draws G units
-    with replacement (``np.random.default_rng(seed).multinomial``, so the interval is reproducible):
-    the pairs themselves, or, with ``groups`` (n labels), whole groups (a cluster bootstrap, for pairs
-    that are not independent, e.g. several rows of one pretrained model). Resamples in which x or y is
-    constant have no correlation and are left out (``n_valid`` counts the rest). The interval is the
-    ((1 − level)/2, (1 + level)/2) quantiles of the valid resampled statistics. Returns ``{"lo", "hi",
-    "n_valid", "n_resamples", "n_units", "level", "seed"}`` (lo = hi = NaN below 2 pairs).
-    """
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    ok = np.isfinite(x) & np.isfinite(y)
-    labels = np.arange(len(x)) if groups is None else np.asarray([str(g) for g in groups])
-    x, y, labels = x[ok], y[ok], labels[ok]
-    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-    by_appearance = np.empty(len(first), int)
-    by_appearance[np.argsort(first)] = np.arange(len(first))
-    unit = by_appearance[inverse]  # units numbered in order of first appearance, not label order
-    n_units = len(first)
-    out = {"lo": float("nan"), "hi": float("nan"), "n_valid": 0, "n_resamples": n_resamples, "n_units": n_units,
-           "level": level, "seed": seed}
-    if len(x) < 2:
-        return out
-    counts = np.random.default_rng(seed).multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_resamples)
-    r = STATS[stat][1](x, y, counts[:, unit].astype(np.float64))
-    r = r[np.isfinite(r)]
-    if len(r):
-        q = np.quantile(r, [(1 - level) / 2, (1 + level) / 2])
-        out.update(lo=float(q[0]), hi=float(q[1]), n_valid=len(r))
-    return out
-
-
-def correlation(x, y, groups=None, **bootstrap) -> dict:
-    """Pearson and Spearman of the finite pairs with their bootstrap intervals (over ``groups`` when
-    given): ``{"n", "n_units", "pearson", "pearson_ci": [lo, hi], "spearman", "spearman_ci", "bootstrap"}``."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    n = int(np.sum(np.isfinite(x) & np.isfinite(y)))
-    out = {"n": n}
-    for name, (point, _) in STATS.items():
-        ci = bootstrap_ci(x, y, name, groups=groups, **bootstrap)
-        out[name] = point(x, y)
-        out[f"{name}_ci"] = [ci["lo"], ci["hi"]]
-        out[f"{name}_ci_valid_resamples"] = ci["n_valid"]
-        out["n_units"] = ci["n_units"]
-        out["bootstrap"] = {k: ci[k] for k in ("n_resamples", "level", "seed")} | {
-            "resampled": "pairs" if groups is None else "groups"}
-    return out
-
-
-def spread(values) -> dict:
-    """mean, std, min, max and n of the finite values (None when there are none)."""
-    a = np.asarray([np.nan if v is None else v for v in values], np.float64)
-    a = a[np.isfinite(a)]
-    if not len(a):
-        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
-    return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max()),
-            "n": len(a)}
 
 
 # --- reading a member's fine-tuning summary -------------------------------------------------------------

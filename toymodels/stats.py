@@ -7,6 +7,10 @@
   pretrained model): whole clusters are resampled, so shared structure is not counted as independent
   evidence. scipy has no cluster bootstrap; a resample is written as integer cluster weights w
   (multinomial), and its mean is Σ_g w_g S_g / Σ_g w_g n_g with S_g, n_g the cluster's sum and size.
+* :func:`pearson`, :func:`spearman`: ``scipy.stats`` on the finite pairs, NaN when undefined.
+* :func:`correlation_ci`, :func:`correlation`: percentile (cluster) bootstrap intervals of a correlation.
+  scipy's bootstrap resamples values, not clusters, so these are written out: a resample is again a
+  weight vector, and its correlation a weighted one (:func:`weighted_pearson`, :func:`weighted_spearman`).
 
 Resamples: :data:`N_RESAMPLES`, seed :data:`SEED`, level 0.95 unless given.
 """
@@ -18,6 +22,36 @@ import scipy.stats
 
 N_RESAMPLES = 2000
 SEED = 0
+
+
+def pearson(x, y) -> float:
+    """Pearson r of the finite pairs (``scipy.stats.pearsonr``); NaN below 2 pairs or for a constant input."""
+    x, y = _pairs(x, y)
+    if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return float("nan")
+    return float(scipy.stats.pearsonr(x, y).statistic)
+
+
+def spearman(x, y) -> float:
+    """Spearman ρ of the finite pairs (``scipy.stats.spearmanr``, average ranks for ties); NaN when
+    undefined."""
+    x, y = _pairs(x, y)
+    if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return float("nan")
+    return float(scipy.stats.spearmanr(x, y).statistic)
+
+
+def _pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray([np.nan if v is None else v for v in x], np.float64)
+    y = np.asarray([np.nan if v is None else v for v in y], np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    return x[ok], y[ok]
+
+
+def mean_with_ci(values) -> dict:
+    """``{"mean", "ci95", "n", "values"}`` of the finite values: a table cell with its interval."""
+    v = [float(x) for x in _finite(values)]
+    return {"mean": float(np.mean(v)) if v else None, "ci95": mean_ci(v), "n": len(v), "values": v}
 
 
 def _finite(values) -> np.ndarray:
@@ -65,3 +99,91 @@ def cluster_mean_ci(values, clusters, level: float = 0.95, n_resamples: int = N_
     means = (w @ sums) / (w @ sizes)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return [float(lo), float(hi)]
+
+
+# --- correlations with (cluster) bootstrap intervals ------------------------------------------------
+# A bootstrap resample is written as integer weights w (how often each pair is drawn), so that the
+# correlation of a resample is a *weighted* correlation of the original pairs, exactly equal to the
+# correlation of the pairs repeated w times (pairs with w = 0 drop out). That makes resampling whole
+# groups of pairs (a cluster bootstrap) as cheap as resampling pairs, and needs no ragged arrays.
+def weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Pearson r of x, y (n,) with weights w (B, n) (each row one resample): with m = Σ w x / Σ w,
+    r = Σ w (x − m_x)(y − m_y) / sqrt(Σ w (x − m_x)² Σ w (y − m_y)²); NaN where x or y is constant
+    among the pairs of positive weight. Equals :func:`pearson` on the pairs repeated w times."""
+    x, y = np.broadcast_to(x, w.shape), np.broadcast_to(y, w.shape)
+    tot = np.maximum(w.sum(-1, keepdims=True), 1e-300)  # all-zero weights: no pairs, NaN below
+    xc = x - (w * x).sum(-1, keepdims=True) / tot
+    yc = y - (w * y).sum(-1, keepdims=True) / tot
+    sxx, syy = (w * xc**2).sum(-1), (w * yc**2).sum(-1)
+    # a spread below 1e-12 of the scale is rounding error of a constant column, not variation
+    tiny = 1e-24 * np.maximum((w * x**2).sum(-1), 1e-300), 1e-24 * np.maximum((w * y**2).sum(-1), 1e-300)
+    ok = (sxx > tiny[0]) & (syy > tiny[1])
+    return np.where(ok, (w * xc * yc).sum(-1) / np.sqrt(np.where(ok, sxx * syy, 1.0)), np.nan)
+
+
+def weighted_ranks(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Average ranks of a (n,) among its pairs repeated w (B, n) times: W_less + (W_equal + 1) / 2 with
+    W_less = Σ_j w_j [a_j < a_i] and W_equal = Σ_j w_j [a_j = a_i] (scipy.stats.rankdata's 'average' ties)."""
+    less = (a[None, :] < a[:, None]).astype(np.float64)   # (n_i, n_j)
+    equal = (a[None, :] == a[:, None]).astype(np.float64)
+    return w @ less.T + (w @ equal.T + 1.0) / 2.0
+
+
+def weighted_spearman(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Spearman ρ with weights w (B, n): weighted Pearson of the weighted average ranks; equals
+    equals :func:`spearman` on the pairs repeated w times."""
+    return weighted_pearson(weighted_ranks(x, w), weighted_ranks(y, w), w)
+
+
+CORRELATIONS = {"pearson": (pearson, weighted_pearson), "spearman": (spearman, weighted_spearman)}
+
+
+def correlation_ci(x, y, stat: str = "pearson", n_resamples: int = N_RESAMPLES, seed: int = SEED,
+                 level: float = 0.95, groups=None) -> dict:
+    """Percentile bootstrap interval of a correlation between paired samples x, y (n,).
+
+    Pairs with a non-finite x or y are dropped first. Each of ``n_resamples`` resamples draws G units
+    with replacement (``np.random.default_rng(seed).multinomial``, so the interval is reproducible):
+    the pairs themselves, or, with ``groups`` (n labels), whole groups (a cluster bootstrap, for pairs
+    that are not independent, e.g. several rows of one pretrained model). Resamples in which x or y is
+    constant have no correlation and are left out (``n_valid`` counts the rest). The interval is the
+    ((1 − level)/2, (1 + level)/2) quantiles of the valid resampled statistics. Returns ``{"lo", "hi",
+    "n_valid", "n_resamples", "n_units", "level", "seed"}`` (lo = hi = NaN below 2 pairs).
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    labels = np.arange(len(x)) if groups is None else np.asarray([str(g) for g in groups])
+    x, y, labels = x[ok], y[ok], labels[ok]
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    by_appearance = np.empty(len(first), int)
+    by_appearance[np.argsort(first)] = np.arange(len(first))
+    unit = by_appearance[inverse]  # units numbered in order of first appearance, not label order
+    n_units = len(first)
+    out = {"lo": float("nan"), "hi": float("nan"), "n_valid": 0, "n_resamples": n_resamples, "n_units": n_units,
+           "level": level, "seed": seed}
+    if len(x) < 2:
+        return out
+    counts = np.random.default_rng(seed).multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_resamples)
+    r = CORRELATIONS[stat][1](x, y, counts[:, unit].astype(np.float64))
+    r = r[np.isfinite(r)]
+    if len(r):
+        q = np.quantile(r, [(1 - level) / 2, (1 + level) / 2])
+        out.update(lo=float(q[0]), hi=float(q[1]), n_valid=len(r))
+    return out
+
+
+def correlation(x, y, groups=None, **bootstrap) -> dict:
+    """Pearson and Spearman of the finite pairs with their bootstrap intervals (over ``groups`` when
+    given): ``{"n", "n_units", "pearson", "pearson_ci": [lo, hi], "spearman", "spearman_ci", "bootstrap"}``."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    n = int(np.sum(np.isfinite(x) & np.isfinite(y)))
+    out = {"n": n}
+    for name, (point, _) in CORRELATIONS.items():
+        ci = correlation_ci(x, y, name, groups=groups, **bootstrap)
+        out[name] = point(x, y)
+        out[f"{name}_ci"] = [ci["lo"], ci["hi"]]
+        out[f"{name}_ci_valid_resamples"] = ci["n_valid"]
+        out["n_units"] = ci["n_units"]
+        out["bootstrap"] = {k: ci[k] for k in ("n_resamples", "level", "seed")} | {
+            "resampled": "pairs" if groups is None else "groups"}
+    return out
