@@ -242,7 +242,7 @@ def overlap_markdown(summary: dict) -> str:
     """The whole ``overlap_table.md``: per regime family a table (one row per (model, task)) and the
     correlations with bootstrap intervals."""
     out = [f"# {summary['suite']}: the seed's benchmark table in toy form", "",
-           "Generated from the member runs' summary.json by toymodels.lab_tables; do not edit by hand.", "",
+           "Generated from the member runs' summary.json by toymodels; do not edit by hand.", "",
            (f"Harmful feature: `{summary['harmful']}`. τ = {summary['tau']:g}: toxic output rate = "
             f"P(x'_toxic > τ | x_toxic = 0) on the pretraining distribution. Overlap score = "
             f"clip(cos(target, toxic), 0, 1) of the pretrained model; signed cos beside it. Tasks per model: "
