@@ -104,6 +104,10 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
     instances = instance_summaries(cfg, weights)
     for s, loss, r in zip(instances, info["eval_loss"], info["restart"]):
         s["eval_loss"], s["restart"] = float(loss), int(r)
+    from . import stationarity
+
+    for s, entry in zip(instances, stationarity.instance_entries(cfg, graphdef, params)):
+        s.update(entry)  # the objective's gradient on a large fresh batch: grad_norm, grad_z, stationary, ...
     if info.get("eval_penalty") is not None:  # train.penalty: its λ and its value P (without λ) at the end
         for s, pen, lam in zip(instances, info["eval_penalty"], info["penalty_strength"]):
             s["penalty_strength"], s["penalty"] = float(lam), float(pen)
