@@ -122,7 +122,7 @@ def tms_geometry() -> Config:
     )
 
 
-@preset("tms-phase", "TMS phase diagram: 2 features in 1-D, relative importance x density, best of 12 restarts, each cell stationary")
+@preset("tms-phase", "TMS phase diagram: 2 features in 1-D, relative importance x density, best of 12 restarts ranked on 2^20 samples, every cell stationary")
 def tms_phase(n_grid: int = 16) -> Config:
     importance = np.geomspace(0.1, 10.0, n_grid)
     density = np.geomspace(1.0, 0.01, n_grid)
@@ -151,11 +151,11 @@ def tms_phase(n_grid: int = 16) -> Config:
         #   decoupled decay AdamW's fixed point has ∇L ≈ -wd·θ·rms(batch gradient) ≠ 0 instead. Measured
         #   here, wd 0.01 moves nothing visibly (same distances to the exact optima, median 6e-4, and the
         #   same grad_z), so the choice is about what is computed, not a change in the figure.
-        # * eval_batch_size 32 768: competing minima next to a boundary differ by <1% in loss and the
-        #   restarts are ranked on one shared batch; 4x the default batch halves how often the worse one
-        #   is kept (still ~1-2 cells per grid; 3 GB peak memory while ranking).
+        # * eval_batch_size 2^20: competing minima next to a boundary differ by <1% in loss, so the restarts
+        #   are ranked on one shared batch of 2^20 samples (scored in chunks, toymodels.train.eval_losses);
+        #   at 32 768 the worse of two minima was still kept in 2 of 256 cells.
         train=TrainConfig(steps=16_000, lr=1e-2, schedule="cosine", weight_decay=0.0, restarts=12,
-                          eval_batch_size=32_768),
+                          eval_batch_size=1 << 20),
         plots=("phase_diagram",),
         notes="Best of 12 restarts x 16 000 steps (AdamW, cosine lr 1e-2 -> 0, no weight decay) per cell; every "
               "cell is checked for stationarity on a 2^21-sample gradient (see the preset and toymodels.stationarity).",
