@@ -414,7 +414,7 @@ def _chunked_eval(cfg, params, inst, key, restarts: int, make_objective) -> np.n
         return np.asarray(fn(params, setting_keys, inst))
     total = np.zeros(n, np.float64)
     for k in range(K):
-        keys = jax.vmap(lambda s: jax.random.fold_in(s, k))(setting_keys)
+        keys = jax.vmap(lambda s, k=k: jax.random.fold_in(s, k))(setting_keys)
         total += np.asarray(fn(params, keys, inst), np.float64)
     return (total / K).astype(np.float32)
 
