@@ -74,6 +74,15 @@ def _runs(rows: list[dict]) -> str:
     return f"{sum(r['n_up'] for r in rows)}/{sum(r['n'] for r in rows)} runs up"
 
 
+def _cells(labels: list[str]) -> str:
+    """["sgd, axis-aligned", "sgd, rotated", "adam, axis-aligned"] -> "sgd (axis-aligned, rotated), adam (axis-aligned)"."""
+    by: dict[str, list[str]] = {}
+    for lab in labels:
+        opt, _, orient = lab.partition(", ")
+        by.setdefault(opt, []).append(orient)
+    return "; ".join(f"{o} ({' and '.join(v)})" for o, v in by.items())
+
+
 def headline() -> str:
     """What the robustness preset says about the 15° analogy: only what holds across its axes, and where it
     does not. Every number is read from results/robustness/summary.json."""
@@ -98,7 +107,7 @@ def headline() -> str:
                f"output rate rises in every one of the {n_cells} (optimiser, orientation) cells, at every matched gain "
                f"and at the end ({_pp(narrow)}, {_runs(narrow)}). Toxic's pre-activation moves by exactly "
                f"cos 15° = {narrow[0]['cos_before']:.3f} per unit of push along *helpful* in {len(push_ok)} of "
-               f"{n_cells} cells: " + ", ".join(push_ok) + ". " +
+               f"{n_cells} cells: " + _cells(push_ok) + ". " +
                ("Not in " + "; ".join(f"{r['optimizer']} {'axis-aligned' if r['orientation'] == 'axis' else 'rotated'} "
                                      f"({r['per_unit_push']:+.3f}, angle {r['angle_before']:.0f}° → "
                                      f"{r['angle_after']:.1f}°)" for r in off) +
