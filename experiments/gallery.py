@@ -23,7 +23,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from toymodels import experiment, plots, presets, runs
+from toymodels import experiment, plots, presets
+from toymodels.io import runs
 
 ROOT = Path(__file__).resolve().parent.parent
 TMS_PRESETS = ("tms-intro", "tms-geometry", "tms-phase", "tms-correlated", "tms-privileged")

@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from toymodels.finetune import format_table
+from toymodels.lab.report import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"

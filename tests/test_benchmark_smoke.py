@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from toymodels.core import engine, planting
+from toymodels.lab import finetune as lab_ft
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -65,18 +68,18 @@ def test_torch_finetune_reference_matches_its_definition():
 
 def test_torch_finetune_reference_computes_the_engines_loss_and_gradient():
     """On the same batch and weights, torch's fine-tuning loss and gradient per instance equal those of
-    the engine's fine-tuning objective (``train.model_loss`` with ``finetune.prepare``'s arrays)."""
+    the engine's fine-tuning objective (``engine.model_loss`` with ``lab_ft.prepare``'s arrays)."""
     torch = pytest.importorskip("torch")
     import jax
     import numpy as np
     from flax import nnx
 
     from benchmarks.torch_reference import FINETUNE_WORKLOADS, TorchFinetune, finetune_arrays
-    from toymodels import features, finetune, presets, train
+    from toymodels import presets
 
     cfg = presets.get("analogy-15deg")
-    graphdef, params = features.init_params(cfg, cfg.n_inst, jax.random.key(0))
-    prep = finetune.prepare(cfg, graphdef, params)
+    graphdef, params = planting.init_params(cfg, cfg.n_inst, jax.random.key(0))
+    prep = lab_ft.prepare(cfg, graphdef, params)
     W0 = torch.from_numpy(np.array(params["W"][...])).transpose(1, 2).contiguous()
     b0 = torch.from_numpy(np.array(params["b_final"][...]))
     tw = FINETUNE_WORKLOADS["finetune"]
@@ -88,7 +91,7 @@ def test_torch_finetune_reference_computes_the_engines_loss_and_gradient():
     per_inst.sum().backward()
 
     def loss(p, xk, inst):
-        return train.model_loss(nnx.merge(graphdef, p), xk, cfg.data.task, inst["loss_weight"], inst["out_scale"])
+        return engine.model_loss(nnx.merge(graphdef, p), xk, cfg.data.task, inst["loss_weight"], inst["out_scale"])
 
     xs = jax.numpy.asarray(x.numpy().transpose(1, 0, 2))   # (instance, batch, feature)
     ft_params = prep.state.params

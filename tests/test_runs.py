@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toymodels import runs
 from toymodels.config import Config
+from toymodels.io import runs
 
 
 def test_run_directory_layout(trained_run):

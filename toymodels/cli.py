@@ -1,14 +1,17 @@
-"""``toymodels`` command line: list, show, run, plot.
+"""toymodels command line: list, show, run, plot.
 
     toymodels list
     toymodels show PRESET|CONFIG.toml [key=value ...]
     toymodels run  PRESET|CONFIG.toml [--out DIR] [--overwrite] [--quiet] [key=value ...]
     toymodels plot RUN_DIR
 
-Overrides are dotted config keys, e.g. ``train.steps=200 data.batch_size=256 seed=3``; values are
-read as TOML (``[0.1, 0.2]``, ``1e-3``, ``"cosine"`` or a bare word). A bad value prints one line
+Overrides are dotted config keys, e.g. train.steps=200 data.batch_size=256 seed=3; values are
+read as TOML ([0.1, 0.2], 1e-3, "cosine" or a bare word). A bad value prints one line
 naming the field, the value and what is allowed, and exits with code 2. JAX is imported only by the
-commands that need it, so ``--help`` and ``list`` are instant.
+commands that need it, so --help and list are instant.
+
+The CLI is the only part of toymodels that chooses a matplotlib backend (Agg, for files); the library
+leaves a user's session alone.
 """
 
 from __future__ import annotations
@@ -72,15 +75,23 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _files_backend() -> None:
+    """Figures go to files: the non-interactive Agg backend. Only the CLI sets it (see the docstring)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
 def cmd_run(args) -> int:
-    from . import runs
+    from .io import runs
 
     cfg = resolve(args.target, args.overrides)
     check_plots(cfg)
     out = Path(args.out) if args.out else runs.default_run_dir(cfg)
     run_dir = runs.prepare_run_dir(out, overwrite=args.overwrite)
+    _files_backend()
     from . import experiment
-    from .train import TrainingDiverged
+    from .errors import TrainingDiverged
 
     echo = (lambda s: None) if args.quiet else print
     try:
@@ -99,6 +110,7 @@ def cmd_plot(args) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         return _fail(f"RUN_DIR={str(run_dir)!r}: no such directory")
+    _files_backend()
     try:
         paths = plots.draw(run_dir)
     except FileNotFoundError as e:
@@ -108,9 +120,19 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("toymodels")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="toymodels", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"toymodels {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the presets, one line each").set_defaults(fn=cmd_list)
 

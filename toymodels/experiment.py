@@ -2,12 +2,13 @@
 
 ``run(cfg, run_dir)`` is what ``toymodels run`` calls. It writes ``config.json`` and ``env.json``
 first, appends ``metrics.jsonl`` while training, and writes ``weights.npz`` and ``summary.json``
-(last) when done. A diverged run raises :class:`toymodels.train.TrainingDiverged` after the metrics
+(last) when done. A diverged run raises :class:`toymodels.errors.TrainingDiverged` after the metrics
 up to the failure are on disk.
 
 With a ``[features]`` section, pretraining plants (and may pin) the named features' geometry
-(:mod:`toymodels.features`). With a ``[finetune]`` section the run continues: every pretrained
-instance is fine-tuned under every regime (:mod:`toymodels.finetune`), the probe rows go to
+(:mod:`toymodels.core.planting`). With a ``[finetune]`` section the run continues: every pretrained
+instance is fine-tuned under every regime (:mod:`toymodels.lab`; with the defences' hooks when a regime
+names a defence, :func:`toymodels.defences.hooks_for`), the probe rows go to
 ``metrics.jsonl`` with ``phase="finetune"``, and the run also writes ``weights_pretrained.npz`` /
 ``weights_finetuned.npz`` (aligned fine-tuning instances, same keys as ``weights.npz``),
 ``weights_trajectory.npz`` (W and b_final at every chunk boundary) and ``summary["finetune"]``.
@@ -26,8 +27,18 @@ import jax
 import numpy as np
 from flax import nnx
 
-from . import geometry, runs, train
+from . import plots
 from .config import Config
+from .core import geometry
+from .core.models import init_instances
+from .core.planting import geometry_summary
+from .core.pretrain import active_penalty, pretrain
+from .defences import hooks_for
+from .io import runs
+from .lab import finetune as lab_finetune
+from .lab import summary as lab_summary
+from .lab.report import format_table
+from .presets import SUITE_SUMMARIES
 
 
 def params_to_weights(params) -> dict[str, np.ndarray]:
@@ -55,8 +66,6 @@ def instance_summaries(cfg: Config, weights: dict[str, np.ndarray]) -> list[dict
 
 def params_from_weights(cfg: Config, weights: dict[str, np.ndarray]):
     """The inverse of :func:`params_to_weights`: ``(graphdef, params)`` of a saved ``weights.npz``."""
-    from .models import init_instances
-
     graphdef, params = init_instances(cfg.model, cfg.data.n_features, cfg.n_inst, jax.random.key(0))
     nnx.replace_by_pure_dict(params, {k: jax.numpy.asarray(v) for k, v in weights.items()})
     return graphdef, params
@@ -80,16 +89,31 @@ def _pretrained(cfg: Config, source: runs.Run | None, log, progress):
                           [np.nan] * cfg.n_inst)
         return graphdef, params, {"eval_loss": losses, "restart": np.zeros(cfg.n_inst, int),
                                   "all_eval_loss": losses[:, None], "seconds": 0.0}
-    if cfg.features is not None:
-        from . import features
-
-        return features.pretrain(cfg, on_log=log, progress=progress)
-    return train.pretrain(cfg, on_log=log, progress=progress)
+    return pretrain(cfg, on_log=log, progress=progress)
 
 
-def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print) -> Path:
+def _logger(path: Path, on_log: Callable[[dict], None] | None, **fixed) -> Callable[[dict], None]:
+    """Append each row to metrics.jsonl, then hand it (as written, with ``phase`` and ``kind``) to
+    ``on_log``, the user's tracker hook (wandb, a notebook plot, ...)."""
+    write = runs.MetricsLog(path, **fixed)
+    if on_log is None:
+        return write
+
+    def log(row: dict) -> None:
+        write(row)
+        on_log({**fixed, **row})
+
+    return log
+
+
+def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print,
+        on_log: Callable[[dict], None] | None = None) -> Path:
     """Train ``cfg`` (and fine-tune, with a ``[finetune]`` section) and write everything into
-    ``run_dir`` (already created by :func:`toymodels.runs.prepare_run_dir`). Returns the run directory."""
+    ``run_dir`` (already created by :func:`toymodels.io.runs.prepare_run_dir`). Returns the run directory.
+
+    ``on_log(row)`` receives every row written to ``metrics.jsonl`` as it is written (``phase``
+    ``pretrain`` or ``finetune``; ``kind`` ``loss`` or ``probe``), so any tracker can follow the run
+    without toymodels depending on it."""
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     source = None
@@ -97,7 +121,7 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
         cfg, source = resolve_from_run(cfg)
     runs.write_json(run_dir / "config.json", cfg.to_dict())
     runs.write_json(run_dir / "env.json", runs.env_info())
-    log = runs.MetricsLog(run_dir / "metrics.jsonl", phase="pretrain")
+    log = _logger(run_dir / "metrics.jsonl", on_log, phase="pretrain")
     graphdef, params, info = _pretrained(cfg, source, log, progress)
     weights = params_to_weights(params)
     runs.write_npz(run_dir / "weights.npz", **weights)
@@ -116,7 +140,7 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
         "d_hidden": cfg.model.d_hidden,
         "steps": cfg.train.steps,
         "restarts": cfg.train.restarts,
-        "penalty": train.active_penalty(cfg),
+        "penalty": active_penalty(cfg),
         "train_seconds": round(info["seconds"], 3),
         "instance_steps_per_second": round(cfg.n_inst * cfg.train.restarts * cfg.train.steps
                                            / max(info["seconds"], 1e-9), 1),
@@ -126,13 +150,9 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
     if source is not None:
         summary["pretrained_from"] = str(source.path)
     if cfg.features is not None:
-        from . import features
-
-        summary["features"] = features.geometry_summary(cfg, weights["W"])
+        summary["features"] = geometry_summary(cfg, weights["W"])
     if cfg.finetune is not None:
-        summary["finetune"] = _finetune(cfg, graphdef, params, run_dir, progress)
-    from . import plots  # matplotlib is imported only when figures are drawn
-
+        summary["finetune"] = _finetune(cfg, graphdef, params, run_dir, progress, on_log)
     summary["wall_seconds"] = round(time.perf_counter() - t0, 3)
     runs.write_json(run_dir / "summary.json", summary)
     paths = plots.draw(run_dir)
@@ -143,8 +163,6 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
         what += f"; fine-tuned {ft['n_instances']} x {ft['steps']} steps in {ft['train_seconds']:.1f}s"
     echo(f"{cfg.name}: {what}; results in {run_dir}")
     if cfg.finetune is not None:
-        from .finetune import format_table
-
         # numbers as written to disk, not as held in memory
         echo(format_table(json.loads((run_dir / "summary.json").read_text())))
     for p in paths:
@@ -153,21 +171,22 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
     return run_dir
 
 
-def _finetune(cfg: Config, graphdef, params, run_dir: Path, progress) -> dict:
-    """Fine-tune, write the weight files, and return the ``finetune`` section of the summary."""
-    from . import finetune
-
+def _finetune(cfg: Config, graphdef, params, run_dir: Path, progress, on_log=None) -> dict:
+    """Fine-tune (with the defences' hooks when the regimes name defences), write the weight files, and
+    return the ``finetune`` section of the summary."""
     path = run_dir / "metrics.jsonl"
-    result = finetune.finetune(cfg, graphdef, params, on_log=runs.MetricsLog(path, phase="finetune", kind="loss"),
-                               on_probe=runs.MetricsLog(path, phase="finetune"), progress=progress)
+    hooks = hooks_for(cfg)
+    result = lab_finetune.finetune(cfg, graphdef, params, on_log=_logger(path, on_log, phase="finetune", kind="loss"),
+                                   on_probe=_logger(path, on_log, phase="finetune"), progress=progress, hooks=hooks)
     runs.write_npz(run_dir / "weights_pretrained.npz", **params_to_weights(result.pretrained))
     runs.write_npz(run_dir / "weights_finetuned.npz", **params_to_weights(result.finetuned))
     if result.trajectory is not None:
         runs.write_npz(run_dir / "weights_trajectory.npz", **result.trajectory)
-    return finetune.summarize(cfg, result)
+    return lab_summary.summarize(cfg, result, hooks)
 
 
-def run_suite(suite, run_dir: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print) -> Path:
+def run_suite(suite, run_dir: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print,
+              on_log: Callable[[dict], None] | None = None) -> Path:
     """Run each member of a :class:`toymodels.presets.Suite` into ``run_dir/<member>/``, then write the
     suite's ``summary.json`` (when ``suite.summary`` names one) and draw the suite's own figures into
     ``run_dir/figures``. ``suite.json`` is written first and lists the members."""
@@ -175,18 +194,15 @@ def run_suite(suite, run_dir: str | Path, *, progress: bool = True, echo: Callab
     runs.write_json(run_dir / "suite.json", suite.to_dict())
     for member in suite.members:
         member_dir = runs.prepare_run_dir(run_dir / member.name, overwrite=True)
-        run(member, member_dir, progress=progress, echo=echo)
+        run(member, member_dir, progress=progress, echo=echo,
+            on_log=None if on_log is None else (lambda row, m=member.name: on_log({"member": m, **row})))
     if getattr(suite, "summary", ""):
-        from .presets import SUITE_SUMMARIES
-
         loaded = [runs.load(run_dir / m.name) for m in suite.members]
-        summary, report = SUITE_SUMMARIES[suite.summary](loaded, suite.to_dict(), run_dir)
+        summary, report = SUITE_SUMMARIES.get_or_raise(suite.summary, field="summary")(loaded, suite.to_dict(), run_dir)
         runs.write_json(run_dir / "summary.json", summary)
         echo(report)
-    from . import plots
-
     for name in suite.plots:
-        for p in plots.SUITE_FIGURES[name]([runs.load(run_dir / m.name) for m in suite.members],
+        for p in plots.SUITE_FIGURES.get_or_raise(name, field="plots")([runs.load(run_dir / m.name) for m in suite.members],
                                             suite.to_dict(), run_dir / "figures"):
             echo(f"  figure: {p}")
     return run_dir

@@ -247,7 +247,7 @@ def compare_dirs(committed: str | Path, rerun: str | Path) -> list[FileReport]:
 
 # --- rerun -----------------------------------------------------------------------------------------
 def _jsonable(d) -> object:
-    from .runs import to_jsonable
+    from .io.runs import to_jsonable
 
     return json.loads(json.dumps(to_jsonable(d)))
 
@@ -291,7 +291,8 @@ def preset_diffs(result_dir: str | Path, name: str | None = None) -> list[str]:
 def rerun(result_dir: str | Path, out_dir: str | Path, echo: Callable[[str], None] = lambda s: None,
           overwrite: bool = False) -> Path:
     """Rerun the committed result in ``result_dir`` from its own config files into ``out_dir``."""
-    from . import experiment, runs
+    from . import experiment
+    from .io import runs
 
     cfg = load_committed(result_dir)
     out_dir = runs.prepare_run_dir(out_dir, overwrite=overwrite)

@@ -1,0 +1,174 @@
+"""Pretraining: the TMS objective, restarts with best-of selection, planted and pinned features.
+
+:func:`pretrain` is the one entry point: a config with a ``[features]`` section gets its planted
+(and pinned) geometry (:mod:`.planting`), everything else plain TMS. Instance ``s * restarts + r`` of the
+engine is setting s, restart r; the kept restart of each setting is returned.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ..errors import TrainingDiverged
+from . import data as tdata
+from . import penalties, planting
+from .engine import Objective, fit, init_state, model_loss
+
+def reconstruction_objective(graphdef, sample, task: str, penalty: str = "none") -> Objective:
+    """The TMS pretraining objective for one instance; ``inst`` has ``feature_probability`` and
+    ``importance``, both (n_features,).
+
+    With a ``penalty`` of :mod:`toymodels.core.penalties` (``train.penalty``) it is
+
+        L = mean_{b,i} I_i (x_i − x'_i)² + λ P(W)        (P on this batch's h for DeCov)
+
+    with λ = ``inst["penalty_strength"]`` (a scalar per instance), and for ``targeted_cos`` the (n,) 0/1
+    vectors ``inst["target"]`` and ``inst["harmful_mask"]`` (see :func:`instance_data`). The
+    reconstruction term is :func:`model_loss` (feature-major, the fast path).
+    """
+
+    def objective(params, key, inst):
+        x = sample(key, inst["feature_probability"])
+        model = nnx.merge(graphdef, params)
+        loss = model_loss(model, x, task, inst["importance"])
+        if penalty == "none":
+            return loss
+        return loss + inst["penalty_strength"] * penalties.penalty(penalty, model, x, inst)
+
+    return objective
+
+
+# --- convenience: the whole pretraining of a Config ---------------------------------------------
+def instance_data(cfg, restarts: int | None = None) -> dict:
+    """Per-instance arrays, repeated for restarts: instance ``s * restarts + r`` is setting s, restart r.
+    With an active ``train.penalty`` also ``penalty_strength`` (λ per instance) and, for
+    ``targeted_cos``, ``target`` and ``harmful_mask`` ((n,) 0/1 vectors)."""
+    r = cfg.train.restarts if restarts is None else restarts
+    rep = lambda a: jnp.asarray(np.repeat(np.asarray(a, np.float32), r, axis=0))
+    out = {"feature_probability": rep(cfg.feature_probability()), "importance": rep(cfg.importance())}
+    if cfg.train.penalty_active():
+        n = cfg.data.n_features
+        out["penalty_strength"] = rep(np.broadcast_to(np.asarray(cfg.train.penalty_strength), (cfg.n_inst,)))
+        if cfg.train.penalty == "targeted_cos":
+            names = cfg.feature_names()
+            harm = np.array([nm in cfg.features.harmful for nm in names], np.float32)
+            out["target"] = rep(np.broadcast_to(np.eye(n, dtype=np.float32)[cfg.penalty_target()], (cfg.n_inst, n)))
+            out["harmful_mask"] = rep(np.broadcast_to(harm, (cfg.n_inst, n)))
+    return out
+
+
+def active_penalty(cfg) -> str:
+    """``train.penalty`` when it has some λ > 0, else "none" (a zero penalty is not compiled in)."""
+    return cfg.train.penalty if cfg.train.penalty_active() else "none"
+
+
+def eval_losses(graphdef, params, cfg, inst, key: jax.Array, restarts: int = 1) -> np.ndarray:
+    """Per-instance reconstruction loss on an evaluation batch of ``train.eval_batch_size`` (same
+    distribution; without the penalty term). Instance k belongs to setting k // ``restarts``; all
+    restarts of one setting are scored on ONE shared batch, drawn from fold_in(key, setting), so they
+    are compared on the same inputs (:func:`_eval_batch`)."""
+    sample, keys = _eval_batch(cfg, params, key, restarts)
+    obj = reconstruction_objective(graphdef, sample, cfg.data.task)
+    return np.asarray(jax.jit(jax.vmap(obj))(params, keys, inst))
+
+
+def eval_penalty(graphdef, params, cfg, inst, key: jax.Array, restarts: int = 1) -> np.ndarray | None:
+    """Per-instance value of the active ``train.penalty`` P (without λ) on the same evaluation batches as
+    :func:`eval_losses`; None when the run has no active penalty."""
+    kind = active_penalty(cfg)
+    if kind == "none":
+        return None
+    sample, keys = _eval_batch(cfg, params, key, restarts)
+
+    def pen(p, k, i):
+        return penalties.penalty(kind, nnx.merge(graphdef, p), sample(k, i["feature_probability"]), i)
+
+    return np.asarray(jax.jit(jax.vmap(pen))(params, keys, inst))
+
+
+def _eval_batch(cfg, params, key, restarts: int = 1):
+    """The evaluation sampler and one key per instance: fold_in(key, k // restarts), so the restarts of
+    a setting share their batch and different settings get independent ones."""
+    sample = tdata.make_sampler(_with_batch(cfg.data, cfg.train.eval_batch_size))
+    n = jax.tree.leaves(params)[0].shape[0]
+    return sample, jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(n) // restarts)
+
+
+def _with_batch(data_cfg, batch_size):
+    import dataclasses
+
+    return dataclasses.replace(data_cfg, batch_size=batch_size)
+
+
+def select_best(params, losses: np.ndarray, n_settings: int, restarts: int):
+    """Keep the lowest-loss restart of each setting. Returns (params with n_settings instances,
+    chosen restart index per setting)."""
+    best = np.asarray(losses).reshape(n_settings, restarts).argmin(1)
+    idx = np.arange(n_settings) * restarts + best
+    return jax.tree.map(lambda a: a[idx], params), best
+
+
+def pretrain(cfg, *, on_log=None, on_chunk=None, progress=True, init=None, tx=None):
+    """Train every setting of ``cfg`` (with restarts) and keep the best restart of each.
+
+    A ``[features]`` section plants (and, for ``pinned``, pins) the named features' geometry: the
+    initialisation is :func:`.planting.init_params` and the optimiser :func:`.planting.pretraining_optimizer`.
+    ``init(cfg, total, key) -> (graphdef, params)`` and ``tx`` replace those for experiments that need
+    another start or optimiser, with everything else here unchanged.
+
+    Restarts are ranked on ONE shared evaluation batch per setting, by reconstruction + λ·P there
+    (``all_eval_loss``); the kept restart's ``eval_loss`` is then measured on an independent fresh
+    batch, so it is not biased low by the selection (``shared/ENGINEERING.md``).
+
+    Returns ``(graphdef, params, info)``: params have ``cfg.n_inst`` instances; ``info`` has
+    ``eval_loss`` (n_inst,, the kept restart's reconstruction loss on the fresh batch), ``restart``
+    (n_inst,), ``all_eval_loss`` (n_inst, restarts; every restart on its setting's shared selection
+    batch) and ``seconds``; with an active ``train.penalty`` also ``eval_penalty`` (n_inst,, P of the kept
+    restart on the fresh batch) and ``penalty_strength`` (n_inst,), λ.
+    """
+    r = cfg.train.restarts
+    total = cfg.n_inst * r
+    root = jax.random.key(cfg.seed)
+    k_init, k_data, k_select, k_report = (jax.random.fold_in(root, i) for i in range(4))
+    if init is None:
+        def init(cfg, total, key):
+            return planting.init_params(cfg, total, key, restarts=cfg.train.restarts)
+
+    graphdef, params = init(cfg, total, k_init)
+    tx = planting.pretraining_optimizer(cfg) if tx is None else tx
+    inst = instance_data(cfg)
+    keys = jax.vmap(lambda i: jax.random.fold_in(k_data, i))(jnp.arange(total))
+    state = init_state(params, tx, keys)
+    objective = reconstruction_objective(graphdef, tdata.make_sampler(cfg.data), cfg.data.task, active_penalty(cfg))
+    t = time.perf_counter()
+    try:
+        state = fit(state, objective, tx, inst, cfg.train.steps, chunk_size=cfg.train.chunk_size,
+                    log_every=cfg.train.log_every, on_log=on_log, on_chunk=on_chunk,
+                    progress=progress if progress is not True else cfg.name)
+    except TrainingDiverged as e:  # instance s * r + k is setting s, restart k
+        raise e.located(f"setting {e.instance // r}, restart {e.instance % r} of {r}") from None
+    jax.block_until_ready(state.params)
+    seconds = time.perf_counter() - t
+    # Restarts compete on ONE shared batch per setting, on the objective they were trained on
+    # (reconstruction + λ P). The kept restart's reported loss comes from an independent fresh batch:
+    # the minimum over restarts on the batch they were ranked on is biased low (the luckiest batch wins).
+    losses = eval_losses(graphdef, state.params, cfg, inst, k_select, restarts=r)
+    pen = eval_penalty(graphdef, state.params, cfg, inst, k_select, restarts=r)
+    trained_on = losses if pen is None else losses + np.asarray(inst["penalty_strength"]) * pen
+    best_params, best = select_best(state.params, trained_on, cfg.n_inst, r)
+    kept = instance_data(cfg, restarts=1)
+    info = {
+        "eval_loss": eval_losses(graphdef, best_params, cfg, kept, k_report),
+        "restart": best,
+        "all_eval_loss": losses.reshape(cfg.n_inst, r),
+        "seconds": seconds,
+    }
+    if pen is not None:
+        info["eval_penalty"] = eval_penalty(graphdef, best_params, cfg, kept, k_report)
+        info["penalty_strength"] = np.broadcast_to(np.asarray(cfg.train.penalty_strength, np.float64), (cfg.n_inst,))
+    return graphdef, best_params, info
