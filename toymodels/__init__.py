@@ -11,7 +11,7 @@ and changes no global state: no matplotlib backend, no JAX flags):
   ``overlap_score``, ``superposition_density``;
 * figures: ``plot_features_in_2d``, ``plot_finetune_2d``, ``plot_loss`` (arrays in, Figure out),
   ``draw`` (a run directory's figures to files);
-* results: ``load_run`` (tidy pandas tables).
+* results: ``load_run`` (tidy pandas tables), ``format_table`` (the printed fine-tuning table).
 
 Packages, bottom to top (nothing imports upward): ``errors``/``registry``/``stats``/``directions`` →
 ``config`` → ``core`` → ``lab`` → ``defences`` → ``presets``, ``plots``, ``io`` → ``experiment`` → ``cli``.
@@ -42,6 +42,7 @@ _API = {
                                                   "superposition_density")},
     **{n: ("toymodels.plots", n) for n in ("plot_features_in_2d", "plot_finetune_2d", "plot_loss", "draw")},
     "load_run": ("toymodels.io.load", "load_run"),
+    "format_table": ("toymodels.lab.report", "format_table"),
 }
 __all__ = sorted(_API)
 

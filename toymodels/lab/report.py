@@ -8,7 +8,7 @@ def format_table(summary: dict) -> str:
     """A one-screen table of a run's fine-tuning results, read from its ``summary.json`` dict: one row
     per regime and harmful feature, means over the regime's instances (``up`` counts instances whose
     toxic output rate rose)."""
-    ft = summary["finetune"]
+    ft = summary.get("finetune", summary)   # a run's summary.json, or just its "finetune" section
 
     def m(stat, scale=1.0, fmt="{:.3f}"):
         return "n/a" if stat is None or stat.get("mean") is None else fmt.format(scale * stat["mean"])
