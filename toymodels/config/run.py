@@ -20,6 +20,7 @@ from .checks import array_spec, check, check_int, freeze, listy
 from .schema import DataConfig, FeaturesConfig, FineTuneConfig, ModelConfig, TrainConfig
 from .serde import build, optional_section, set_dotted, to_jsonable
 
+
 def feature_names(features: FeaturesConfig | None, n_features: int) -> list[str]:
     """Names of all features: the named ones first, then ``f<i>`` for the rest."""
     named = list(features.names) if features is not None else []

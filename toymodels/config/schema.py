@@ -15,10 +15,9 @@ own defaults. Cross-section checks (shapes against n_inst, feature names) are in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
-
-import math
 
 import numpy as np
 

@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import ConfigError
 from .checks import freeze, is_number
 
+
 def to_jsonable(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: to_jsonable(x) for k, x in v.items()}

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+
 def schedule(kind: str, lr: float, steps: int) -> optax.Schedule:
     """constant; linear from lr to 0; cosine from lr to 0 (optax's cosine decay)."""
     if kind == "constant":

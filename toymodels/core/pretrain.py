@@ -19,6 +19,7 @@ from . import data as tdata
 from . import penalties, planting
 from .engine import Objective, fit, init_state, model_loss
 
+
 def reconstruction_objective(graphdef, sample, task: str, penalty: str = "none") -> Objective:
     """The TMS pretraining objective for one instance; ``inst`` has ``feature_probability`` and
     ``importance``, both (n_features,).

@@ -14,6 +14,7 @@ from flax import nnx
 from ..lab.trainable import element_mask, harmful_mask, set_element_mask
 from .registry import Spec, _regime_of
 
+
 # --- optimiser: the freeze mask and the gradient projection -----------------------------------------
 class ProjectionState(NamedTuple):
     """Per-instance state of :func:`project_out_harmful`: P (d_hidden, d_hidden) the orthogonal

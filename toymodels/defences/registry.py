@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..config import Config
 
+
 # --- the registry ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Defence:

@@ -9,6 +9,7 @@ from ..config import Config
 from ..stats import mean_with_ci
 from .registry import DEFENCES
 
+
 # --- summary: one row per regime, paired with its undefended baseline -----------------------------------
 def baseline_of(regimes, r) -> str | None:
     """The name of the undefended regime with r's data, loss scope and target (None if there is none)."""

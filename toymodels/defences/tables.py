@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .registry import DEFENCES
 
+
 def fmt_stat(stat: dict | None, fmt: str = "{:+.2f}", ci: bool = True) -> str:
     if not stat or stat.get("mean") is None:
         return "–"

@@ -32,6 +32,7 @@ from .probe import make_probe
 from .progress import gain_stop
 from .trainable import column_mask, finetune_optimizer, full_state, init_lora, set_element_mask
 
+
 # --- the whole fine-tuning ---------------------------------------------------------------------------
 @dataclass
 class FineTuneResult:

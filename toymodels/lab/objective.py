@@ -11,6 +11,7 @@ from flax import nnx
 from ..core.engine import Objective, model_loss
 from .trainable import full_state
 
+
 # --- the objective ------------------------------------------------------------------------------------
 def finetune_inputs(sample: Callable, key: jax.Array, inst) -> jax.Array:
     """One instance's fine-tuning batch: drawn with the regime's probabilities, then every feature

@@ -19,6 +19,7 @@ from ..core import data as tdata
 from . import metrics as amp
 from .plan import PROBE_SEED_OFFSET, Plan
 
+
 # --- the probe ----------------------------------------------------------------------------------------
 def preactivation(model, x):
     """The output layer's input before the final ReLU: hidden(x) @ readout + b_final (batch, n);

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+
 # --- matched progress ----------------------------------------------------------------------------------
 def gain_stop(readout, stop_gain: float):
     """The engine's ``stop`` hook (:data:`toymodels.core.engine.Stop`) for early stopping at a target gain:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .robustness import text_table
 
+
 def format_table(summary: dict) -> str:
     """A one-screen table of a run's fine-tuning results, read from its ``summary.json`` dict: one row
     per regime and harmful feature, means over the regime's instances (``up`` counts instances whose

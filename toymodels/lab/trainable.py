@@ -18,6 +18,7 @@ from flax import nnx
 
 from ..core.optim import optimizer, optimizer_bank
 
+
 # --- parameters: masked full models or LoRA adapters ------------------------------------------------
 def lora_delta(lora) -> jax.Array:
     """ΔW = (lora_a @ lora_b)ᵀ: (d_hidden, n_features), from nnx.LoRA(n_features, r, d_hidden)'s

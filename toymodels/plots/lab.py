@@ -39,7 +39,6 @@ from .arrays import (
 from .registry import figure, plt, run_label, save, suite_figure
 
 
-
 def _ft(run: runs.Run) -> dict | None:
     return run.summary.get("finetune")
 

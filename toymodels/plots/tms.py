@@ -11,6 +11,7 @@ from ..io import runs
 from .arrays import draw_feature_lines, plot_features_in_2d, plot_loss
 from .registry import figure, plt, run_label, save, suite_figure
 
+
 # --- generic figures -----------------------------------------------------------------------------
 @figure("loss")
 def loss_curve(run: runs.Run, out: Path) -> list[Path]:

@@ -26,7 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import defences
-from ..config import Config, DataConfig, FeaturesConfig, FineTuneConfig, ModelConfig, RegimeConfig, TrainConfig
+from ..config import (
+    Config,
+    DataConfig,
+    FeaturesConfig,
+    FineTuneConfig,
+    ModelConfig,
+    RegimeConfig,
+    TrainConfig,
+)
 from ..defences.tables import fmt_stat
 from ..io import runs
 from . import lab as lab_presets

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ..config import Config, ConfigError
 from ..registry import Registry
 
+
 @dataclass(frozen=True)
 class Suite:
     """Several configs run in sequence into ``RUN_DIR/<member.name>/``, plus suite-level figures.

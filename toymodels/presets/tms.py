@@ -7,6 +7,7 @@ import numpy as np
 from ..config import Config, DataConfig, ModelConfig, TrainConfig
 from .registry import Suite, preset
 
+
 def _sparsity_sweep(n_inst: int, base: float = 20.0) -> list[float]:
     """Feature probabilities base^(−k/(n_inst−1)), k = 0..n_inst−1: from 1 (dense) to 1/base."""
     return [float(v) for v in base ** -np.linspace(0.0, 1.0, n_inst)]
