@@ -256,3 +256,20 @@ def test_short_training_reduces_loss_and_sparse_features_go_into_superposition(m
     n_rep = [int(geometry.n_represented(w)) for w in W]
     assert dstar[0] > 0.7, dstar
     assert n_rep[1] > cfg.model.d_hidden and dstar[1] < 0.5, (n_rep, dstar)
+
+
+def test_a_large_evaluation_batch_is_scored_in_chunks_shared_by_restarts(make_config, monkeypatch):
+    """With a chunk budget smaller than the batch, the batch is K equal chunks: identical restarts still
+    get identical losses (one shared set of chunks per setting), and the chunked loss agrees with an
+    unchunked batch of the same size to within sampling noise."""
+    cfg = make_config(**{"train.eval_batch_size": 40_000})
+    graphdef, params, *_ = setup(cfg)
+    copies = jax.tree.map(lambda a: jnp.repeat(a, 3, axis=0), params)
+    inst = pt.instance_data(cfg, restarts=3)
+    whole = pt.eval_losses(graphdef, copies, cfg, inst, jax.random.key(1), restarts=3)
+    monkeypatch.setattr(pt, "EVAL_CHUNK_ELEMENTS", 9 * 5 * 4096)   # 9 instances x 5 features: 4096 a chunk
+    assert pt._eval_chunks(cfg, 9) == (10, 4000)
+    chunked = pt.eval_losses(graphdef, copies, cfg, inst, jax.random.key(1), restarts=3).reshape(3, 3)
+    assert np.all(chunked == chunked[:, :1])
+    np.testing.assert_allclose(chunked[:, 0], whole.reshape(3, 3)[:, 0], rtol=0.05)
+    assert not np.array_equal(chunked[:, 0], whole.reshape(3, 3)[:, 0])   # other samples: really chunked

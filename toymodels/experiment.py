@@ -29,7 +29,7 @@ from flax import nnx
 
 from . import plots
 from .config import Config
-from .core import geometry
+from .core import geometry, stationarity
 from .core.models import init_instances
 from .core.planting import geometry_summary
 from .core.pretrain import active_penalty, pretrain
@@ -128,6 +128,8 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
     instances = instance_summaries(cfg, weights)
     for s, loss, r in zip(instances, info["eval_loss"], info["restart"]):
         s["eval_loss"], s["restart"] = float(loss), int(r)
+    for s, entry in zip(instances, stationarity.instance_entries(cfg, graphdef, params)):
+        s.update(entry)  # the objective's gradient on a large fresh batch: grad_norm, grad_z, stationary, ...
     if info.get("eval_penalty") is not None:  # train.penalty: its λ and its value P (without λ) at the end
         for s, pen, lam in zip(instances, info["eval_penalty"], info["penalty_strength"]):
             s["penalty_strength"], s["penalty"] = float(lam), float(pen)

@@ -7,6 +7,7 @@ engine is setting s, restart r; the kept restart of each setting is returned.
 
 from __future__ import annotations
 
+import math
 import time
 
 import jax
@@ -68,14 +69,19 @@ def active_penalty(cfg) -> str:
     return cfg.train.penalty if cfg.train.penalty_active() else "none"
 
 
+# Numbers in one evaluation chunk over all instances (64 MB of float32): a larger evaluation batch is
+# drawn and scored in equal chunks, so ranking restarts on 2^20 samples needs no more memory than this.
+EVAL_CHUNK_ELEMENTS = 1 << 24
+
+
 def eval_losses(graphdef, params, cfg, inst, key: jax.Array, restarts: int = 1) -> np.ndarray:
     """Per-instance reconstruction loss on an evaluation batch of ``train.eval_batch_size`` (same
     distribution; without the penalty term). Instance k belongs to setting k // ``restarts``; all
     restarts of one setting are scored on ONE shared batch, drawn from fold_in(key, setting), so they
-    are compared on the same inputs (:func:`_eval_batch`)."""
-    sample, keys = _eval_batch(cfg, params, key, restarts)
-    obj = reconstruction_objective(graphdef, sample, cfg.data.task)
-    return np.asarray(jax.jit(jax.vmap(obj))(params, keys, inst))
+    are compared on the same inputs (:func:`_chunked_eval`). A batch too large for one chunk is drawn
+    and scored in K equal chunks (the loss is then the mean over K·⌈B/K⌉ >= B samples)."""
+    obj = lambda sample: reconstruction_objective(graphdef, sample, cfg.data.task)
+    return _chunked_eval(cfg, params, inst, key, restarts, obj)
 
 
 def eval_penalty(graphdef, params, cfg, inst, key: jax.Array, restarts: int = 1) -> np.ndarray | None:
@@ -84,20 +90,42 @@ def eval_penalty(graphdef, params, cfg, inst, key: jax.Array, restarts: int = 1)
     kind = active_penalty(cfg)
     if kind == "none":
         return None
-    sample, keys = _eval_batch(cfg, params, key, restarts)
 
-    def pen(p, k, i):
-        return penalties.penalty(kind, nnx.merge(graphdef, p), sample(k, i["feature_probability"]), i)
+    def obj(sample):
+        def pen(p, k, i):
+            return penalties.penalty(kind, nnx.merge(graphdef, p), sample(k, i["feature_probability"]), i)
 
-    return np.asarray(jax.jit(jax.vmap(pen))(params, keys, inst))
+        return pen
+
+    return _chunked_eval(cfg, params, inst, key, restarts, obj)
 
 
-def _eval_batch(cfg, params, key, restarts: int = 1):
-    """The evaluation sampler and one key per instance: fold_in(key, k // restarts), so the restarts of
-    a setting share their batch and different settings get independent ones."""
-    sample = tdata.make_sampler(_with_batch(cfg.data, cfg.train.eval_batch_size))
+def _eval_chunks(cfg, n_inst: int) -> tuple[int, int]:
+    """(K, c): the evaluation batch of ``train.eval_batch_size`` as K chunks of c samples each, with
+    c · n_inst · n_features <= EVAL_CHUNK_ELEMENTS (K = 1, c = the batch, when it fits)."""
+    B = cfg.train.eval_batch_size
+    per = max(1, EVAL_CHUNK_ELEMENTS // (n_inst * cfg.data.n_features))
+    if B <= per:
+        return 1, B
+    K = math.ceil(B / per)
+    return K, math.ceil(B / K)
+
+
+def _chunked_eval(cfg, params, inst, key, restarts: int, make_objective) -> np.ndarray:
+    """mean over the K chunks of ``make_objective(sampler)(params, key, inst)`` per instance, chunk k
+    drawn from fold_in(fold_in(key, setting), k) (chunk 0 of a one-chunk batch: fold_in(key, setting))."""
     n = jax.tree.leaves(params)[0].shape[0]
-    return sample, jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(n) // restarts)
+    K, c = _eval_chunks(cfg, n)
+    sample = tdata.make_sampler(_with_batch(cfg.data, c))
+    setting_keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(n) // restarts)
+    fn = jax.jit(jax.vmap(make_objective(sample)))
+    if K == 1:
+        return np.asarray(fn(params, setting_keys, inst))
+    total = np.zeros(n, np.float64)
+    for k in range(K):
+        keys = jax.vmap(lambda s, k=k: jax.random.fold_in(s, k))(setting_keys)
+        total += np.asarray(fn(params, keys, inst), np.float64)
+    return (total / K).astype(np.float32)
 
 
 def _with_batch(data_cfg, batch_size):

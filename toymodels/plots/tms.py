@@ -180,7 +180,16 @@ def phase_diagram(run: runs.Run, out: Path, threshold: float = 0.5) -> list[Path
     """Empirical phase diagram of n=2 features in m=1 dimension (TMS §Superposition as a Phase Change):
     x = feature density 1−S (log, 1 → 0.01, sparser to the right), y = relative importance of the extra
     feature (log, 0.1 → 10), colour = the phase read off the best restart's W (see classify_phase).
-    Needs ``meta["grid"]`` with ``relative_importance`` and ``density``; instance = i_imp·n_dens + i_dens."""
+    Needs ``meta["grid"]`` with ``relative_importance`` and ``density``; instance = i_imp·n_dens + i_dens.
+
+    When summary.json has the per-instance stationarity numbers (:mod:`toymodels.stationarity`), the
+    title's last line gives the largest gradient norm ‖∇L‖ over cells, the largest grad_z and how many
+    cells are stationary, and non-stationary cells are crossed out (×): their phase may still change.
+
+    The dashed lines are the ideal solutions' boundaries. On the 16 x 16 grid the exact optimum of the
+    expected loss (:func:`toymodels.stationarity.expected_loss_2in1`) has another phase than their argmin
+    in 4 cells, all next to the lines (its b and ‖w‖ are tuned, and its superposition phase reaches a
+    little further)."""
     grid = (run.config.meta or {}).get("grid")
     W = run.weights["W"]
     if grid is None or W.shape[1:] != (1, 2):
@@ -194,10 +203,17 @@ def phase_diagram(run: runs.Run, out: Path, threshold: float = 0.5) -> list[Path
     cmap = ListedColormap([c for _, c in PHASES])
     ax.pcolormesh(_log_edges(dens), _log_edges(imp), phase, cmap=cmap, vmin=-0.5, vmax=len(PHASES) - 0.5,
                   edgecolors="white", linewidth=0.3)
+    title = f"phase diagram, 2 features in 1 dimension (best restart per cell)\n{run_label(run)}"
+    stationarity = _stationarity_line(run)
+    if stationarity is not None:
+        line, moving = stationarity
+        title += f"\n{line}"
+        if moving.any():
+            ii, jj = np.nonzero(moving.reshape(len(imp), len(dens)))
+            ax.scatter(dens[jj], imp[ii], marker="x", s=40, color="k", linewidths=1.5, zorder=3)
     ax.set(xscale="log", yscale="log", xlim=(dens.max() * 1.15, dens.min() / 1.15),
            xlabel="feature density 1−S  (both features; sparser →)",
-           ylabel="relative importance of the extra feature (feature 1)",
-           title=f"phase diagram, 2 features in 1 dimension (best restart per cell)\n{run_label(run)}")
+           ylabel="relative importance of the extra feature (feature 1)", title=title)
     ax.title.set_fontsize(10)
     # Analytic boundaries between the ideal solutions (ideal_phase_losses), on a fine grid.
     dd, rr = np.meshgrid(np.geomspace(dens.min(), dens.max(), 400), np.geomspace(imp.min(), imp.max(), 400))
@@ -207,11 +223,30 @@ def phase_diagram(run: runs.Run, out: Path, threshold: float = 0.5) -> list[Path
                linewidths=1.2, linestyles="--")
     present = sorted(set(phase.ravel().tolist()) | {0, 1, 2})
     handles = [Patch(color=PHASES[k][1], label=PHASES[k][0]) for k in present]
+    if stationarity is not None and stationarity[1].any():
+        handles.append(plt.Line2D([], [], color="k", marker="x", ls="", label="not stationary (grad_z above threshold)"))
     handles.append(plt.Line2D([], [], color="k", ls="--", lw=1.2,
                               label="analytic boundaries of the ideal solutions (see ideal_phase_losses)"))
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncol=1,
               title=f"represented means |w| > {threshold}", title_fontsize=8)
     return [save(fig, out, f"{run.config.name}_phase_diagram")]
+
+
+def _stationarity_line(run: runs.Run) -> tuple[str, np.ndarray] | None:
+    """(title line, (n_inst,) bool "not stationary") from summary.json's per-instance stationarity
+    numbers (:mod:`toymodels.stationarity`), or None for a run saved without them."""
+    inst = run.summary.get("instances", [])
+    if not inst or any("grad_norm" not in s for s in inst):
+        return None
+    from ..core.stationarity import STATIONARY_Z
+
+    norm = np.array([s["grad_norm"] for s in inst], float)
+    z = np.array([s["grad_z"] for s in inst], float)
+    moving = ~np.array([s["stationary"] for s in inst], bool)
+    n = int(inst[0]["grad_samples"])
+    line = (f"max ‖∇L‖ over cells {norm.max():.1e} (2^{np.log2(n):.0f} fresh samples); "
+            f"{len(inst) - moving.sum()}/{len(inst)} cells stationary (grad_z < {STATIONARY_Z:g}), max grad_z {z.max():.1f}")
+    return line, moving
 
 
 def monosemantic_neurons(W: np.ndarray, mono: float = 0.9, alive: float = 1e-2) -> np.ndarray:
