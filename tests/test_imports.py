@@ -32,7 +32,7 @@ sys.exit(1 if failed else 0)
 
 # Layers, bottom first; a module may import its own layer's modules (no cycles) and lower layers only.
 LAYERS = [
-    {"toymodels.errors", "toymodels.registry", "toymodels.stats", "toymodels.directions"},
+    {"toymodels.errors", "toymodels.registry", "toymodels.stats", "toymodels.directions", "toymodels.faults"},
     {"toymodels.config"},
     {"toymodels.core"},
     {"toymodels.lab"},

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,14 +28,15 @@ import jax
 import numpy as np
 from flax import nnx
 
-from . import plots
-from .config import Config
+from . import faults, plots
+from .config import Config, ConfigError
 from .core import geometry, stationarity
+from .core import pretrain as pt
 from .core.models import init_instances
 from .core.planting import geometry_summary
-from .core.pretrain import active_penalty, pretrain
+from .core.pretrain import active_penalty
 from .defences import hooks_for
-from .io import runs
+from .io import checkpoint, runs
 from .lab import finetune as lab_finetune
 from .lab import summary as lab_summary
 from .lab.report import format_table
@@ -81,15 +83,60 @@ def resolve_from_run(cfg: Config) -> tuple[Config, runs.Run]:
     return merged, source
 
 
-def _pretrained(cfg: Config, source: runs.Run | None, log, progress):
-    """Pretrain (with planted/pinned features if configured), or load ``source``'s weights."""
+CHECKPOINT_SECONDS = 10.0  # a mid-training checkpoint at most this often (and at the end of each stage)
+
+
+class _Saver:
+    """``on_chunk`` / ``on_checkpoint`` hook: save the engine state (and the fine-tuning probes) to
+    ``path`` when ``every_s`` seconds have passed since the last save; ``point`` is the fault-injection
+    name of this moment (:mod:`toymodels.faults`)."""
+
+    def __init__(self, path: Path, run_dir: Path, every_s: float, point: str):
+        self.path, self.run_dir, self.every_s, self.point = path, run_dir, every_s, point
+        self.last = time.perf_counter()
+
+    def __call__(self, state, probes=None, frames=None) -> None:
+        faults.point(self.point)
+        if time.perf_counter() - self.last < self.every_s:
+            return
+        extra = checkpoint.probes_to_arrays(probes, frames) if probes is not None else None
+        checkpoint.save_state(self.path, state, checkpoint.metrics_bytes(self.run_dir), extra)
+        self.last = time.perf_counter()
+
+
+def _pretrained(cfg: Config, source: runs.Run | None, log, progress, run_dir: Path, resume: bool,
+                every_s: float):
+    """Pretrain (with planted/pinned features if configured), or load ``source``'s weights; with
+    ``resume``, from the run's latest pretraining checkpoint. Returns (graphdef, params, info)."""
     if source is not None:
         graphdef, params = params_from_weights(cfg, source.weights)
         losses = np.array([s.get("eval_loss", np.nan) for s in source.summary.get("instances", [])] or
                           [np.nan] * cfg.n_inst)
         return graphdef, params, {"eval_loss": losses, "restart": np.zeros(cfg.n_inst, int),
                                   "all_eval_loss": losses[:, None], "seconds": 0.0}
-    return pretrain(cfg, on_log=log, progress=progress)
+    ck = run_dir / checkpoint.DIR
+    pre = pt.setup(cfg)
+    if resume and (ck / "pretrained.npz").exists():   # pretraining finished before the run stopped
+        params, meta, extra = checkpoint.load_tree(ck / "pretrained.npz", _kept_like(pre))
+        info = {k.removeprefix("info_"): v for k, v in extra.items()} | {"seconds": meta["seconds"]}
+        return pre.graphdef, params, info
+    state = None
+    if resume and (ck / "pretrain.npz").exists():
+        state, _, _ = checkpoint.load_state(ck / "pretrain.npz", pre.state)
+    t = time.perf_counter()
+    state = pt.train(pre, state, on_log=log, progress=progress,
+                     on_chunk=_Saver(ck / "pretrain.npz", run_dir, every_s, "pretrain-chunk"))
+    graphdef, params, info = pt.finish(pre, state, time.perf_counter() - t)
+    arrays = {f"info_{k}": np.asarray(v) for k, v in info.items() if k != "seconds"}
+    checkpoint.save_tree(ck / "pretrained.npz", params, {"seconds": info["seconds"],
+                                                        "metrics_bytes": checkpoint.metrics_bytes(run_dir)}, arrays)
+    return graphdef, params, info
+
+
+def _kept_like(pre: pt.Pretraining):
+    """The structure of the kept parameters: one instance per setting (restarts removed)."""
+    r = pre.cfg.train.restarts
+    return jax.tree.map(lambda a: a[::r], pre.state.params)
 
 
 def _logger(path: Path, on_log: Callable[[dict], None] | None, **fixed) -> Callable[[dict], None]:
@@ -107,22 +154,35 @@ def _logger(path: Path, on_log: Callable[[dict], None] | None, **fixed) -> Calla
 
 
 def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print,
-        on_log: Callable[[dict], None] | None = None) -> Path:
+        on_log: Callable[[dict], None] | None = None, resume: bool = False,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS) -> Path:
     """Train ``cfg`` (and fine-tune, with a ``[finetune]`` section) and write everything into
-    ``run_dir`` (already created by :func:`toymodels.io.runs.prepare_run_dir`). Returns the run directory.
+    ``run_dir`` (already created by :func:`toymodels.io.runs.open_run`). Returns the run directory.
 
     ``on_log(row)`` receives every row written to ``metrics.jsonl`` as it is written (``phase``
     ``pretrain`` or ``finetune``; ``kind`` ``loss`` or ``probe``), so any tracker can follow the run
-    without toymodels depending on it."""
+    without toymodels depending on it.
+
+    Checkpoints (:mod:`toymodels.io.checkpoint`) are taken at most every ``checkpoint_seconds`` and at
+    the end of pretraining and of fine-tuning. ``resume=True`` continues an unfinished run in
+    ``run_dir`` from its latest checkpoint, with the same config; the result is bit-identical to an
+    uninterrupted run's (timings aside). The checkpoints are removed once the run is complete."""
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     source = None
     if cfg.finetune is not None and cfg.finetune.from_run:
         cfg, source = resolve_from_run(cfg)
-    runs.write_json(run_dir / "config.json", cfg.to_dict())
+    if resume and (run_dir / "config.json").exists():
+        _same_config(run_dir, cfg)
+    else:
+        resume = resume and (run_dir / checkpoint.DIR).exists()
+        runs.write_json(run_dir / "config.json", cfg.to_dict())
     runs.write_json(run_dir / "env.json", runs.env_info())
+    if resume:  # metrics.jsonl back to the latest checkpoint: the rows after it are written again
+        checkpoint.truncate_metrics(run_dir, checkpoint.resume_bytes(run_dir))
     log = _logger(run_dir / "metrics.jsonl", on_log, phase="pretrain")
-    graphdef, params, info = _pretrained(cfg, source, log, progress)
+    graphdef, params, info = _pretrained(cfg, source, log, progress, run_dir, resume, checkpoint_seconds)
+    faults.point("between")
     weights = params_to_weights(params)
     runs.write_npz(run_dir / "weights.npz", **weights)
     instances = instance_summaries(cfg, weights)
@@ -154,10 +214,11 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
     if cfg.features is not None:
         summary["features"] = geometry_summary(cfg, weights["W"])
     if cfg.finetune is not None:
-        summary["finetune"] = _finetune(cfg, graphdef, params, run_dir, progress, on_log)
+        summary["finetune"] = _finetune(cfg, graphdef, params, run_dir, progress, on_log, resume, checkpoint_seconds)
     summary["wall_seconds"] = round(time.perf_counter() - t0, 3)
     runs.write_json(run_dir / "summary.json", summary)
     paths = plots.draw(run_dir)
+    shutil.rmtree(run_dir / checkpoint.DIR, ignore_errors=True)  # complete: nothing left to resume
     what = (f"loaded {cfg.n_inst} pretrained instances from {source.path}" if source is not None else
             f"trained {cfg.n_inst}x{cfg.train.restarts} instances x {cfg.train.steps} steps in {info['seconds']:.1f}s")
     if cfg.finetune is not None:
@@ -173,30 +234,65 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
     return run_dir
 
 
-def _finetune(cfg: Config, graphdef, params, run_dir: Path, progress, on_log=None) -> dict:
+def _finetune(cfg: Config, graphdef, params, run_dir: Path, progress, on_log=None, resume: bool = False,
+              every_s: float = CHECKPOINT_SECONDS) -> dict:
     """Fine-tune (with the defences' hooks when the regimes name defences), write the weight files, and
-    return the ``finetune`` section of the summary."""
+    return the ``finetune`` section of the summary; with ``resume``, from the latest checkpoint."""
+    ck = run_dir / checkpoint.DIR
+    if resume and (ck / "finetuned.json").exists():   # fine-tuning finished before the run stopped
+        return json.loads((ck / "finetuned.json").read_text())["finetune"]
     path = run_dir / "metrics.jsonl"
+    resume_from = None
+    if resume and (ck / "finetune.npz").exists():
+        def resume_from(fresh):
+            state, _, extra = checkpoint.load_state(ck / "finetune.npz", fresh)
+            return (state, *checkpoint.arrays_to_probes(extra))
     hooks = hooks_for(cfg)
     result = lab_finetune.finetune(cfg, graphdef, params, on_log=_logger(path, on_log, phase="finetune", kind="loss"),
-                                   on_probe=_logger(path, on_log, phase="finetune"), progress=progress, hooks=hooks)
+                                   on_probe=_logger(path, on_log, phase="finetune"), progress=progress, hooks=hooks,
+                                   resume=resume_from,
+                                   on_checkpoint=_Saver(ck / "finetune.npz", run_dir, every_s, "finetune-chunk"))
     runs.write_npz(run_dir / "weights_pretrained.npz", **params_to_weights(result.pretrained))
     runs.write_npz(run_dir / "weights_finetuned.npz", **params_to_weights(result.finetuned))
     if result.trajectory is not None:
         runs.write_npz(run_dir / "weights_trajectory.npz", **result.trajectory)
-    return lab_summary.summarize(cfg, result, hooks)
+    out = runs.to_jsonable(lab_summary.summarize(cfg, result, hooks))
+    runs.write_json(ck / "finetuned.json", {"finetune": out, "metrics_bytes": checkpoint.metrics_bytes(run_dir)})
+    return out
+
+
+def _same_config(run_dir: Path, cfg: Config) -> None:
+    """--resume continues a run only with the config it was started with."""
+    saved = Config.from_dict(json.loads((run_dir / "config.json").read_text()))
+    if saved != cfg:
+        a, b = saved.to_dict(), cfg.to_dict()
+        diff = next((k for k in a if a[k] != b.get(k)), "?")
+        sub = a.get(diff), b.get(diff)
+        if isinstance(sub[0], dict):
+            diff = f"{diff}." + next((k for k in sub[0] if sub[0][k] != (sub[1] or {}).get(k)), "?")
+        raise ConfigError("--resume", str(run_dir), f"the run there was started with another config ({diff} "
+                          f"differs); resume it with the same preset and overrides, or pass --overwrite")
 
 
 def run_suite(suite, run_dir: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print,
-              on_log: Callable[[dict], None] | None = None) -> Path:
+              on_log: Callable[[dict], None] | None = None, resume: bool = False,
+              checkpoint_seconds: float = CHECKPOINT_SECONDS) -> Path:
     """Run each member of a :class:`toymodels.presets.Suite` into ``run_dir/<member>/``, then write the
     suite's ``summary.json`` (when ``suite.summary`` names one) and draw the suite's own figures into
-    ``run_dir/figures``. ``suite.json`` is written first and lists the members."""
+    ``run_dir/figures``. ``suite.json`` is written first and lists the members. With ``resume``, finished
+    members are kept and an unfinished one continues from its checkpoint."""
     run_dir = Path(run_dir)
     runs.write_json(run_dir / "suite.json", suite.to_dict())
     for member in suite.members:
-        member_dir = runs.prepare_run_dir(run_dir / member.name, overwrite=True)
-        run(member, member_dir, progress=progress, echo=echo,
+        member_dir = run_dir / member.name
+        finished = (member_dir / "summary.json").exists() and not (member_dir / checkpoint.DIR).exists()
+        if resume and finished:
+            _same_config(member_dir, member)
+            echo(f"{member.name}: finished before; kept")
+            continue
+        (member_dir / "figures").mkdir(parents=True, exist_ok=True)
+        run(member, member_dir, progress=progress, echo=echo, resume=resume and (member_dir / "config.json").exists(),
+            checkpoint_seconds=checkpoint_seconds,
             on_log=None if on_log is None else (lambda row, m=member.name: on_log({"member": m, **row})))
     if getattr(suite, "summary", ""):
         loaded = [runs.load(run_dir / m.name) for m in suite.members]

@@ -19,6 +19,7 @@ Pretraining (:mod:`.pretrain`), fine-tuning (:mod:`toymodels.lab`) and the defen
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .. import faults
 from ..errors import TrainingDiverged
 from . import data as tdata
 
@@ -200,17 +202,15 @@ def fit(
     runners: dict[int, Callable] = {}
     bar = None
     if progress and n_chunks > 1:
-        from tqdm.auto import tqdm
-
         desc = progress if isinstance(progress, str) else "train"
-        bar = tqdm(total=steps, desc=desc, unit="step", delay=2.0, leave=False, dynamic_ncols=True,
-                   disable=None)  # None: no bar when stderr is not a terminal
+        bar = _progress_bar(desc, steps, state.step)
     t_start = time.perf_counter()
     try:
         done = 0
         while done < steps:
             n = min(chunk_size, steps - done)
             if n not in runners:  # at most two compiles: the chunk size and the remainder
+                faults.point("compile")
                 runners[n] = make_chunk(objective, tx, n, stop)
             t0 = state.step
             extra = () if stop is None else (state.stopped_at,)
@@ -234,6 +234,49 @@ def fit(
         if bar is not None:
             bar.close()
     return state
+
+
+def _progress_bar(desc: str, steps: int, start: int):
+    """A tqdm bar on a terminal; elsewhere (a log file, a pipe, CI) plain progress lines."""
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        return tqdm(total=steps, desc=desc, unit="step", delay=2.0, leave=False, dynamic_ncols=True)
+    return TextProgress(desc, steps, start)
+
+
+class TextProgress:
+    """Progress for logs: one plain line on stderr every ``every_pct`` percent or ``every_s`` seconds,
+    whichever comes first, with step, rate, ETA and the loss: no terminal control characters."""
+
+    def __init__(self, desc: str, steps: int, start: int = 0, every_pct: float = 5.0, every_s: float = 10.0,
+                 stream=None):
+        self.desc, self.steps, self.start, self.done = desc, steps, start, 0
+        self.every, self.every_s, self.stream = max(1, int(steps * every_pct / 100)), every_s, stream or sys.stderr
+        self.t0 = self.t_last = time.perf_counter()
+        self.last_done = 0
+        self.loss = ""
+
+    def set_postfix(self, loss: str = "") -> None:
+        self.loss = loss
+        self._maybe_print()
+
+    def update(self, n: int) -> None:
+        self.done += n
+
+    def _maybe_print(self) -> None:
+        now = time.perf_counter()
+        if self.done - self.last_done < self.every and now - self.t_last < self.every_s and self.done < self.steps:
+            return
+        rate = self.done / max(now - self.t0, 1e-9)
+        eta = (self.steps - self.done) / max(rate, 1e-9)
+        step = self.start + self.done
+        print(f"{self.desc}: step {step}/{self.start + self.steps} ({100 * self.done / self.steps:.0f}%), "
+              f"{rate:.0f} steps/s, ETA {eta:.0f} s, loss {self.loss}", file=self.stream, flush=True)
+        self.t_last, self.last_done = now, self.done
+
+    def close(self) -> None:
+        return None
 
 
 def _log_rows(losses: np.ndarray, t0: int, log_every: int, on_log, t_start: float, stop_at: np.ndarray):

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from ..errors import TrainingDiverged
 from . import data as tdata
 from . import penalties, planting
-from .engine import Objective, fit, init_state, model_loss
+from .engine import Objective, TrainState, fit, init_state, model_loss
 
 
 def reconstruction_objective(graphdef, sample, task: str, penalty: str = "none") -> Objective:
@@ -142,28 +145,26 @@ def select_best(params, losses: np.ndarray, n_settings: int, restarts: int):
     return jax.tree.map(lambda a: a[idx], params), best
 
 
-def pretrain(cfg, *, on_log=None, on_chunk=None, progress=True, init=None, tx=None):
-    """Train every setting of ``cfg`` (with restarts) and keep the best restart of each.
+@dataclass
+class Pretraining:
+    """A pretraining, set up and not yet run (:func:`setup`): everything :func:`train` and :func:`finish`
+    need. ``state`` is the fresh engine state; a resumed run replaces it with a saved one of the same
+    structure (:mod:`toymodels.io.checkpoint`)."""
 
-    A ``[features]`` section plants (and, for ``pinned``, pins) the named features' geometry: the
-    initialisation is :func:`.planting.init_params` and the optimiser :func:`.planting.pretraining_optimizer`.
-    ``init(cfg, total, key) -> (graphdef, params)`` and ``tx`` replace those for experiments that need
-    another start or optimiser, with everything else here unchanged.
+    cfg: Any
+    graphdef: Any
+    tx: optax.GradientTransformation
+    inst: dict
+    objective: Objective
+    state: TrainState
 
-    Restarts are ranked on ONE shared evaluation batch per setting, by reconstruction + λ·P there
-    (``all_eval_loss``); the kept restart's ``eval_loss`` is then measured on an independent fresh
-    batch, so it is not biased low by the selection (``shared/ENGINEERING.md``).
 
-    Returns ``(graphdef, params, info)``: params have ``cfg.n_inst`` instances; ``info`` has
-    ``eval_loss`` (n_inst,, the kept restart's reconstruction loss on the fresh batch), ``restart``
-    (n_inst,), ``all_eval_loss`` (n_inst, restarts; every restart on its setting's shared selection
-    batch) and ``seconds``; with an active ``train.penalty`` also ``eval_penalty`` (n_inst,, P of the kept
-    restart on the fresh batch) and ``penalty_strength`` (n_inst,), λ.
-    """
-    r = cfg.train.restarts
-    total = cfg.n_inst * r
+def setup(cfg, *, init=None, tx=None) -> Pretraining:
+    """Build the pretraining of ``cfg``: initial parameters of every setting's restarts, optimiser,
+    per-instance data, objective and engine state (see :func:`pretrain`)."""
+    total = cfg.n_inst * cfg.train.restarts
     root = jax.random.key(cfg.seed)
-    k_init, k_data, k_select, k_report = (jax.random.fold_in(root, i) for i in range(4))
+    k_init, k_data = jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)
     if init is None:
         def init(cfg, total, key):
             return planting.init_params(cfg, total, key, restarts=cfg.train.restarts)
@@ -174,15 +175,31 @@ def pretrain(cfg, *, on_log=None, on_chunk=None, progress=True, init=None, tx=No
     keys = jax.vmap(lambda i: jax.random.fold_in(k_data, i))(jnp.arange(total))
     state = init_state(params, tx, keys)
     objective = reconstruction_objective(graphdef, tdata.make_sampler(cfg.data), cfg.data.task, active_penalty(cfg))
-    t = time.perf_counter()
+    return Pretraining(cfg, graphdef, tx, inst, objective, state)
+
+
+def train(pre: Pretraining, state: TrainState | None = None, *, on_log=None, on_chunk=None,
+          progress=True) -> TrainState:
+    """Run the pretraining's remaining steps from ``state`` (default: the fresh state; a saved state at
+    step s runs the steps s+1 … ``train.steps``, chunked exactly as an uninterrupted run)."""
+    cfg, r = pre.cfg, pre.cfg.train.restarts
+    state = pre.state if state is None else state
     try:
-        state = fit(state, objective, tx, inst, cfg.train.steps, chunk_size=cfg.train.chunk_size,
-                    log_every=cfg.train.log_every, on_log=on_log, on_chunk=on_chunk,
+        state = fit(state, pre.objective, pre.tx, pre.inst, cfg.train.steps - state.step,
+                    chunk_size=cfg.train.chunk_size, log_every=cfg.train.log_every, on_log=on_log, on_chunk=on_chunk,
                     progress=progress if progress is not True else cfg.name)
     except TrainingDiverged as e:  # instance s * r + k is setting s, restart k
         raise e.located(f"setting {e.instance // r}, restart {e.instance % r} of {r}") from None
     jax.block_until_ready(state.params)
-    seconds = time.perf_counter() - t
+    return state
+
+
+def finish(pre: Pretraining, state: TrainState, seconds: float):
+    """Rank the restarts and keep the best of each setting: ``(graphdef, params, info)`` as :func:`pretrain`."""
+    cfg, graphdef, inst = pre.cfg, pre.graphdef, pre.inst
+    r = cfg.train.restarts
+    root = jax.random.key(cfg.seed)
+    k_select, k_report = jax.random.fold_in(root, 2), jax.random.fold_in(root, 3)
     # Restarts compete on ONE shared batch per setting, on the objective they were trained on
     # (reconstruction + λ P). The kept restart's reported loss comes from an independent fresh batch:
     # the minimum over restarts on the batch they were ranked on is biased low (the luckiest batch wins).
@@ -201,3 +218,28 @@ def pretrain(cfg, *, on_log=None, on_chunk=None, progress=True, init=None, tx=No
         info["eval_penalty"] = eval_penalty(graphdef, best_params, cfg, kept, k_report)
         info["penalty_strength"] = np.broadcast_to(np.asarray(cfg.train.penalty_strength, np.float64), (cfg.n_inst,))
     return graphdef, best_params, info
+
+
+def pretrain(cfg, *, on_log=None, on_chunk=None, progress=True, init=None, tx=None):
+    """Train every setting of ``cfg`` (with restarts) and keep the best restart of each:
+    :func:`setup`, :func:`train`, :func:`finish`.
+
+    A ``[features]`` section plants (and, for ``pinned``, pins) the named features' geometry: the
+    initialisation is :func:`.planting.init_params` and the optimiser :func:`.planting.pretraining_optimizer`.
+    ``init(cfg, total, key) -> (graphdef, params)`` and ``tx`` replace those for experiments that need
+    another start or optimiser, with everything else here unchanged.
+
+    Restarts are ranked on ONE shared evaluation batch per setting, by reconstruction + λ·P there
+    (``all_eval_loss``); the kept restart's ``eval_loss`` is then measured on an independent fresh
+    batch, so it is not biased low by the selection (``shared/ENGINEERING.md``).
+
+    Returns ``(graphdef, params, info)``: params have ``cfg.n_inst`` instances; ``info`` has
+    ``eval_loss`` (n_inst,, the kept restart's reconstruction loss on the fresh batch), ``restart``
+    (n_inst,), ``all_eval_loss`` (n_inst, restarts; every restart on its setting's shared selection
+    batch) and ``seconds``; with an active ``train.penalty`` also ``eval_penalty`` (n_inst,, P of the kept
+    restart on the fresh batch) and ``penalty_strength`` (n_inst,), λ.
+    """
+    pre = setup(cfg, init=init, tx=tx)
+    t = time.perf_counter()
+    state = train(pre, on_log=on_log, on_chunk=on_chunk, progress=progress)
+    return finish(pre, state, time.perf_counter() - t)

@@ -115,13 +115,18 @@ def prepare(cfg: Config, graphdef, pre_params, hooks: FineTuneHooks = NO_HOOKS) 
 
 
 def finetune(cfg: Config, graphdef, pre_params, *, on_log=None, on_probe=None, progress=True,
-             hooks: FineTuneHooks = NO_HOOKS) -> FineTuneResult:
+             hooks: FineTuneHooks = NO_HOOKS, resume=None, on_checkpoint=None) -> FineTuneResult:
     """Fine-tune every pretrained instance (``pre_params``: cfg.n_inst instances) under every regime
     (and optimiser, and orientation: :mod:`toymodels.lab.plan`).
 
     ``on_log(row)`` gets fit's loss rows; ``on_probe(row)`` a row ``{"step", "kind": "probe", metric:
     per-instance lists}`` at step 0 and every chunk boundary. ``hooks``: see :func:`prepare`; their
     ``evaluate`` runs after fine-tuning and is stored as ``result.evaluation``.
+
+    Checkpoints: ``on_checkpoint(state, probes, frames)`` runs after every chunk's probe;
+    ``resume(fresh_state) -> (state, probes, frames)`` continues a saved fine-tuning (its state has the
+    fresh state's structure) from its step, chunked exactly as an uninterrupted run, so the result is
+    bit-identical (:mod:`toymodels.io.checkpoint`).
     """
     ft = cfg.finetune
     prep = prepare(cfg, graphdef, pre_params, hooks)
@@ -143,12 +148,22 @@ def finetune(cfg: Config, graphdef, pre_params, *, on_log=None, on_probe=None, p
         if on_probe is not None:
             on_probe({"step": int(step), "kind": "probe", **m})
 
-    record(0, state.params)
+    if resume is None:
+        record(0, state.params)
+    else:
+        state, saved_probes, saved_frames = resume(state)
+        probes[:], frames[:] = saved_probes, saved_frames
+
+    def after_chunk(s) -> None:
+        record(s.step, s.params)
+        if on_checkpoint is not None:
+            on_checkpoint(s, probes, frames)
+
     t = time.perf_counter()
     try:
-        state = fit(state, prep.objective, tx, inst, ft.steps, chunk_size=ft.chunk_size,
-                          log_every=ft.log_every, on_log=on_log, on_chunk=lambda s: record(s.step, s.params),
-                          progress=progress if progress is not True else f"{cfg.name} finetune", stop=prep.stop)
+        state = fit(state, prep.objective, tx, inst, ft.steps - state.step, chunk_size=ft.chunk_size,
+                    log_every=ft.log_every, on_log=on_log, on_chunk=after_chunk,
+                    progress=progress if progress is not True else f"{cfg.name} finetune", stop=prep.stop)
     except TrainingDiverged as e:
         hint = "finetune.lr" if not ft.optimizers else "finetune.optimizers.lr"
         raise e.located(f"fine-tuning {plan.describe(e.instance)}", hint=hint) from None
