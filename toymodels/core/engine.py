@@ -50,7 +50,7 @@ def model_loss(model, x, task: str, weight, scale=None) -> jax.Array:
     """mean_{batch, i} w_i (s_i target(x)_i − f(x)_i)² for one instance: x (batch, n), w and s (n,)
     (s = 1 when ``scale`` is None). Pretraining and fine-tuning both call this.
 
-    When the model has ``forward_t`` (all of :mod:`toymodels.models` do) the loss is computed
+    When the model has ``forward_t`` (all of :mod:`toymodels.core.models` do) the loss is computed
     feature-major, on xᵀ (n_features, batch): the batch is then the contiguous axis that XLA
     vectorises, which made the step 4-7× faster on CPU (``benchmarks/README.md``). The value is
     the same mean either way. ``optimization_barrier`` makes XLA materialise x once: without it, it

@@ -42,7 +42,7 @@ def feature_interference(W):
     """Σ_{j≠i} (Ŵ_i · W_j)²: (n,), how much of the other features lands on feature i's direction. Zero
     iff feature i shares its direction with no other feature (the colour of the TMS superposition plots,
     which the paper calls the feature's superposition with the others). Not *polysemanticity*, which in
-    interpretability belongs to neurons (see :func:`toymodels.plots.arrays.plot_neuron_loadings`)."""
+    interpretability belongs to neurons (the tms-privileged figure, :func:`toymodels.plots.tms.neuron_loadings`)."""
     U = unit_directions(W)
     P = (U.T @ W) ** 2
     return jnp.sum(P, axis=1) - jnp.diagonal(P)

@@ -1,5 +1,5 @@
 """Geometric regularisers: pure functions of ONE instance's weights (or hidden activations), used as
-loss terms in pretraining (``train.penalty``, :func:`toymodels.train.reconstruction_objective`) and in
+loss terms in pretraining (``train.penalty``, :func:`toymodels.core.pretrain.reconstruction_objective`) and in
 fine-tuning (the loss-term defences of :mod:`toymodels.defences`).
 
 Notation: W (d_hidden, n) with columns W_i; Ŵ_i = W_i / (‖W_i‖² + ε²)^{1/2}; h = W x (batch, d_hidden).
@@ -108,7 +108,7 @@ PENALTIES = (*W_PENALTIES, "decov", "targeted_cos")
 
 
 def with_penalty(objective, penalty_fn: Callable[[Any], jax.Array], lam: float):
-    """``objective + lam * penalty_fn(params)`` for any :data:`toymodels.train.Objective`, e.g.
+    """``objective + lam * penalty_fn(params)`` for any :data:`toymodels.core.engine.Objective`, e.g.
     ``with_penalty(objective, lambda p: gram_offdiag(p["W"][...]), 0.1)``. (Configs use ``train.penalty``
     instead, which also covers the batch-dependent DeCov.)"""
 

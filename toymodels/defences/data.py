@@ -93,7 +93,7 @@ def replay_rows(batch_size: int, fraction):
 
 # --- the defended objective -------------------------------------------------------------------------
 def objective(undefended: Objective, graphdef, sample: Callable, task: str, trainable: str, sp: Spec) -> Objective:
-    """The fine-tuning objective of :func:`toymodels.finetune.finetune_objective` with the defences of
+    """The fine-tuning objective of :func:`toymodels.lab.objective.finetune_objective` with the defences of
     ``sp``, for ONE instance:
 
         L = Σ_b keep_b Σ_i w_bi (tgt_bi − x'_bi)² / (n Σ_b keep_b)   +   Σ_k λ_k P_k

@@ -101,7 +101,7 @@ def _baseline_for(run, candidates: list):
 
 
 def table_rows(runs_: list) -> list[dict]:
-    """One row per defence regime of every run (loaded :class:`toymodels.runs.Run` objects), read from
+    """One row per defence regime of every run (loaded :class:`toymodels.io.runs.Run` objects), read from
     their ``summary.json``. A run that trains everything and has an undefended regime is its own
     baseline; a run that trains something else (LoRA) is paired with the undefended regime, same data
     and loss scope, of such a run (same seed and config, so the same pretrained weights:

@@ -1,7 +1,7 @@
 """The robustness figure: spill-over against the target's gain, per regime, optimiser and orientation.
 
 ``robustness`` reads only ``summary["finetune"]["by_group"]`` (the curves of
-:func:`toymodels.finetune.gain_curve` and :func:`toymodels.finetune.step_curve`), so ``toymodels plot
+:func:`toymodels.lab.progress.gain_curve` and :func:`toymodels.lab.progress.step_curve`), so ``toymodels plot
 RUN_DIR`` redraws it. Columns are regimes; rows are the change of the toxic output rate [pp] against
 the target's gain (matched progress) and against the fine-tuning step (matched steps, which shows what
 happens after the gain has levelled off), the change of toxic's pre-activation on the target input, and

@@ -29,14 +29,14 @@ from ..lab import robustness as lab_robustness
 from ..lab import suites as lab_tables
 from .registry import SMOKE_OVERRIDES, Suite, preset, suite_summary
 
-# The claim's regime and the counter-regimes (see toymodels.finetune for what each means).
+# The claim's regime and the counter-regimes (see toymodels.lab.plan for what each means).
 NARROW = RegimeConfig(name="narrow", data="narrow", loss_scope="target")
 NARROW_ALL = RegimeConfig(name="narrow-all", data="narrow", loss_scope="all")
 FULL = RegimeConfig(name="full", data="full", loss_scope="target")
 FULL_ALL = RegimeConfig(name="full-all", data="full", loss_scope="all")
 
 # The optimiser axis of the sweeps: Adam (the default) and plain SGD, which, unlike Adam, commutes with a
-# rotation of the hidden space (toymodels.axes). Per step Adam moves each coordinate by about its lr, SGD
+# rotation of the hidden space (toymodels.core.optim). Per step Adam moves each coordinate by about its lr, SGD
 # by lr x gradient; at lr 0.1 SGD reaches a given target gain about 3x sooner than Adam at 1e-3 on the 15°
 # analogy (robustness: gain 2.25 at step ~170 vs ~570), so 1500-2000 steps are enough for both.
 ADAM = OptimizerConfig("adam", "adam", lr=1e-3)

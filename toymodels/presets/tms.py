@@ -71,7 +71,7 @@ def tms_phase(n_grid: int = 16) -> Config:
         #   here, wd 0.01 moves nothing visibly (same distances to the exact optima, median 6e-4, and the
         #   same grad_z), so the choice is about what is computed, not a change in the figure.
         # * eval_batch_size 2^20: competing minima next to a boundary differ by <1% in loss, so the restarts
-        #   are ranked on one shared batch of 2^20 samples (scored in chunks, toymodels.train.eval_losses);
+        #   are ranked on one shared batch of 2^20 samples (scored in chunks, toymodels.core.pretrain.eval_losses);
         #   at 32 768 the worse of two minima was still kept in 2 of 256 cells.
         train=TrainConfig(steps=16_000, lr=1e-2, schedule="cosine", weight_decay=0.0, restarts=12,
                           eval_batch_size=1 << 20),
