@@ -62,7 +62,7 @@ def sample_features(
 
     Args:
       key: a JAX PRNG key. With ``rng="hash"`` it seeds the counter-based generator in
-        :mod:`toymodels.rng` (one 32-bit word per call); with ``"threefry"`` it is used directly.
+        :mod:`toymodels.core.rng` (one 32-bit word per call); with ``"threefry"`` it is used directly.
       feature_probability: (n_features,) P(x_i != 0) = 1 - S.
       groups: ``feature_groups(...)`` for correlated / anticorrelated sets, or None (all independent).
     """
