@@ -15,7 +15,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toymodels import directions
@@ -115,6 +115,7 @@ def _steps(prep, run, O):
     return d_plain, d_rot, np.einsum("ab,kbn->kan", O, d_plain)
 
 
+@settings(max_examples=10)
 @given(theta=st.floats(0, 360), reflect=st.booleans())
 def test_sgd_momentum_and_novograd_steps_commute_with_the_rotation(stepper, theta, reflect):
     _, prep, run = stepper
@@ -128,6 +129,7 @@ def test_sgd_momentum_and_novograd_steps_commute_with_the_rotation(stepper, thet
         np.testing.assert_allclose(d_rot[k], O_d[k], atol=2e-4 * scale + 1e-7, err_msg=prep.plan.describe(k))
 
 
+@settings(max_examples=10)
 @given(theta=st.floats(10, 80), quadrant=st.integers(0, 3), reflect=st.booleans())
 def test_adam_steps_do_not_commute_with_a_generic_rotation(stepper, theta, quadrant, reflect):
     """Adam's first steps are about −lr·sign(g) per coordinate, so from O W they are −lr·sign(O g), not
