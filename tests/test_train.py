@@ -273,3 +273,16 @@ def test_a_large_evaluation_batch_is_scored_in_chunks_shared_by_restarts(make_co
     assert np.all(chunked == chunked[:, :1])
     np.testing.assert_allclose(chunked[:, 0], whole.reshape(3, 3)[:, 0], rtol=0.05)
     assert not np.array_equal(chunked[:, 0], whole.reshape(3, 3)[:, 0])   # other samples: really chunked
+
+
+def test_the_report_batch_is_common_to_all_settings(make_config):
+    """restarts=None scores every instance on one batch: identical models with the same data distribution
+    get identical losses (paired comparisons across settings carry no batch noise)."""
+    cfg = make_config(**{"data.feature_probability": 0.2, "train.eval_batch_size": 2048})
+    graphdef, params, *_ = setup(cfg)
+    same = jax.tree.map(lambda a: jnp.repeat(a[:1], cfg.n_inst, axis=0), params)
+    inst = pt.instance_data(cfg, restarts=1)
+    common = pt.eval_losses(graphdef, same, cfg, inst, jax.random.key(2), restarts=None)
+    assert np.all(common == common[0])
+    per_setting = pt.eval_losses(graphdef, same, cfg, inst, jax.random.key(2), restarts=1)
+    assert len(np.unique(per_setting)) == cfg.n_inst

@@ -77,17 +77,19 @@ def active_penalty(cfg) -> str:
 EVAL_CHUNK_ELEMENTS = 1 << 24
 
 
-def eval_losses(graphdef, params, cfg, inst, key: jax.Array, restarts: int = 1) -> np.ndarray:
+def eval_losses(graphdef, params, cfg, inst, key: jax.Array, restarts: int | None = 1) -> np.ndarray:
     """Per-instance reconstruction loss on an evaluation batch of ``train.eval_batch_size`` (same
     distribution; without the penalty term). Instance k belongs to setting k // ``restarts``; all
     restarts of one setting are scored on ONE shared batch, drawn from fold_in(key, setting), so they
-    are compared on the same inputs (:func:`_chunked_eval`). A batch too large for one chunk is drawn
-    and scored in K equal chunks (the loss is then the mean over K·⌈B/K⌉ >= B samples)."""
+    are compared on the same inputs (:func:`_chunked_eval`). ``restarts=None``: every instance gets the
+    one batch drawn from ``key`` (common random numbers across settings, for paired comparisons). A batch
+    too large for one chunk is drawn and scored in K equal chunks (the loss is then the mean over
+    K·⌈B/K⌉ >= B samples)."""
     obj = lambda sample: reconstruction_objective(graphdef, sample, cfg.data.task)
     return _chunked_eval(cfg, params, inst, key, restarts, obj)
 
 
-def eval_penalty(graphdef, params, cfg, inst, key: jax.Array, restarts: int = 1) -> np.ndarray | None:
+def eval_penalty(graphdef, params, cfg, inst, key: jax.Array, restarts: int | None = 1) -> np.ndarray | None:
     """Per-instance value of the active ``train.penalty`` P (without λ) on the same evaluation batches as
     :func:`eval_losses`; None when the run has no active penalty."""
     kind = active_penalty(cfg)
@@ -120,7 +122,10 @@ def _chunked_eval(cfg, params, inst, key, restarts: int, make_objective) -> np.n
     n = jax.tree.leaves(params)[0].shape[0]
     K, c = _eval_chunks(cfg, n)
     sample = tdata.make_sampler(_with_batch(cfg.data, c))
-    setting_keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(n) // restarts)
+    if restarts is None:  # one batch for every instance
+        setting_keys = jax.vmap(lambda s: key)(jnp.arange(n))
+    else:
+        setting_keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(n) // restarts)
     fn = jax.jit(jax.vmap(make_objective(sample)))
     if K == 1:
         return np.asarray(fn(params, setting_keys, inst))
@@ -203,19 +208,22 @@ def finish(pre: Pretraining, state: TrainState, seconds: float):
     # Restarts compete on ONE shared batch per setting, on the objective they were trained on
     # (reconstruction + λ P). The kept restart's reported loss comes from an independent fresh batch:
     # the minimum over restarts on the batch they were ranked on is biased low (the luckiest batch wins).
+    # That fresh batch is drawn from one key for every setting (common random numbers): settings with the
+    # same data distribution, e.g. the λ sweep of a penalty and its λ = 0 baseline, are then compared on
+    # identical inputs, so a paired difference of their losses is not batch noise.
     losses = eval_losses(graphdef, state.params, cfg, inst, k_select, restarts=r)
     pen = eval_penalty(graphdef, state.params, cfg, inst, k_select, restarts=r)
     trained_on = losses if pen is None else losses + np.asarray(inst["penalty_strength"]) * pen
     best_params, best = select_best(state.params, trained_on, cfg.n_inst, r)
     kept = instance_data(cfg, restarts=1)
     info = {
-        "eval_loss": eval_losses(graphdef, best_params, cfg, kept, k_report),
+        "eval_loss": eval_losses(graphdef, best_params, cfg, kept, k_report, restarts=None),
         "restart": best,
         "all_eval_loss": losses.reshape(cfg.n_inst, r),
         "seconds": seconds,
     }
     if pen is not None:
-        info["eval_penalty"] = eval_penalty(graphdef, best_params, cfg, kept, k_report)
+        info["eval_penalty"] = eval_penalty(graphdef, best_params, cfg, kept, k_report, restarts=None)
         info["penalty_strength"] = np.broadcast_to(np.asarray(cfg.train.penalty_strength, np.float64), (cfg.n_inst,))
     return graphdef, best_params, info
 
