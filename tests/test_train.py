@@ -286,3 +286,15 @@ def test_the_report_batch_is_common_to_all_settings(make_config):
     assert np.all(common == common[0])
     per_setting = pt.eval_losses(graphdef, same, cfg, inst, jax.random.key(2), restarts=1)
     assert len(np.unique(per_setting)) == cfg.n_inst
+
+
+def test_without_a_terminal_progress_is_plain_lines_with_step_rate_eta_and_loss(make_config, capsys):
+    """stderr is not a terminal under pytest: no tqdm bar, but plain lines a log file can hold."""
+    cfg = make_config(**{"train.steps": 200, "train.chunk_size": 20, "data.batch_size": 64})
+    _graphdef, params, tx, inst, keys, objective = setup(cfg)
+    engine.fit(engine.init_state(params, tx, keys), objective, tx, inst, 200, chunk_size=20, progress="tiny-run")
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("tiny-run: step")]
+    assert lines and lines[-1].startswith("tiny-run: step 200/200 (100%)"), err
+    assert all(" steps/s, ETA " in line and ", loss " in line for line in lines)
+    assert "\r" not in err and "\x1b" not in err
