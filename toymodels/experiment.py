@@ -213,8 +213,18 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
         summary["pretrained_from"] = str(source.path)
     if cfg.features is not None:
         summary["features"] = geometry_summary(cfg, weights["W"])
+    stage = None
+    if cfg.sae is not None:  # SAEs on the pretrained activations, and the audit (toymodels.audit)
+        from .audit import Stage
+
+        stage = Stage(cfg, graphdef, params, run_dir, write_npz=runs.write_npz, write_text=runs.write_text,
+                      progress=progress)
+        summary.update(stage.before_finetune())
     if cfg.finetune is not None:
-        summary["finetune"] = _finetune(cfg, graphdef, params, run_dir, progress, on_log, resume, checkpoint_seconds)
+        summary["finetune"] = _finetune(cfg, graphdef, params, run_dir, progress, on_log, resume, checkpoint_seconds,
+                                        stage)
+    if stage is not None:
+        summary.update(stage.after_finetune(summary))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 3)
     runs.write_json(run_dir / "summary.json", summary)
     paths = plots.draw(run_dir)
@@ -235,7 +245,7 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
 
 
 def _finetune(cfg: Config, graphdef, params, run_dir: Path, progress, on_log=None, resume: bool = False,
-              every_s: float = CHECKPOINT_SECONDS) -> dict:
+              every_s: float = CHECKPOINT_SECONDS, stage=None) -> dict:
     """Fine-tune (with the defences' hooks when the regimes name defences), write the weight files, and
     return the ``finetune`` section of the summary; with ``resume``, from the latest checkpoint."""
     ck = run_dir / checkpoint.DIR
@@ -247,7 +257,7 @@ def _finetune(cfg: Config, graphdef, params, run_dir: Path, progress, on_log=Non
         def resume_from(fresh):
             state, _, extra = checkpoint.load_state(ck / "finetune.npz", fresh)
             return (state, *checkpoint.arrays_to_probes(extra))
-    hooks = hooks_for(cfg)
+    hooks = hooks_for(cfg) if stage is None else stage.hooks(hooks_for(cfg))  # the audit's filter directions
     result = lab_finetune.finetune(cfg, graphdef, params, on_log=_logger(path, on_log, phase="finetune", kind="loss"),
                                    on_probe=_logger(path, on_log, phase="finetune"), progress=progress, hooks=hooks,
                                    resume=resume_from,

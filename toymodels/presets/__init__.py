@@ -5,6 +5,7 @@ lab) and :mod:`.defences` register their presets into them when imported, which 
 """
 
 from . import defences, lab, tms  # noqa: F401  (register their presets)
+from . import audit  # noqa: F401, I001  (registers the auditor's presets)
 from .registry import PRESETS, SMOKE_OVERRIDES, SUITE_SUMMARIES, Preset, Suite, get, preset, suite_summary
 
 __all__ = ["PRESETS", "SMOKE_OVERRIDES", "SUITE_SUMMARIES", "Preset", "Suite", "get", "preset", "suite_summary"]
