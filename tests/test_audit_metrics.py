@@ -121,3 +121,29 @@ def test_crosscoder_scoring_of_a_perfect_diff():
     assert out["amplified"] == [1] and out["auroc"] == 1.0
     assert out["precision_at_1"] == 1.0 and out["recall_at_1"] == 1.0 and out["top_latent_feature"] == 1
     assert out["n_exclusive_new"] == 0
+
+
+def test_hungarian_matches_brute_force_on_small_cases():
+    """MCC is the best one-to-one assignment: equal to the maximum over all injections of features into
+    latents (brute force), and invariant to permuting the latents."""
+    rng = np.random.default_rng(5)
+    for L, n, d in [(3, 3, 2), (4, 3, 3), (5, 4, 3), (3, 4, 2)]:
+        for _ in range(4):
+            D, F = rng.normal(size=(L, d)), rng.normal(size=(d, n))
+            C = np.abs(metrics.cosines(D, F))                       # (L, n)
+            best = 0.0
+            for perm in itertools.permutations(range(max(L, n)), n):  # feature j -> latent perm[j] (>= L: none)
+                best = max(best, sum(C[p, j] for j, p in enumerate(perm) if p < L) / n)
+            assert metrics.mcc(D, F) == pytest.approx(best, abs=1e-12)
+            assert metrics.mcc(D[rng.permutation(L)], F) == pytest.approx(best, abs=1e-12)
+
+
+def test_auroc_equals_mann_whitney_u():
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(6)
+    for _ in range(5):
+        y = rng.integers(0, 2, 40).astype(bool)
+        s = np.round(rng.normal(size=40) + y, 1)                     # rounded: ties
+        u = mannwhitneyu(s[y], s[~y], alternative="two-sided").statistic
+        assert metrics.auroc(s, y) == pytest.approx(u / (y.sum() * (~y).sum()), abs=1e-12)

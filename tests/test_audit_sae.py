@@ -82,7 +82,7 @@ def _pentagon_run(variant: str, **sae):
     n, m = 5, 2
     cfg = Config(name="pent", n_inst=1, data=DataConfig(n_features=n, feature_probability=0.05),
                  model=ModelConfig(d_hidden=m), train=TrainConfig(steps=10),
-                 sae=SAEConfig(variants=(variant,), dict_sizes=(2 * n,), batch_size=512, **sae))
+                 sae=SAEConfig(variants=(variant,), **({"dict_sizes": (2 * n,), "batch_size": 512} | sae)))
     graphdef, params = init_instances(cfg.model, n, 1, jax.random.key(0))
     ang = 2 * np.pi * np.arange(n) / n
     W = np.stack([np.cos(ang), np.sin(ang)])[None].astype(np.float32)
@@ -125,3 +125,22 @@ def test_every_variant_trains_and_evaluates(variant):
     ev = T.evaluate(cfg, graphdef, tr)
     assert np.all(np.isfinite(ev["explained_variance"])) and ev["fired"].shape == (1, 10)
     assert (ev["threshold"][0] > 0) == (variant == "batch_topk")
+
+
+def test_evaluation_counts_dead_latents_and_topk_l0_is_k():
+    """A latent whose encoder bias is −100 never fires and is counted dead; masked latents are not counted
+    as fired; TopK's L0 on non-empty samples is exactly k (k=1 here, the pentagon's 2-D activations)."""
+    cfg, graphdef, params, W = _pentagon_run("topk", k=(1,), dict_sizes=(8, 10), eval_batch_size=2048)
+    plan = T.make_plan(cfg, "topk")
+    inst = T.instance_arrays(cfg, plan, params, T.activation_scale(cfg, graphdef, params))
+    sae = jax.vmap(lambda i: S.init_params(jax.random.fold_in(jax.random.key(3), i), 2, plan.L, 0.1))(
+        jnp.arange(plan.n))
+    sae["b_enc"] = sae["b_enc"].at[:, :3].set(-100.0)
+    tr = T.Trained(plan, sae, np.zeros((plan.n, plan.L), int), 0.0, inst)
+    ev = T.evaluate(cfg, graphdef, tr)
+    assert plan.size.tolist() == [8, 10]
+    assert not ev["fired"][:, :3].any() and not ev["fired"][0, 8:].any()
+    rows = [T.recovery(W, ev["directions"][s], ev["fired"][s]) for s in range(plan.n)]
+    dead = [int(plan.size[s] - ev["fired"][s].sum()) for s in range(plan.n)]
+    assert all(d >= 3 for d in dead) and all(0 <= r["mcc"] <= 1 for r in rows)
+    assert np.allclose(ev["l0_nonempty"], 1.0, atol=1e-6)
