@@ -295,10 +295,10 @@ def rerun(result_dir: str | Path, out_dir: str | Path, echo: Callable[[str], Non
     from .io import runs
 
     cfg = load_committed(result_dir)
-    out_dir = runs.prepare_run_dir(out_dir, overwrite=overwrite)
-    if hasattr(cfg, "members"):
-        return experiment.run_suite(cfg, out_dir, progress=False, echo=echo)
-    return experiment.run(cfg, out_dir, progress=False, echo=echo)
+    with runs.open_run(out_dir, overwrite=overwrite) as run:   # marked, locked; overwrite only our own files
+        if hasattr(cfg, "members"):
+            return experiment.run_suite(cfg, run.path, progress=False, echo=echo)
+        return experiment.run(cfg, run.path, progress=False, echo=echo)
 
 
 def check(result_dir: str | Path, keep: str | Path | None = None,

@@ -10,7 +10,7 @@ and what is allowed; the CLI prints that line and exits with code 2.
 """
 
 from ..errors import ConfigError
-from .run import Config, feature_names, load_toml
+from .run import Config, feature_names, load_toml, read_toml
 from .schema import (
     BASES,
     DECAYING_OPTIMIZERS,
@@ -44,5 +44,5 @@ __all__ = [
     "FT_TRAINABLE", "GEOMETRIES", "INITS", "MODEL_KINDS", "OPTIMIZERS", "RNGS", "SCHEDULES", "TASKS",
     "TRAIN_PENALTIES", "Config", "ConfigError", "DataConfig", "FeaturesConfig", "FineTuneConfig", "ModelConfig",
     "OptimizerConfig", "OptimizerFields", "RegimeConfig", "TrainConfig", "feature_names", "load_toml",
-    "parse_override", "set_dotted", "to_jsonable",
+    "parse_override", "read_toml", "set_dotted", "to_jsonable",
 ]

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import is_dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ConfigWarning
+
+
+def default_of(cls, name: str) -> Any:
+    """The default of field ``name`` of dataclass ``cls`` (an unused option must keep it)."""
+    return cls.__dataclass_fields__[name].default
 
 
 def check(cond: bool, name: str, value: Any, allowed: str) -> None:
@@ -66,3 +72,39 @@ def listy(v: Any) -> Any:
     if is_dataclass(v):
         return dataclasses.asdict(v)
     return v
+
+
+_CONTROL = tuple(chr(c) for c in (*range(32), 127))
+
+
+def check_name(name: str, value: Any, forbidden: str = "/") -> None:
+    """A name that becomes part of a path, a table or a message: a non-empty string without ``forbidden``
+    characters, a NUL byte or any other control character."""
+    ok = (isinstance(value, str) and value != "" and not any(c in value for c in forbidden)
+          and not any(c in value for c in _CONTROL))
+    without = " or ".join([repr(c) for c in forbidden] + ["control characters"])
+    check(ok, name, value, f"must be a non-empty string without {without}")
+
+
+def check_numbers(name: str, value: Any, lo: float, hi: float, what: str = "numbers") -> np.ndarray:
+    """A number or (nested) list of numbers, every one finite and in [lo, hi]; returned as float64."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(name, listy(value), f"must be {what}: a number or a list of numbers") from None
+    bad = ~np.isfinite(arr) | (arr < lo) | (arr > hi)
+    check(arr.size > 0 and not bad.any(), name, listy(value), f"every entry must be a finite number in [{lo}, {hi}]")
+    return arr
+
+
+def warn_unused(name: str, value: Any, default: Any, why: str) -> None:
+    """As :func:`check_unused`, but a :class:`ConfigWarning` naming the field (for values that existing
+    configs set although they have no effect)."""
+    if value != default:
+        warnings.warn(ConfigWarning(name, listy(value), f"{why}, so it has no effect"), stacklevel=3)
+
+
+def check_unused(name: str, value: Any, default: Any, why: str) -> None:
+    """An option that the chosen setting ignores must stay at its default, so that no value is silently
+    dropped: ``why`` says what ignores it."""
+    check(value == default, name, listy(value), f"{why}, so it must stay at its default {listy(default)!r}")

@@ -7,6 +7,7 @@ in the run directory, and ``Config.from_dict(json.load(...))`` rebuilds it exact
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,14 @@ import numpy as np
 
 from ..directions import planted_directions
 from ..errors import ConfigError
-from .checks import array_spec, check, check_int, freeze, listy
-from .schema import DataConfig, FeaturesConfig, FineTuneConfig, ModelConfig, TrainConfig
+from .checks import array_spec, check, check_int, check_name, freeze, listy
+from .sae import AuditConfig, SAEConfig
+from .schema import MAX_BATCH, DataConfig, FeaturesConfig, FineTuneConfig, ModelConfig, TrainConfig
 from .serde import build, optional_section, set_dotted, to_jsonable
+from .unused import check_finetune, check_optimizer_fields
+
+# core.pretrain.EVAL_CHUNK_ELEMENTS: numbers in one evaluation chunk over all instances (config imports no JAX)
+EVAL_CHUNK_ELEMENTS = 1 << 24
 
 
 def feature_names(features: FeaturesConfig | None, n_features: int) -> list[str]:
@@ -41,6 +47,9 @@ class Config:
     # Optional sections of the fine-tuning lab: named features / planted geometry, and fine-tuning.
     features: FeaturesConfig | None = None
     finetune: FineTuneConfig | None = None
+    # Optional sections of the auditor (toymodels.audit): SAEs on the hidden activations, and their use.
+    sae: SAEConfig | None = None
+    audit: AuditConfig | None = None
     plots: tuple[str, ...] = ()
     notes: str = ""
     # Free-form, JSON-able metadata for plots (axis values of a grid, labels...). Not used by training.
@@ -48,10 +57,17 @@ class Config:
 
     def __post_init__(self):
         object.__setattr__(self, "plots", freeze(self.plots))
-        check(isinstance(self.name, str) and self.name != "" and "/" not in self.name, "name", self.name,
-               "must be a non-empty string without '/'")
+        check_name("name", self.name)
+        ok = isinstance(self.plots, tuple) and all(isinstance(x, str) for x in self.plots)
+        check(ok, "plots", listy(self.plots), 'must be a list of figure names, e.g. ["loss"]')
+        for x in self.plots:
+            check_name("plots", x)
         check_int("seed", self.seed, 0, 2**31 - 1)
         check_int("n_inst", self.n_inst, 1, 1_000_000)
+        check_optimizer_fields(self.train, "train")
+        if self.finetune is not None:
+            check_finetune(self.finetune)
+        self._check_eval_chunk()
         p = array_spec("data.feature_probability", self.data.feature_probability, 0.0, 1.0, True)
         imp = array_spec("data.importance", self.data.importance, 0.0, 1e6, False)
         n, k = self.data.n_features, self.n_inst
@@ -91,6 +107,19 @@ class Config:
             self._check_features()
         if self.finetune is not None:
             self._check_finetune()
+        if self.sae is not None or self.audit is not None:
+            self._check_audit()
+
+    def _check_eval_chunk(self) -> None:
+        """``train.eval_batch_size`` is drawn in chunks of at most 2^24 numbers over all instances
+        (``core.pretrain._eval_chunks``, mirrored here without JAX); a chunk is one data batch, so it must
+        also obey data.batch_size's limit (a larger one used to fail after training)."""
+        B, n = self.train.eval_batch_size, self.data.n_features
+        per = max(1, EVAL_CHUNK_ELEMENTS // (self.n_inst * n))  # the kept instances: the widest chunks
+        c = B if B <= per else math.ceil(B / math.ceil(B / per))
+        check(c <= MAX_BATCH, "train.eval_batch_size", B,
+              f"must be at most {MAX_BATCH} here: with n_inst={self.n_inst} and data.n_features={n} it is drawn as "
+              f"batches of {c} samples, more than a data batch may hold ({MAX_BATCH})")
 
     def _check_features(self) -> None:
         f, n, k, m = self.features, self.data.n_features, self.n_inst, self.model.d_hidden
@@ -101,7 +130,11 @@ class Config:
                                                            f"name of another feature")
         if f.geometry == "free":
             return
-        planted_directions(f, m, k)  # raises ConfigError if the spec cannot be realised
+        # raises ConfigError if the spec cannot be realised; one spec shared by every instance is checked
+        # once (building it for each of a million instances took half a minute)
+        spec = f.angles if f.angles is not None else f.cosines
+        single = np.ndim(spec) == (1 if f.angles is not None else 2)
+        planted_directions(f, m, 1 if single else k)
         norms = np.asarray(f.norms, np.float64)
         ok = norms.ndim == 0 or norms.shape in ((len(f.names),), (k, len(f.names)))
         check(ok, "features.norms", listy(f.norms),
@@ -132,6 +165,32 @@ class Config:
         for r in ft.regimes:  # these act on the full W and b_final, which LoRA freezes
             check(not (ft.trainable == "lora" and r.defence in ("freeze_harmful", "grad_projection")),
                    "finetune.regimes.defence", r.defence, "acts on W itself; not available with trainable='lora'")
+
+    def _check_audit(self) -> None:
+        """[sae] dictionaries fit the model; [audit] needs [sae] with its variant, a target and a harmful
+        feature, and names only regimes that exist (toymodels.audit)."""
+        n = self.data.n_features
+        if self.sae is not None:
+            sizes = self.sae.sizes(n)
+            check(all(k <= min(sizes) for k in self.sae.k) or "topk" not in self.sae.variants, "sae.k",
+                  list(self.sae.k), f"must be at most the smallest dictionary size ({min(sizes)})")
+        a = self.audit
+        if a is None:
+            return
+        check(self.sae is not None and a.variant in self.sae.variants, "audit.variant", a.variant,
+              "must be one of the [sae] section's variants (the auditor uses a dictionary the run trains)")
+        check(self.features is not None and len(self.features.harmful) > 0 and self.penalty_target() is not None,
+              "audit", "[audit]", "needs a [features] section with a harmful feature and a target (finetune.target, "
+                                  "or a named feature not tagged harmful)")
+        for v in a.diff:
+            check(v in self.sae.variants, "audit.diff", list(a.diff), "crosscoder variants must be [sae] variants "
+                                                                     "(they take its sparsity settings)")
+        check(not a.diff or self.finetune is not None, "audit.diff", list(a.diff),
+              "diffs the models before and after fine-tuning, so it needs a [finetune] section")
+        regimes = {r.name: r for r in self.finetune.regimes} if self.finetune is not None else {}
+        for name in a.filter_regimes:
+            check(name in regimes and regimes[name].defence == "filter_geometric", "audit.filter_regimes", name,
+                  "must name a finetune regime whose defence is 'filter_geometric'")
 
     def feature_names(self) -> list[str]:
         """All feature names: ``features.names`` first, then ``f<i>``."""
@@ -180,10 +239,18 @@ class Config:
 
 def load_toml(path: str | Path) -> Config:
     """Load a config from a TOML file. Missing fields take their defaults."""
+    return Config.from_dict(read_toml(path))
+
+
+def read_toml(path: str | Path) -> dict:
+    """The table of a TOML file; unreadable, not UTF-8 or not TOML: a one-line ConfigError naming it."""
     path = Path(path)
     try:
         with path.open("rb") as f:
-            d = tomllib.load(f)
+            return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(str(path), "<file>", f"is not valid TOML: {e}") from None
-    return Config.from_dict(d)
+        raise ConfigError(str(path), "<file>", f"is not valid TOML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(path), "<file>", f"is not UTF-8 text (byte {e.start}); TOML files are UTF-8") from None
+    except OSError as e:
+        raise ConfigError(str(path), "<file>", f"cannot be read ({e.strerror or type(e).__name__})") from None

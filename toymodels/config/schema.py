@@ -21,7 +21,25 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .checks import array_spec, check, check_choice, check_float, check_int, freeze, is_number, listy
+from .checks import (
+    array_spec,
+    check,
+    check_choice,
+    check_float,
+    check_int,
+    check_name,
+    check_numbers,
+    check_unused,
+    default_of,
+    freeze,
+    is_number,
+    listy,
+    warn_unused,
+)
+
+# A batch that core draws in one piece (an evaluation batch, a chunk of one) is a data batch: it obeys
+# data.batch_size's limit.
+MAX_BATCH = 1_000_000
 
 MODEL_KINDS = ("relu_output", "linear", "relu_hidden", "abs_computation")
 TASKS = ("reconstruct", "abs")
@@ -43,6 +61,7 @@ FT_TRAINABLE = ("all", "W", "b_final", "target_column", "lora")
 FT_DEFENCES = ("none", "gram_offdiag", "gram_offdiag_dual", "soft_orthogonality", "decov", "targeted_cos", "anchor",
                "replay", "filter_geometric", "filter_random", "freeze_harmful", "grad_projection")
 FT_FRACTION_DEFENCES = ("replay", "filter_geometric", "filter_random")  # strength is a fraction in [0, 1]
+UNWEIGHTED_DEFENCES = ("none", "freeze_harmful", "grad_projection")  # strength is unused
 # Pretraining penalties of toymodels.core.penalties (its PENALTIES must list exactly these, without "none").
 TRAIN_PENALTIES = ("none", "gram_offdiag", "gram_offdiag_dual", "soft_orthogonality", "decov", "targeted_cos")
 
@@ -73,7 +92,7 @@ class DataConfig:
         for f in ("feature_probability", "importance", "correlated", "anticorrelated"):
             object.__setattr__(self, f, freeze(getattr(self, f)))
         check_int("data.n_features", self.n_features, 1, 100_000)
-        check_int("data.batch_size", self.batch_size, 1, 1_000_000)
+        check_int("data.batch_size", self.batch_size, 1, MAX_BATCH)
         check_choice("data.task", self.task, TASKS)
         check_choice("data.rng", self.rng, RNGS)
         array_spec("data.feature_probability", self.feature_probability, 0.0, 1.0, lo_open=True)
@@ -217,6 +236,8 @@ class FeaturesConfig:
         ok = (isinstance(self.names, tuple) and len(self.names) >= 1
               and all(isinstance(x, str) and x != "" for x in self.names) and len(set(self.names)) == len(self.names))
         check(ok, "features.names", listy(self.names), "must be a non-empty list of distinct non-empty strings")
+        for x in self.names:
+            check_name("features.names", x, forbidden="")
         ok = isinstance(self.harmful, tuple) and all(x in self.names for x in self.harmful)
         check(ok, "features.harmful", listy(self.harmful),
                f"must be a list of names from features.names ({', '.join(self.names)})")
@@ -230,7 +251,14 @@ class FeaturesConfig:
             check((self.angles is None) != (self.cosines is None), "features.angles", listy(self.angles),
                    f"geometry='{self.geometry}' needs exactly one of features.angles (2-D, degrees) "
                    f"or features.cosines (a cosine matrix)")
+        if self.angles is not None:  # a turn at most either way: 400° would silently be 40°
+            check_numbers("features.angles", self.angles, -360.0, 360.0, "polar angles in degrees")
+        if self.cosines is not None:
+            check_numbers("features.cosines", self.cosines, -1.0, 1.0, "a matrix of cosines")
         array_spec("features.norms", self.norms, 0.0, 1e3, lo_open=True)
+        if self.geometry == "free":
+            check_unused("features.norms", self.norms, default_of(FeaturesConfig, "norms"),
+                         "sets the planted features' norms; geometry='free' plants nothing and ignores it")
         check_choice("features.basis", self.basis, BASES)
         check(self.basis == "axes" or self.geometry != "free", "features.basis", self.basis,
                "'random' rotates planted directions; it needs geometry='planted' or 'pinned'")
@@ -257,16 +285,23 @@ class RegimeConfig:
     strength: float = 0.0
 
     def __post_init__(self):
-        check(isinstance(self.name, str) and self.name != "" and "/" not in self.name, "finetune.regimes.name",
-               self.name, "must be a non-empty string without '/'")
+        check_name("finetune.regimes.name", self.name)
         check_choice("finetune.regimes.data", self.data, FT_DATA)
         check_choice("finetune.regimes.loss_scope", self.loss_scope, FT_SCOPES)
         check(isinstance(self.target, str), "finetune.regimes.target", self.target, "must be a feature name")
+        if self.target:
+            check_name("finetune.regimes.target", self.target, forbidden="")
         check_choice("finetune.regimes.defence", self.defence, FT_DEFENCES)
         if self.defence in FT_FRACTION_DEFENCES:
             check_float("finetune.regimes.strength", self.strength, 0.0, 1.0)
         else:
             check_float("finetune.regimes.strength", self.strength, 0.0, 1e6)
+        if self.defence == "none":
+            check_unused("finetune.regimes.strength", self.strength, 0.0,
+                         "is the weight of the regime's defence, and defence='none'")
+        elif self.defence in UNWEIGHTED_DEFENCES:  # a sweep may give every defence one strength: a warning
+            warn_unused("finetune.regimes.strength", self.strength, 0.0,
+                        f"is the weight of a defence; defence={self.defence!r} has none")
 
 
 @dataclass(frozen=True)
@@ -285,8 +320,7 @@ class OptimizerConfig:
     momentum: float = 0.9
 
     def __post_init__(self):
-        check(isinstance(self.name, str) and self.name != "" and "/" not in self.name and "|" not in self.name,
-               "finetune.optimizers.name", self.name, "must be a non-empty string without '/' or '|'")
+        check_name("finetune.optimizers.name", self.name, forbidden="/|")
         check_choice("finetune.optimizers.optimizer", self.optimizer, OPTIMIZERS)
         check_float("finetune.optimizers.lr", self.lr, 0.0, 10.0, lo_open=True)
         check_float("finetune.optimizers.weight_decay", self.weight_decay, 0.0, 10.0)
@@ -294,6 +328,9 @@ class OptimizerConfig:
                self.weight_decay, f"is used only by {', '.join(DECAYING_OPTIMIZERS)}; {self.optimizer!r} ignores it, "
                                   f"so it must be 0")
         check_float("finetune.optimizers.momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        if self.optimizer != "momentum":
+            check_unused("finetune.optimizers.momentum", self.momentum, default_of(OptimizerConfig, "momentum"),
+                         f"is used only by optimizer 'momentum'; {self.optimizer!r} ignores it")
 
 
 @dataclass(frozen=True)
@@ -362,6 +399,7 @@ class FineTuneConfig(OptimizerFields):
         object.__setattr__(self, "matched_gains", freeze(self.matched_gains))
         check(isinstance(self.target, str) and self.target != "", "finetune.target", self.target,
                "must be a feature name")
+        check_name("finetune.target", self.target, forbidden="")
         check_choice("finetune.objective", self.objective, FT_OBJECTIVES)
         check_float("finetune.gamma", self.gamma, -1e3, 1e3)
         check_float("finetune.importance_factor", self.importance_factor, 0.0, 1e6)
@@ -380,10 +418,12 @@ class FineTuneConfig(OptimizerFields):
         check_int("finetune.chunk_size", self.chunk_size, 1, 1_000_000)
         check_int("finetune.log_every", self.log_every, 1, 1_000_000)
         check_float("finetune.tau", self.tau, -1e6, 1e6)
-        check_int("finetune.eval_batch_size", self.eval_batch_size, 1, 10_000_000)
+        check_int("finetune.eval_batch_size", self.eval_batch_size, 1, MAX_BATCH)  # drawn in one piece
         check(isinstance(self.save_trajectory, bool), "finetune.save_trajectory", self.save_trajectory,
                "must be true or false")
         check(isinstance(self.from_run, str), "finetune.from_run", self.from_run, "must be a run directory path")
+        if self.from_run:
+            check_name("finetune.from_run", self.from_run, forbidden="")
         check_int("finetune.overhead_repeats", self.overhead_repeats, 0, 10_000)
         ok = isinstance(self.optimizers, tuple) and all(isinstance(o, OptimizerConfig) for o in self.optimizers)
         check(ok, "finetune.optimizers", listy(self.optimizers), "must be a list of optimiser tables")

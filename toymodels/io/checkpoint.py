@@ -128,7 +128,9 @@ def resume_bytes(run_dir: Path) -> int:
 
 
 def truncate_metrics(run_dir: Path, n_bytes: int) -> None:
-    """Cut ``metrics.jsonl`` back to ``n_bytes`` (the rows written after a checkpoint are written again)."""
+    """Cut ``metrics.jsonl`` back to ``n_bytes`` (the rows written after a checkpoint are written again), and
+    delete the temporary files that killed atomic writes left (those files are written again too)."""
+    runs.clean_temp_files(run_dir)
     p = Path(run_dir) / "metrics.jsonl"
     if p.exists() and p.stat().st_size > n_bytes:
         with p.open("r+b") as f:

@@ -204,7 +204,7 @@ def finetune_gif(run: runs.Run, out: Path, max_frames: int = 24) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{run.config.name}_finetune.gif"
     writer = PillowWriter(fps=8)
-    with writer.saving(fig, str(path), dpi=72):
+    with runs.atomic_path(path) as tmp, writer.saving(fig, str(tmp), dpi=72):  # no half-written GIF
         for t in list(frames) + [frames[-1]] * 5:  # hold the last frame
             for (arrows, title), e, r in zip(live, entries, range(len(entries))):
                 for j, a in enumerate(arrows):

@@ -72,12 +72,12 @@ plt = _Figures()
 
 
 def save(fig: Figure, out_dir: Path, stem: str) -> Path:
-    """Write ``out_dir/<stem>.png`` (dpi 110, tight, no version stamp) and return its path."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{stem}.png"
-    fig.savefig(path, dpi=110, metadata=PNG_META, bbox_inches="tight")
-    return path
+    """Write ``out_dir/<stem>.png`` (dpi 110, tight, no version stamp) and return its path. Written to a
+    temporary name and renamed (:func:`toymodels.io.files._atomic`), so a run killed while drawing leaves
+    no half-written PNG; an open run registers it in its manifest."""
+    path = Path(out_dir) / f"{stem}.png"
+    return runs._atomic(path, lambda f: fig.savefig(f, format="png", dpi=110, metadata=PNG_META,
+                                                      bbox_inches="tight"))
 
 
 def run_label(run: runs.Run) -> str:
