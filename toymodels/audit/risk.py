@@ -148,8 +148,8 @@ def _f(v, spec: str) -> str:
 
 def markdown(t: dict, threshold_pp: float) -> str:
     """The risk table as markdown, one row per score."""
-    lines = [f"| score | uses | when | AUROC [95% CI] | accuracy at best threshold (base rate) | Brier "
-             f"(base rate) | n |", "|---|---|---|---|---|---|---|"]
+    lines = ["| score | uses | when | AUROC [95% CI] | accuracy at best threshold (base rate) | Brier "
+             "(base rate) | n |", "|---|---|---|---|---|---|---|"]
     for s, r in t["scores"].items():
         ci = r["auroc_ci95"]
         acc = r["accuracy"]
