@@ -8,6 +8,7 @@ through a real ``python -m toymodels.cli`` to prove that no traceback reaches st
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -93,6 +94,39 @@ def suite_json(text: str):
     return setup
 
 
+HELD: list[int] = []   # lock file descriptors that the "locked" setup holds for the case
+
+
+def locked(d: Path, trained: Path, path: Path | None = None) -> None:
+    """A run directory whose lock another writer holds (here: this process, through another descriptor;
+    flock locks belong to the open file, so the CLI's own attempt is refused as a second process's is)."""
+    path = path or marked(d, "running")
+    fd = os.open(path / runs.LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    HELD.append(fd)
+
+
+@pytest.fixture(autouse=True)
+def _release_locks():
+    yield
+    while HELD:
+        os.close(HELD.pop())
+
+
+def locked_run(d: Path, trained: Path) -> None:
+    """The trained run, marked finished, with its lock held (``plot`` would write figures into it)."""
+    path = copy_run(d, trained)
+    (path / runs.MARKER).write_text(json.dumps({"toymodels": "0", "status": "complete", "pid": 1,
+                                                "started_utc": "", "files": []}))
+    locked(d, trained, path)
+
+
+def leftover(d: Path, trained: Path) -> None:
+    """What a run killed before its marker existed, or a failed older version, leaves: an empty figures/."""
+    (d / "left" / "figures").mkdir(parents=True)
+
+
 SETUPS = {
     "run": lambda d, t: copy_run(d, t),
     "file": lambda d, t: (d / "file").write_text("x"),
@@ -102,6 +136,9 @@ SETUPS = {
     "failed": lambda d, t: marked(d, "failed"),
     "running": lambda d, t: marked(d, "running"),
     "diverged": lambda d, t: marked(d, "diverged"),
+    "locked": locked,
+    "locked-run": locked_run,
+    "leftover": leftover,
     "bad-marker": lambda d, t: ((d / "m").mkdir(), (d / "m" / runs.MARKER).write_text("{not json"),
                                 (d / "m" / "config.json").write_text("{}")),
 }
@@ -133,7 +170,7 @@ CASES = [
     ("ft-eval-batch-too-big", ["run", AN, "finetune.eval_batch_size=2000000", *OUT], "finetune.eval_batch_size=",
      ("1000000",), None),
     ("ft-eval-batch-zero", ["run", AN, "finetune.eval_batch_size=0", *OUT], "finetune.eval_batch_size=", (), None),
-    ("plots-string", ["run", "tms-intro", "plots=loss", *OUT], "plots=", ("list",), None),
+    ("plots-string", ["run", "tms-intro", "plots=loss", *OUT], "plots='loss'", ("list",), None),
     ("plots-unknown", ["run", "tms-intro", "plots=[\"nope\"]", *OUT], "plots=", ("geometry_2d",), None),
     ("angles-strings", ["run", AN, "features.angles=[\"a\", \"b\"]", *OUT], "features.angles=", (), None),
     ("angles-400", ["run", AN, "features.angles=[0, 400]", *OUT], "features.angles=", ("360",), None),
@@ -187,6 +224,13 @@ CASES = [
      "running"),
     ("out-bad-marker", ["run", "tms-intro", "--out", "{d}/m", "--overwrite", "--quiet"], "marker=", (runs.MARKER,),
      "bad-marker"),
+    ("out-locked", ["run", "tms-intro", "--out", "{d}/m", "--overwrite", "--quiet"], "--out=", ("PID {pid}",),
+     "locked"),
+    ("resume-locked", ["run", "tms-intro", "--out", "{d}/m", "--resume", "--quiet"], "--out=", ("PID {pid}",),
+     "locked"),
+    ("plot-locked", ["plot", "{d}/run"], "RUN_DIR=", ("PID {pid}",), "locked-run"),
+    ("out-leftover-dir-resume", ["run", "tms-intro", "--out", "{d}/left", "--resume", "--quiet"], "--out=",
+     ("no toymodels run",), "leftover"),
     ("resume-without-out", ["run", "tms-intro", "--resume", "--quiet"], "--resume=", ("--out",), None),
     ("resume-and-overwrite", ["run", "tms-intro", "--out", "{d}/m", "--resume", "--overwrite", "--quiet"], "--out=",
      ("exclude",), "failed"),
@@ -235,6 +279,15 @@ CASES = [
     ("toml-angle-400", ["run", "{d}/c.toml", *OUT], "features.angles=", (),
      toml("[features]\ngeometry = \"planted\"\nangles = [0.0, 400.0]\n")),
     ("toml-section-not-table", ["run", "{d}/c.toml", *OUT], "train=", (), toml("train = 3\n")),
+    # --- toymodels audit ------------------------------------------------------------------------------------
+    ("audit-missing-dir", ["audit", "{d}/nope"], "RUN_DIR=", ("no such directory",), None),
+    ("audit-a-file", ["audit", "{d}/file"], "RUN_DIR=", ("not a directory",), "file"),
+    ("audit-not-a-run", ["audit", "{d}/empty"], "{d}/empty/config.json", ("missing",), "empty"),
+    ("audit-bad-variant", ["audit", "{d}/run", "--variant", "nope"], "--variant=", ("batch_topk",), "run"),
+    ("audit-sae-run-missing", ["audit", "{d}/run", "--sae-run", "{d}/nope"], "--sae-run=", ("no such",), "run"),
+    ("audit-no-features", ["audit", "{d}/run"], "{d}/run/config.json", ("harmful",), "run"),
+    ("audit-truncated-npz", ["audit", "{d}/run"], "{d}/run/weights.npz", (), corrupt("weights.npz", truncate)),
+    ("audit-out-nul", ["audit", "{d}/run", "--out", "{d}/a\x00b"], "--out=", ("NUL",), "run"),
     # --- toymodels plot on corrupt or foreign runs ------------------------------------------------------
     ("plot-missing-dir", ["plot", "{d}/nope"], "RUN_DIR=", (), None),
     ("plot-a-file", ["plot", "{d}/file"], "RUN_DIR=", (), "file"),
@@ -283,7 +336,7 @@ def tree(d: Path) -> dict[str, bytes | None]:
 
 
 def expand(a: str, d: Path) -> str:
-    return a.replace("{d}", str(d))
+    return a.replace("{d}", str(d)).replace("{pid}", str(os.getpid()))
 
 
 @pytest.fixture
@@ -329,7 +382,7 @@ def test_bad_input(case, tmp_path, trained_run, capsys, monkeypatch):
 def test_the_catalogue_is_large_and_covers_every_class():
     ids = [c[0] for c in CASES]
     assert len(ids) == len(set(ids)) and len(ids) >= 60
-    for prefix in ("out-", "resume-", "memory-", "from-", "toml-", "plot-"):
+    for prefix in ("out-", "resume-", "memory-", "from-", "toml-", "plot-", "audit-"):
         assert sum(i.startswith(prefix) for i in ids) >= 3, prefix
 
 

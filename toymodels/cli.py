@@ -1,9 +1,10 @@
-"""toymodels command line: list, show, run, plot.
+"""toymodels command line: list, show, run, plot, audit.
 
     toymodels list
     toymodels show PRESET|CONFIG.toml [key=value ...]
     toymodels run  PRESET|CONFIG.toml [--out DIR] [--overwrite | --resume] [--quiet] [key=value ...]
     toymodels plot RUN_DIR
+    toymodels audit RUN_DIR [--sae-run DIR] [--variant NAME] [--target F] [--harmful F ...] [--out DIR]
 
 Overrides are dotted config keys, e.g. train.steps=200 data.batch_size=256 seed=3; values are
 read as TOML ([0.1, 0.2], 1e-3, "cosine" or a bare word). Every failure prints one line,
@@ -19,6 +20,7 @@ leaves a user's session alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import warnings
@@ -140,6 +142,24 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    """Audit a finished run's pretrained models (:func:`toymodels.audit.command.main_audit`); the run
+    directory is locked while audit.md is written into it."""
+    from .io import runs
+
+    for flag, value in (("RUN_DIR", args.run_dir), ("--sae-run", args.sae_run)):
+        if value is not None and ("\x00" in value or not Path(value).is_dir()):
+            raise ConfigError(flag, value, "is not a directory; must be a toymodels run directory"
+                              if "\x00" not in value and Path(value).exists() else "no such directory")
+    if args.out is not None:
+        args.out = str(runs.check_out_path(args.out))
+    _files_backend()
+    from .audit.command import main_audit
+
+    with runs.attach_run(args.run_dir) if args.out is None else contextlib.nullcontext():
+        return main_audit(args)
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -177,6 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="redraw a run's figures from its saved results")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.set_defaults(fn=cmd_plot)
+
+    p = sub.add_parser("audit", help="audit a finished run's pretrained models with sparse autoencoders",
+                       epilog="example: toymodels audit results/analogy-15deg --variant batch_topk")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--sae-run", dest="sae_run", metavar="DIR",
+                   help="take the SAEs from this run (one with [sae] and the same pretrained weights)")
+    p.add_argument("--variant", metavar="NAME", help="the SAE variant to audit with")
+    p.add_argument("--target", metavar="FEATURE", help="the fine-tuning target (default: the run's)")
+    p.add_argument("--harmful", metavar="FEATURE", nargs="+", help="the harmful features (default: the run's)")
+    p.add_argument("--out", metavar="DIR", help="write audit.md here instead of RUN_DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_audit)
     return ap
 
 
