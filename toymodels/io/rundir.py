@@ -331,6 +331,8 @@ def open_run(path: str | Path, *, overwrite: bool = False, resume: bool = False)
         try:
             if not handle.complete:  # a finished run that resume found is left as it was
                 handle.status = status
+                # files the run wrote and deleted again (its checkpoints) leave the manifest
+                handle.files = [f for f in handle.files if os.path.lexists(handle.path / f)]
                 handle.write_marker()
         finally:
             _unlock(handle._fd)
