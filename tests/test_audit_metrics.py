@@ -16,9 +16,12 @@ def test_mcc_of_a_permuted_rescaled_identity_is_one():
     n = 6
     F = np.eye(n)                                                   # true features: the axes (d = n)
     D = np.diag(rng.uniform(0.1, 5.0, n)) @ np.eye(n)[rng.permutation(n)]   # rows: permuted, rescaled
-    D[1] *= -1                                                      # a flipped sign is the same direction
     assert metrics.mcc(D, F) == pytest.approx(1.0)
     assert metrics.mean_max_cosine(D, F) == pytest.approx(1.0)
+    flipped = D.copy()
+    flipped[1] *= -1               # non-negative features: a latent along −F_j does not represent feature j
+    assert metrics.mcc(flipped, F) == pytest.approx((n - 1) / n)
+    assert metrics.mcc(flipped, F, signed=False) == pytest.approx(1.0)
     extra = np.vstack([D, rng.normal(size=(4, n))])                 # more latents than features: still 1
     assert metrics.mcc(extra, F) == pytest.approx(1.0)
     latent, value = metrics.match(D, F)
@@ -30,8 +33,8 @@ def test_mcc_of_random_directions_is_near_zero():
     d, n = 2000, 10
     F = rng.normal(size=(d, n))
     D = rng.normal(size=(n, d))
-    assert metrics.mcc(D, F) < 0.1
-    assert metrics.mean_max_cosine(D, F) < 0.1
+    assert metrics.mcc(D, F) < 0.1 and metrics.mcc(D, F, signed=False) < 0.1
+    assert metrics.mean_max_cosine(D, F, signed=False) < 0.1
 
 
 def test_mcc_counts_missing_and_dead_latents_as_zero():
@@ -127,15 +130,15 @@ def test_hungarian_matches_brute_force_on_small_cases():
     """MCC is the best one-to-one assignment: equal to the maximum over all injections of features into
     latents (brute force), and invariant to permuting the latents."""
     rng = np.random.default_rng(5)
-    for L, n, d in [(3, 3, 2), (4, 3, 3), (5, 4, 3), (3, 4, 2)]:
-        for _ in range(4):
+    for (L, n, d), signed in itertools.product([(3, 3, 2), (4, 3, 3), (5, 4, 3), (3, 4, 2)], [True, False]):
+        for _ in range(3):
             D, F = rng.normal(size=(L, d)), rng.normal(size=(d, n))
-            C = np.abs(metrics.cosines(D, F))                       # (L, n)
+            C = metrics.cosines(D, F, signed)                       # (L, n)
             best = 0.0
             for perm in itertools.permutations(range(max(L, n)), n):  # feature j -> latent perm[j] (>= L: none)
                 best = max(best, sum(C[p, j] for j, p in enumerate(perm) if p < L) / n)
-            assert metrics.mcc(D, F) == pytest.approx(best, abs=1e-12)
-            assert metrics.mcc(D[rng.permutation(L)], F) == pytest.approx(best, abs=1e-12)
+            assert metrics.mcc(D, F, signed=signed) == pytest.approx(best, abs=1e-12)
+            assert metrics.mcc(D[rng.permutation(L)], F, signed=signed) == pytest.approx(best, abs=1e-12)
 
 
 def test_auroc_equals_mann_whitney_u():

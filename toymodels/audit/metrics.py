@@ -3,7 +3,8 @@
 Dictionary recovery (D: (L, d) learned decoder directions, one per row; F: (d, n) the true W, feature j's
 direction is the column F_j):
 
-* :func:`cosines` ``C_ij = |cos(D_i, F_j)|``;
+* :func:`cosines` ``C_ij = max(cos(D_i, F_j), 0)``: a decoder row along −F_j does not count (the features
+  and the codes are non-negative); ``signed=False`` gives |cos|;
 * :func:`mcc`: the mean correlation coefficient of SAELens' synthetic benchmarks (O'Neill et al. 2024):
   a one-to-one matching of latents to features that maximises Σ C_ij (Hungarian algorithm,
   ``scipy.optimize.linear_sum_assignment``), averaged over the n true features (a feature left without a
@@ -39,15 +40,21 @@ def unit_rows(D: np.ndarray) -> np.ndarray:
     return D / np.where(n > EPS, n, 1.0)
 
 
-def cosines(D: np.ndarray, F: np.ndarray) -> np.ndarray:
-    """|cos| between learned directions D (L, d) (rows) and true features F (d, n) (columns): (L, n)."""
-    return np.abs(unit_rows(D) @ unit_rows(np.asarray(F, np.float64).T).T)
+def cosines(D: np.ndarray, F: np.ndarray, signed: bool = True) -> np.ndarray:
+    """Cosines between learned directions D (L, d) (rows) and true features F (d, n) (columns): (L, n).
+    ``signed`` (the default): max(cos, 0). The toy's features are non-negative (x_j >= 0) and a code is
+    non-negative, so a decoder row along −W_j does not represent feature j: in the 5-in-2-D pentagon an SAE
+    can rebuild each sample from the *other* four features' negated directions (L0 ≈ 4), which |cos| would
+    score as a perfect recovery. ``signed=False``: |cos| (for signed features, e.g. task 'abs')."""
+    C = unit_rows(D) @ unit_rows(np.asarray(F, np.float64).T).T
+    return np.maximum(C, 0.0) if signed else np.abs(C)
 
 
-def match(D: np.ndarray, F: np.ndarray, alive=None) -> tuple[np.ndarray, np.ndarray]:
+def match(D: np.ndarray, F: np.ndarray, alive=None, signed: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The Hungarian matching of latents (rows of D, only ``alive`` ones when given) to true features
-    (columns of F) maximising Σ |cos|. Returns (latent of each feature or −1, its |cos| or 0): (n,), (n,)."""
-    C = cosines(D, F)
+    (columns of F) maximising Σ C (:func:`cosines`). Returns (latent of each feature or −1, its C or 0):
+    (n,), (n,)."""
+    C = cosines(D, F, signed)
     idx = np.arange(C.shape[0]) if alive is None else np.flatnonzero(np.asarray(alive, bool))
     latent, value = np.full(C.shape[1], -1), np.zeros(C.shape[1])
     if len(idx):
@@ -56,16 +63,16 @@ def match(D: np.ndarray, F: np.ndarray, alive=None) -> tuple[np.ndarray, np.ndar
     return latent, value
 
 
-def mcc(D: np.ndarray, F: np.ndarray, alive=None, features=None) -> float:
-    """Mean over the true features (or the subset ``features``) of the |cos| of their matched latent
+def mcc(D: np.ndarray, F: np.ndarray, alive=None, features=None, signed: bool = True) -> float:
+    """Mean over the true features (or the subset ``features``) of the cosine of their matched latent
     (:func:`match`; an unmatched feature counts 0)."""
-    _, value = match(D, F, alive)
+    _, value = match(D, F, alive, signed)
     return float(value.mean() if features is None else value[np.asarray(features)].mean())
 
 
-def mean_max_cosine(D: np.ndarray, F: np.ndarray, alive=None) -> float:
-    """Mean over true features of the largest |cos| with any (alive) latent."""
-    C = cosines(D, F)
+def mean_max_cosine(D: np.ndarray, F: np.ndarray, alive=None, signed: bool = True) -> float:
+    """Mean over true features of the largest cosine (:func:`cosines`) with any (alive) latent."""
+    C = cosines(D, F, signed)
     if alive is not None:
         C = C[np.asarray(alive, bool)]
     return float(C.max(0).mean()) if len(C) else 0.0

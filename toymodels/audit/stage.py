@@ -46,7 +46,7 @@ def sae_rows(cfg: Config, W: np.ndarray, trained: dict, evaluation: dict) -> lis
         ev = evaluation[v]
         for s in range(tr.plan.n):
             m = int(tr.plan.model[s])
-            rec = T.recovery(W[m], ev["directions"][s], ev["fired"][s])
+            rec = T.recovery(W[m], ev["directions"][s], ev["fired"][s], signed=cfg.data.task != "abs")
             out.append({"index": len(out), "variant": v, "position": s, "model": m,
                         "feature_probability": float(np.mean(cfg.feature_probability()[m])),
                         "dict_size": int(tr.plan.size[s]), "sparsity": float(tr.plan.sparsity[s]),

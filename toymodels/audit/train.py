@@ -201,14 +201,16 @@ def evaluate(cfg: Config, graphdef, trained: Trained) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def recovery(W: np.ndarray, directions: np.ndarray, fired: np.ndarray, min_norm: float = 0.5) -> dict:
+def recovery(W: np.ndarray, directions: np.ndarray, fired: np.ndarray, min_norm: float = 0.5,
+             signed: bool = True) -> dict:
     """Ground-truth recovery of one SAE: W (d, n) the model's true columns, directions (L, d), fired (L,).
     ``mcc`` over all n features (an unrepresented feature cannot be recovered and lowers it),
     ``mcc_represented`` over the features with ‖W_j‖ >= min_norm, ``mean_max_cos``, the matching
-    (``matched_latent`` per feature, −1 for none, and ``matched_cos``)."""
+    (``matched_latent`` per feature, −1 for none, and ``matched_cos``). ``signed``: a latent along −W_j does
+    not recover feature j (:func:`.metrics.cosines`; False for signed features, task 'abs')."""
     W = np.asarray(W, np.float64)
-    latent, value = metrics.match(directions, W, fired)
+    latent, value = metrics.match(directions, W, fired, signed)
     rep = np.asarray(feature_norms(W)) >= min_norm
     return {"mcc": float(value.mean()), "mcc_represented": float(value[rep].mean()) if rep.any() else None,
-            "mean_max_cos": metrics.mean_max_cosine(directions, W, fired), "n_represented": int(rep.sum()),
+            "mean_max_cos": metrics.mean_max_cosine(directions, W, fired, signed), "n_represented": int(rep.sum()),
             "matched_latent": latent.tolist(), "matched_cos": value.tolist()}
