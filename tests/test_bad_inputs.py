@@ -206,6 +206,9 @@ CASES = [
      (), None),
     ("ft-target-unknown", ["run", AN, "finetune.target=nope", *OUT], "finetune.target=", ("helpful",), None),
     ("from-run-nul", ["run", AN, "finetune.from_run=\"a\\u0000b\"", *OUT], "finetune.from_run=", (), None),
+    ("args-unknown-option", ["run", "tms-intro", "--bogus", *OUT], "unrecognized arguments: --bogus", (), None),
+    ("args-no-target", ["run"], "the following arguments are required: PRESET", (), None),
+    ("args-extra-to-list", ["list", "extra"], "unrecognized arguments: extra", (), None),
     # --- the output directory -----------------------------------------------------------------------------
     ("out-empty-string", ["run", "tms-intro", "--out", "", "--quiet"], "--out=''", (), None),
     ("out-unwritable", ["run", "tms-intro", "--out", "/sys/toymodels-test-out", "--quiet"], "--out=",
@@ -289,6 +292,9 @@ CASES = [
     ("audit-truncated-npz", ["audit", "{d}/run"], "{d}/run/weights.npz", (), corrupt("weights.npz", truncate)),
     ("audit-out-nul", ["audit", "{d}/run", "--out", "{d}/a\x00b"], "--out=", ("NUL",), "run"),
     # --- toymodels plot on corrupt or foreign runs ------------------------------------------------------
+    ("plot-empty-string", ["plot", ""], "RUN_DIR=''", (), None),
+    ("audit-empty-string", ["audit", ""], "RUN_DIR=''", (), None),
+    ("audit-sae-run-empty", ["audit", "{d}/run", "--sae-run", ""], "--sae-run=''", (), "run"),
     ("plot-missing-dir", ["plot", "{d}/nope"], "RUN_DIR=", (), None),
     ("plot-a-file", ["plot", "{d}/file"], "RUN_DIR=", (), "file"),
     ("plot-unfinished", ["plot", "{d}/run"], "{d}/run/summary.json:", ("missing",),

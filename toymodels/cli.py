@@ -127,6 +127,8 @@ def cmd_plot(args) -> int:
     from .io import runs
 
     run_dir = Path(args.run_dir)
+    if args.run_dir == "":
+        raise ConfigError("RUN_DIR", "", "must be a run directory path (. for the current directory)")
     if "\x00" in args.run_dir or not run_dir.is_dir():
         raise ConfigError("RUN_DIR", args.run_dir, "no such directory" if "\x00" in args.run_dir or not run_dir.exists()
                           else "is not a directory; must be a toymodels run directory")
@@ -148,6 +150,8 @@ def cmd_audit(args) -> int:
     from .io import runs
 
     for flag, value in (("RUN_DIR", args.run_dir), ("--sae-run", args.sae_run)):
+        if value == "":
+            raise ConfigError(flag, "", "must be a run directory path (. for the current directory)")
         if value is not None and ("\x00" in value or not Path(value).is_dir()):
             raise ConfigError(flag, value, "is not a directory; must be a toymodels run directory"
                               if "\x00" not in value and Path(value).exists() else "no such directory")
@@ -169,8 +173,15 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as the one line every other failure prints (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"toymodels: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="toymodels", description=__doc__.split("\n\n")[0],
+    ap = _Parser(prog="toymodels", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"toymodels {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
