@@ -209,7 +209,10 @@ def risk_prediction() -> Suite:
     every member one compiled fine-tuning sweep (shapes cannot share one program), and ``risk-filter``, the
     data filter with recovered directions. The suite's summary.json has ``auroc``: score -> AUROC over all
     fine-tunes. Runtime on 2 cores: about 10 minutes."""
-    members = tuple(risk_member(n, m, g, diff=(n, m) == (5, 2)) for n, m in RISK_SHAPES for g in ("pinned", "free"))
+    # crosscoders (BatchTopK against L1) on the 96 fine-tunes of the planted 5-in-2-D member only: they cost
+    # about as much as the member itself, and one member's fine-tunes are enough to compare the two
+    members = tuple(risk_member(n, m, g, diff=(n, m, g) == (5, 2, "pinned")) for n, m in RISK_SHAPES
+                    for g in ("pinned", "free"))
     return Suite(name="risk-prediction", members=members + (filter_member(),), plots=("risk_roc",),
                  summary="risk_prediction",
                  notes=f"A fine-tune raises harmful output when P(x'_toxic > 0.1 | x_toxic = 0) rises by more than "
