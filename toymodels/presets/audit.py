@@ -67,11 +67,12 @@ def sae_recovery() -> Suite:
     each pretrained (10 000 steps) and then every SAE variant trained in the engine on its hidden activations
     (4 000 steps, batch 1024, one compiled sweep per variant over models x dictionary sizes x sparsities).
     The suite's summary.json holds every SAE's ``mcc`` and the best per variant. Runtime on 2 cores: about 6
-    minutes."""
+    minutes (5 min 47 s measured with another job sharing the cores)."""
     return Suite(name="sae-recovery", members=tuple(recovery_member(*m) for m in RECOVERY_MODELS),
                  plots=("sae_recovery_suite",), summary="sae_recovery",
                  notes="MCC: Hungarian matching of the alive latents' decoder directions to the true columns W_j, "
-                       "mean |cos| over all true features (an unrepresented feature counts against it).",
+                       "mean max(cos, 0) over all true features (an unrepresented feature, or a latent along -W_j, "
+                       "counts 0).",
                  meta={"models": [[n, m, list(p)] for _, n, m, p, _ in RECOVERY_MODELS]})
 
 
@@ -222,7 +223,8 @@ def risk_prediction() -> Suite:
 
 @suite_summary("risk_prediction")
 def risk_prediction_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
-    rows = [r for m in members if "risk" in m.summary.get("audit", {})
+    # the risk sweep's members only: risk-filter's undefended fine-tunes are the filter's baselines
+    rows = [r for m in members if "risk" in m.summary.get("audit", {}) and not m.config.audit.filter_regimes
             for r in m.summary["audit"]["risk"]["rows"] if r.get("defence", "none") == "none"]
     thr = members[0].config.audit.threshold_pp
     t = risk.table(rows)
