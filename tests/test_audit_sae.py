@@ -107,7 +107,6 @@ def test_topk_sae_recovers_the_pentagon():
     assert codes.shape == (2, 10) and np.all((codes > 0).sum(1) <= 1)
 
 
-@pytest.mark.slow
 def test_training_is_deterministic_and_one_compiled_sweep_per_variant():
     cfg, graphdef, params, W = _pentagon_run("relu_l1", l1=(0.1, 0.3), steps=40, chunk_size=20)
     a = T.train_variant(cfg, graphdef, params, "relu_l1", progress=False)
