@@ -108,7 +108,7 @@ def test_topk_sae_recovers_the_pentagon():
 
 
 def test_training_is_deterministic_and_one_compiled_sweep_per_variant():
-    cfg, graphdef, params, W = _pentagon_run("relu_l1", l1=(0.1, 0.3), steps=40, chunk_size=20)
+    cfg, graphdef, params, W = _pentagon_run("relu_l1", l1=(0.1, 0.3), steps=30, chunk_size=30, revive_after=10)
     a = T.train_variant(cfg, graphdef, params, "relu_l1", progress=False)
     b = T.train_variant(cfg, graphdef, params, "relu_l1", progress=False)
     assert a.plan.n == 2 and a.params["W_dec"].shape == (2, 10, 2)
