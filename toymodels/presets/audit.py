@@ -209,7 +209,8 @@ def risk_prediction() -> Suite:
     """Four members of 96 fine-tunes each (5-in-2-D and 20-in-5-D, planted-and-pinned or learned geometry),
     every member one compiled fine-tuning sweep (shapes cannot share one program), and ``risk-filter``, the
     data filter with recovered directions. The suite's summary.json has ``auroc``: score -> AUROC over all
-    fine-tunes. Runtime on 2 cores: about 10 minutes."""
+    fine-tunes. Runtime on 2 cores: 10 min 47 s measured with other jobs sharing the cores (load about 5);
+    crosscoders on one member only (most of its 5.6 minutes)."""
     # crosscoders (BatchTopK against L1) on the 96 fine-tunes of the planted 5-in-2-D member only: they cost
     # about as much as the member itself, and one member's fine-tunes are enough to compare the two
     members = tuple(risk_member(n, m, g, diff=(n, m, g) == (5, 2, "pinned")) for n, m in RISK_SHAPES
