@@ -1,6 +1,6 @@
 """Rebuild the paper-reproduction gallery: figures/ and results/ from the TMS presets.
 
-    python experiments/gallery.py                                   # rerun every preset (slow: ~25 min)
+    python experiments/gallery.py                                   # rerun every preset (slow: ~60 min)
     python experiments/gallery.py tms-intro=runs/tms-intro ...      # use these finished run directories
     python experiments/gallery.py --only tms-intro tms-phase
     python experiments/gallery.py --reuse                           # keep finished runs/<preset> as they are
@@ -30,10 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 TMS_PRESETS = ("tms-intro", "tms-geometry", "tms-phase", "tms-correlated", "tms-privileged")
 LAB_PRESETS = ("analogy-15deg", "robustness", "angle-sweep", "overlap-table", "crowding",
                "defences-table", "regularisation-pareto", "regularisation-pretrain", "regularisation-cost")
-PRESETS = TMS_PRESETS + LAB_PRESETS
+AUDIT_PRESETS = ("sae-recovery", "risk-prediction")
+PRESETS = TMS_PRESETS + LAB_PRESETS + AUDIT_PRESETS
 SMALL = 2_000_000  # bytes: optional result files above this stay out of results/
 ESSENTIAL = ("config.json", "summary.json", "weights.npz", "env.json")  # always copied: a run needs them
-RESULT_FILES = ESSENTIAL + ("weights_pretrained.npz", "weights_finetuned.npz", "weights_trajectory.npz")
+RESULT_FILES = ESSENTIAL + ("weights_pretrained.npz", "weights_finetuned.npz", "weights_trajectory.npz",
+                            "weights_sae.npz", "audit.md")
 
 
 def finished(run_dir: Path) -> bool:
