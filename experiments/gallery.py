@@ -135,12 +135,12 @@ def gallery() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("reuse", nargs="*", metavar="PRESET=RUN_DIR", help="finished run directories to reuse")
+    ap.add_argument("given", nargs="*", metavar="PRESET=RUN_DIR", help="finished run directories to reuse")
     ap.add_argument("--only", nargs="+", choices=PRESETS, default=PRESETS)
     ap.add_argument("--redraw", action="store_true", help="only redraw figures/ from results/, no training")
     ap.add_argument("--reuse", action="store_true", help="keep finished runs/<preset> instead of rerunning")
     args = ap.parse_args()
-    given = {k: Path(v) for k, v in (a.split("=", 1) for a in args.reuse)}
+    given = {k: Path(v) for k, v in (a.split("=", 1) for a in args.given)}
     (ROOT / "figures").mkdir(exist_ok=True)
     for name in args.only:
         if args.redraw:
