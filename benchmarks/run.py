@@ -13,15 +13,15 @@ And one fine-tuning workload (Adam lr 1e-3, no weight decay, batch 1024, fresh d
 
 * ``finetune``: ``toymodels run analogy-15deg``'s fine-tuning: 4 pretrained 5 -> 2 models (p = 0.05,
   importance (3, 3.3, 1, 1, 1)) x 4 regimes (narrow/target, narrow/all, full/target, full/all) = 16
-  instances, target "helpful" amplified by gamma = 2. The toymodels side is ``finetune.prepare`` -> ``train.fit`` with the preset's chunk size
-  (50), from planted, untrained pretrained models (``features.init_params``; the values do not change
-  the work). Only ``fit``'s chunks are timed: the amplification probe that ``finetune.finetune`` runs at
+  instances, target "helpful" amplified by gamma = 2. The toymodels side is ``lab_ft.prepare`` -> ``engine.fit`` with the preset's chunk size
+  (50), from planted, untrained pretrained models (``planting.init_params``; the values do not change
+  the work). Only ``fit``'s chunks are timed: the amplification probe that ``lab_ft.finetune`` runs at
   every chunk boundary is not part of the step and is not run here. The torch side is
   ``torch_reference.bench_torch_finetune`` from the same pretrained weights. A round is 10 chunks
   (500 steps), then a torch block.
 
-The toymodels side is the real engine, exactly as ``toymodels run`` trains: ``train.pretrain`` ->
-``train.fit`` -> the jitted ``make_chunk`` with the reconstruction objective, in chunks of
+The toymodels side is the real engine, exactly as ``toymodels run`` trains: ``pt.pretrain`` ->
+``engine.fit`` -> the jitted ``make_chunk`` with the reconstruction objective, in chunks of
 ``train.chunk_size`` steps. The torch side is ``benchmarks/torch_reference.py`` (the notebook's maths in
 eager PyTorch). The machine is shared, so the two sides are *interleaved*: after every toymodels chunk
 (``fit``'s ``on_chunk`` hook) a block of torch steps runs, and each round gives one toymodels/torch
@@ -56,6 +56,9 @@ from benchmarks.peak import measure_matmul_peak_gflops, tms_step_flops
 from benchmarks.torch_reference import FINETUNE_WORKLOADS as TORCH_FINETUNE_WORKLOADS
 from benchmarks.torch_reference import WORKLOADS as TORCH_WORKLOADS
 from benchmarks.torch_reference import bench_torch, bench_torch_finetune, finetune_arrays
+from toymodels.core import engine, planting
+from toymodels.core import pretrain as pt
+from toymodels.lab import finetune as lab_ft
 
 BATCH = 1024
 
@@ -224,8 +227,7 @@ def interleaved(res: Result, plan: Plan, bench: TorchBench, setup_s: float = 0.0
 
 
 def run_workload(name: str, plan: Plan) -> Result:
-    """Train the pretraining workload through ``train.pretrain`` and run a torch block after every chunk."""
-    from toymodels import train
+    """Train the pretraining workload through ``pt.pretrain`` and run a torch block after every chunk."""
 
     cfg = workload_config(name, plan.chunk_size, plan.rounds)
     tw = TORCH_WORKLOADS[name]
@@ -233,7 +235,7 @@ def run_workload(name: str, plan: Plan) -> Result:
     bench = pretrain_bench(tw)
     res = Result(name, cfg.n_inst, cfg.data.n_features, cfg.model.d_hidden)
     res.torch_threads, res.torch_trial = torch_threads(bench, max(plan.torch_steps // 4, 5))
-    train.pretrain(cfg, on_chunk=interleaved(res, plan, bench), progress=False)
+    pt.pretrain(cfg, on_chunk=interleaved(res, plan, bench), progress=False)
     return res
 
 
@@ -276,20 +278,19 @@ def check_same_finetune(cfg, prep, tw: dict) -> None:
 
 
 def run_finetune(name: str, plan: Plan) -> Result:
-    """Fine-tune as ``toymodels run analogy-15deg`` does (``finetune.prepare`` -> ``train.fit``) from
+    """Fine-tune as ``toymodels run analogy-15deg`` does (``lab_ft.prepare`` -> ``engine.fit``) from
     planted, untrained pretrained models, and run a torch block after every ``chunks_per_round`` chunks.
-    Only ``fit``'s chunks are timed: ``finetune.finetune``'s probe at chunk boundaries is not run."""
+    Only ``fit``'s chunks are timed: ``lab_ft.finetune``'s probe at chunk boundaries is not run."""
     import jax
     import torch
 
-    from toymodels import features, finetune, train
 
     cfg = finetune_config(plan)
     tw = TORCH_FINETUNE_WORKLOADS[name]
     COMPILE_S.clear()
     t = time.perf_counter()
-    graphdef, params = features.init_params(cfg, cfg.n_inst, jax.random.key(0))
-    prep = finetune.prepare(cfg, graphdef, params)
+    graphdef, params = planting.init_params(cfg, cfg.n_inst, jax.random.key(0))
+    prep = lab_ft.prepare(cfg, graphdef, params)
     jax.block_until_ready(prep.state.opt_state)
     setup_s = time.perf_counter() - t
     check_same_finetune(cfg, prep, tw)
@@ -301,7 +302,7 @@ def run_finetune(name: str, plan: Plan) -> Result:
     res = Result(name, prep.plan.n_ft, cfg.data.n_features, cfg.model.d_hidden,
                  note=f" = {cfg.n_inst} pretrained x {len(prep.plan.regimes)} regimes ({FINETUNE_PRESET})")
     res.torch_threads, res.torch_trial = torch_threads(bench, max(plan.torch_steps // 4, 5))
-    train.fit(prep.state, prep.objective, prep.tx, prep.inst, plan.steps, chunk_size=plan.chunk_size,
+    engine.fit(prep.state, prep.objective, prep.tx, prep.inst, plan.steps, chunk_size=plan.chunk_size,
               progress=False, on_chunk=interleaved(res, plan, bench, setup_s=setup_s, clear_compile=False))
     return res
 
@@ -330,7 +331,7 @@ def report(res: Result, peak_gflops: float) -> dict:
     }
     print(f"\n== {row['workload']}  ({row['rounds']} interleaved rounds, medians)")
     if res.name not in PRETRAIN:
-        print("  (toymodels: train.fit's chunks only; finetune's probe at chunk boundaries is not timed)")
+        print("  (toymodels: engine.fit's chunks only; finetune's probe at chunk boundaries is not timed)")
     print(f"  toymodels  {row['toymodels_inst_steps_per_s']:>9,} instance-steps/s   "
           f"{row['toymodels_gflops']:6.2f} GFLOP/s = "
           f"{100 * row['toymodels_gflops'] / peak_gflops:.2f}% of peak")

@@ -1,6 +1,6 @@
 """Rebuild the paper-reproduction gallery: figures/ and results/ from the TMS presets.
 
-    python experiments/gallery.py                                   # rerun every preset (slow: ~25 min)
+    python experiments/gallery.py                                   # rerun every preset (slow: ~60 min)
     python experiments/gallery.py tms-intro=runs/tms-intro ...      # use these finished run directories
     python experiments/gallery.py --only tms-intro tms-phase
     python experiments/gallery.py --reuse                           # keep finished runs/<preset> as they are
@@ -23,16 +23,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from toymodels import experiment, plots, presets, runs
+from toymodels import experiment, plots, presets
+from toymodels.io import runs
 
 ROOT = Path(__file__).resolve().parent.parent
 TMS_PRESETS = ("tms-intro", "tms-geometry", "tms-phase", "tms-correlated", "tms-privileged")
 LAB_PRESETS = ("analogy-15deg", "robustness", "angle-sweep", "overlap-table", "crowding",
                "defences-table", "regularisation-pareto", "regularisation-pretrain", "regularisation-cost")
-PRESETS = TMS_PRESETS + LAB_PRESETS
+AUDIT_PRESETS = ("sae-recovery", "risk-prediction")
+PRESETS = TMS_PRESETS + LAB_PRESETS + AUDIT_PRESETS
 SMALL = 2_000_000  # bytes: optional result files above this stay out of results/
 ESSENTIAL = ("config.json", "summary.json", "weights.npz", "env.json")  # always copied: a run needs them
-RESULT_FILES = ESSENTIAL + ("weights_pretrained.npz", "weights_finetuned.npz", "weights_trajectory.npz")
+RESULT_FILES = ESSENTIAL + ("weights_pretrained.npz", "weights_finetuned.npz", "weights_trajectory.npz",
+                            "weights_sae.npz", "audit.md")
 
 
 def finished(run_dir: Path) -> bool:
@@ -132,12 +135,12 @@ def gallery() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("reuse", nargs="*", metavar="PRESET=RUN_DIR", help="finished run directories to reuse")
+    ap.add_argument("given", nargs="*", metavar="PRESET=RUN_DIR", help="finished run directories to reuse")
     ap.add_argument("--only", nargs="+", choices=PRESETS, default=PRESETS)
     ap.add_argument("--redraw", action="store_true", help="only redraw figures/ from results/, no training")
     ap.add_argument("--reuse", action="store_true", help="keep finished runs/<preset> instead of rerunning")
     args = ap.parse_args()
-    given = {k: Path(v) for k, v in (a.split("=", 1) for a in args.reuse)}
+    given = {k: Path(v) for k, v in (a.split("=", 1) for a in args.given)}
     (ROOT / "figures").mkdir(exist_ok=True)
     for name in args.only:
         if args.redraw:

@@ -48,7 +48,8 @@ def make_config():
 def trained_run(tmp_path_factory) -> tuple[Config, Path]:
     """One finished run directory (trained once per session). Tests must not modify it: copy it
     with ``copy_run`` first."""
-    from toymodels import experiment, runs
+    from toymodels import experiment
+    from toymodels.io import runs
 
     cfg = tiny_config(**{"train.steps": 300, "train.chunk_size": 100, "train.log_every": 50,
                          "train.eval_batch_size": 65536, "data.batch_size": 256})

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toymodels import amplification as amp
+from toymodels.lab import metrics as amp
 
 
 def polar(*deg, norms=None):

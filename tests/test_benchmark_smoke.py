@@ -14,11 +14,18 @@ from pathlib import Path
 
 import pytest
 
+from toymodels.core import engine, planting
+from toymodels.lab import finetune as lab_ft
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+NO_TORCH = ("torch is the optional [bench] extra, not in [test]: CI skips the PyTorch side on purpose "
+            "(pip install torch==2.13.0 to run it)")
+
+
 def test_quick_benchmark_prints_ratio_json_last():
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason=NO_TORCH)
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -35,7 +42,7 @@ def test_quick_benchmark_prints_ratio_json_last():
 def test_torch_finetune_reference_matches_its_definition():
     """The torch fine-tuning baseline's per-instance arrays and loss are the brief's maths, and its model
     starts every regime from the given pretrained weights."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason=NO_TORCH)
     from benchmarks.torch_reference import REGIMES, TorchFinetune, bench_torch_finetune, finetune_arrays
 
     a = finetune_arrays(2, 5, target=0, gamma=2.0, feature_probability=0.05, importance=1.0)
@@ -65,18 +72,18 @@ def test_torch_finetune_reference_matches_its_definition():
 
 def test_torch_finetune_reference_computes_the_engines_loss_and_gradient():
     """On the same batch and weights, torch's fine-tuning loss and gradient per instance equal those of
-    the engine's fine-tuning objective (``train.model_loss`` with ``finetune.prepare``'s arrays)."""
-    torch = pytest.importorskip("torch")
+    the engine's fine-tuning objective (``engine.model_loss`` with ``lab_ft.prepare``'s arrays)."""
+    torch = pytest.importorskip("torch", reason=NO_TORCH)
     import jax
     import numpy as np
     from flax import nnx
 
     from benchmarks.torch_reference import FINETUNE_WORKLOADS, TorchFinetune, finetune_arrays
-    from toymodels import features, finetune, presets, train
+    from toymodels import presets
 
     cfg = presets.get("analogy-15deg")
-    graphdef, params = features.init_params(cfg, cfg.n_inst, jax.random.key(0))
-    prep = finetune.prepare(cfg, graphdef, params)
+    graphdef, params = planting.init_params(cfg, cfg.n_inst, jax.random.key(0))
+    prep = lab_ft.prepare(cfg, graphdef, params)
     W0 = torch.from_numpy(np.array(params["W"][...])).transpose(1, 2).contiguous()
     b0 = torch.from_numpy(np.array(params["b_final"][...]))
     tw = FINETUNE_WORKLOADS["finetune"]
@@ -88,7 +95,7 @@ def test_torch_finetune_reference_computes_the_engines_loss_and_gradient():
     per_inst.sum().backward()
 
     def loss(p, xk, inst):
-        return train.model_loss(nnx.merge(graphdef, p), xk, cfg.data.task, inst["loss_weight"], inst["out_scale"])
+        return engine.model_loss(nnx.merge(graphdef, p), xk, cfg.data.task, inst["loss_weight"], inst["out_scale"])
 
     xs = jax.numpy.asarray(x.numpy().transpose(1, 0, 2))   # (instance, batch, feature)
     ft_params = prep.state.params

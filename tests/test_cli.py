@@ -134,8 +134,18 @@ def test_entry_point_subprocess():
 
 
 # --- run directories -------------------------------------------------------------------------------
-def test_run_refuses_existing_nonempty_out_and_overwrite_replaces(capsys, copy_run):
-    run_dir = copy_run()
+def test_run_refuses_existing_nonempty_out_and_overwrite_replaces(capsys, tmp_path, copy_run):
+    foreign = copy_run()  # results without a marker: not a toymodels run, never written into
+    before = snapshot(foreign)
+    for flags in ((), ("--overwrite",)):
+        code, _, err = run_cli(capsys, "run", "tms-intro", *TINY, "--out", foreign, "--quiet", *flags)
+        assert code == 2
+        assert_one_line_error(err, "--out=") and "not a toymodels run" in err
+        assert snapshot(foreign) == before
+
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, "run", "tms-intro", *TINY, "--out", run_dir, "--quiet")
+    assert code == 0, err
     before = snapshot(run_dir)
     code, _, err = run_cli(capsys, "run", "tms-intro", *TINY, "--out", run_dir, "--quiet")
     assert code == 2

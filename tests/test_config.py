@@ -188,3 +188,11 @@ def test_feature_sets_need_equal_probabilities_within_the_set():
     with pytest.raises(ConfigError) as err:
         Config(n_inst=2, data=DataConfig(n_features=5, feature_probability=bad, correlated=(2,), anticorrelated=(2,)))
     assert err.value.field == "data.feature_probability" and "2..3" in str(err.value)
+
+
+def test_the_shipped_example_toml_is_a_valid_config():
+    from pathlib import Path
+
+    cfg = load_toml(Path(__file__).resolve().parent.parent / "examples" / "planted_30deg.toml")
+    assert cfg.features.angles == (0.0, 30.0) and [o.name for o in cfg.finetune.optimizer_list()] == ["adam", "sgd"]
+    assert Config.from_dict(cfg.to_dict()) == cfg

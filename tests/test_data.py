@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from toymodels import data as tdata
 from toymodels.config import Config, DataConfig
+from toymodels.core import data as tdata
 
 GENERATORS = ["hash", "threefry"]
 SIGMAS = 5.0

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toymodels import data as tdata
-from toymodels import defences, features, finetune, penalties, train
+from toymodels import defences
 from toymodels.config import (
     FT_DEFENCES,
     Config,
@@ -23,6 +22,11 @@ from toymodels.config import (
     RegimeConfig,
     TrainConfig,
 )
+from toymodels.core import data as tdata
+from toymodels.core import engine, penalties, planting
+from toymodels.core import pretrain as pt
+from toymodels.lab import finetune as lab_ft
+from toymodels.lab import objective, plan, summary
 
 TASK = RegimeConfig("task", "task", "target")
 FULL_ALL = RegimeConfig("full-all", "full", "all")
@@ -30,7 +34,7 @@ FULL_ALL = RegimeConfig("full-all", "full", "all")
 
 # --- the gradient projection ---------------------------------------------------------------------------
 def _projection_state(W, harmful, enabled=1.0):
-    tx = defences.project_out_harmful(harmful)
+    tx = defences.optim.project_out_harmful(harmful)
     from flax import nnx
 
     params = nnx.State({"W": nnx.Param(jnp.asarray(W, jnp.float32)), "b_final": nnx.Param(jnp.zeros(W.shape[1]))})
@@ -78,14 +82,14 @@ def small_cfg(regimes, n_inst=2, d_hidden=2, steps=20, **ft):
 @pytest.fixture(scope="module")
 def planted():
     cfg = small_cfg([TASK])
-    return features.init_params(cfg, cfg.n_inst, jax.random.key(2))
+    return planting.init_params(cfg, cfg.n_inst, jax.random.key(2))
 
 
 def run_chunk(cfg, graphdef, params):
     """Fine-tune with the engine's own compiled chunk (what ``finetune`` runs between probes): the
     starting and final full states, and the losses. One compile instead of finetune()'s several."""
-    prep = finetune.prepare(cfg, graphdef, params)
-    chunk = train.make_chunk(prep.objective, prep.tx, cfg.finetune.steps)
+    prep = lab_ft.prepare(cfg, graphdef, params, defences.hooks_for(cfg))
+    chunk = engine.make_chunk(prep.objective, prep.tx, cfg.finetune.steps)
     s = prep.state
     new, _, losses = chunk(s.params, s.opt_state, s.keys, prep.inst, jnp.asarray(0, jnp.int32))
     return ({k: np.asarray(prep.base[k][...]) for k in ("W", "b_final")},
@@ -95,7 +99,7 @@ def run_chunk(cfg, graphdef, params):
 def test_projected_finetuning_keeps_the_harmful_span_of_W_fixed():
     # full data and the loss on all outputs move every column, the harmful one included
     cfg = small_cfg([dataclasses.replace(FULL_ALL, defence="grad_projection")], d_hidden=3, steps=30, lr=1e-2)
-    graphdef, params = features.init_params(cfg, cfg.n_inst, jax.random.key(2))
+    graphdef, params = planting.init_params(cfg, cfg.n_inst, jax.random.key(2))
     before, after, _ = run_chunk(cfg, graphdef, params)
     W0, W1 = before["W"].astype(np.float64), after["W"].astype(np.float64)
     for k in range(cfg.n_inst):
@@ -108,7 +112,7 @@ def test_projected_finetuning_keeps_the_harmful_span_of_W_fixed():
 def test_freeze_keeps_harmful_parameters_bit_identical_and_trains_the_rest():
     cfg = small_cfg([dataclasses.replace(FULL_ALL, defence="freeze_harmful")], lr=1e-2, optimizer="adamw",
                     weight_decay=0.1)
-    graphdef, params = features.init_params(cfg, cfg.n_inst, jax.random.key(2))
+    graphdef, params = planting.init_params(cfg, cfg.n_inst, jax.random.key(2))
     before, after, _ = run_chunk(cfg, graphdef, params)
     (W0, b0), (W1, b1) = (before["W"], before["b_final"]), (after["W"], after["b_final"])
     assert np.array_equal(W0[:, :, 1], W1[:, :, 1]) and np.array_equal(b0[:, 1], b1[:, 1])
@@ -124,12 +128,12 @@ def test_filter_drops_exactly_the_reported_samples(seed, fraction):
     h = rng.normal(size=(B, d))
     h[rng.uniform(size=B) < 0.3] = 0.0                              # empty samples are never in the pool
     dirs = np.asarray(penalties.unit_columns(jnp.asarray(rng.normal(size=(d, 2)))))
-    score = np.asarray(defences.harmful_scores(jnp.asarray(h), jnp.asarray(dirs)))
+    score = np.asarray(defences.data.harmful_scores(jnp.asarray(h), jnp.asarray(dirs)))
     nonempty = np.linalg.norm(h, axis=1) > 0
     k = int(np.round(fraction * nonempty.sum()))
     drops = {}
     for mode in (1, 2):
-        keep, n_drop = defences.filter_keep(jnp.asarray(h), jnp.asarray(dirs), fraction, mode, jax.random.key(seed))
+        keep, n_drop = defences.data.filter_keep(jnp.asarray(h), jnp.asarray(dirs), fraction, mode, jax.random.key(seed))
         dropped = np.asarray(keep) == 0
         assert int(n_drop) == dropped.sum() == k
         assert not np.any(dropped & ~nonempty)
@@ -137,22 +141,22 @@ def test_filter_drops_exactly_the_reported_samples(seed, fraction):
     kept_pool = nonempty & ~drops[1]
     if drops[1].any() and kept_pool.any():                           # geometric: the closest ones go
         assert score[drops[1]].min() >= score[kept_pool].max()
-    keep0, n0 = defences.filter_keep(jnp.asarray(h), jnp.asarray(dirs), fraction, 0, jax.random.key(seed))
+    keep0, n0 = defences.data.filter_keep(jnp.asarray(h), jnp.asarray(dirs), fraction, 0, jax.random.key(seed))
     assert int(n0) == 0 and np.all(np.asarray(keep0) == 1)
 
 
 def test_filtered_loss_is_the_loss_of_the_kept_samples():
     cfg = small_cfg([dataclasses.replace(TASK, defence="filter_geometric", strength=0.4)], n_inst=1)
-    graphdef, params = features.init_params(cfg, 1, jax.random.key(2))
-    prep = finetune.prepare(cfg, graphdef, params)
+    graphdef, params = planting.init_params(cfg, 1, jax.random.key(2))
+    prep = lab_ft.prepare(cfg, graphdef, params, defences.hooks_for(cfg))
     one = lambda tree: jax.tree.map(lambda a: a[0], tree)
     p, inst = one(prep.state.params), one(prep.inst)
     key = jax.random.key(11)
     loss = float(jax.jit(prep.objective)(p, key, inst))
     sample = tdata.make_sampler(dataclasses.replace(cfg.data, batch_size=cfg.finetune.batch_size))
-    x = finetune.finetune_inputs(sample, key, inst)
-    keep, n_drop = jax.jit(defences.filter_keep)(x @ inst["filter_W"].T, inst["filter_dirs"], inst["filter_fraction"],
-                                                 inst["filter_mode"], jax.random.fold_in(key, defences.FILTER_SALT))
+    x = objective.finetune_inputs(sample, key, inst)
+    keep, n_drop = jax.jit(defences.data.filter_keep)(x @ inst["filter_W"].T, inst["filter_dirs"], inst["filter_fraction"],
+                                                 inst["filter_mode"], jax.random.fold_in(key, defences.data.FILTER_SALT))
     kept = np.asarray(keep) > 0
     assert int(n_drop) > 0
     from flax import nnx
@@ -223,17 +227,17 @@ def test_summary_rows_pair_each_defence_with_its_undefended_baseline(planted):
     graphdef, params = planted
     cfg = small_cfg([TASK, dataclasses.replace(TASK, name="tc", defence="targeted_cos", strength=1.0)], steps=30,
                     lr=1e-2)
-    res = finetune.finetune(cfg, graphdef, params, progress=False)
-    summary = finetune.summarize(cfg, res)
-    rows = summary["defences"]["regimes"]
+    res = lab_ft.finetune(cfg, graphdef, params, progress=False, hooks=defences.hooks_for(cfg))
+    s = summary.summarize(cfg, res, defences.hooks_for(cfg))
+    rows = s["defences"]["regimes"]
     assert rows["tc"]["baseline"] == "task" and rows["task"]["baseline"] == "task"
-    inst = summary["instances"]
+    inst = s["instances"]
     pp = {r: [e["harmful"]["toxic"]["rate"]["change_pp"] for e in inst if e["regime"] == r] for r in ("task", "tc")}
     assert rows["tc"]["rate_change_pp"]["mean"] == pytest.approx(np.mean(pp["tc"]))
     np.testing.assert_allclose(rows["tc"]["rate_change_pp_vs_baseline"]["values"],
                                np.array(pp["tc"]) - np.array(pp["task"]))
     # capability: the pretrained models are the same for both regimes, so their 'before' numbers agree
-    caps = summary["defences"]["instances"]
+    caps = s["defences"]["instances"]
     assert caps[0]["recon_loss_before"] == caps[1]["recon_loss_before"]
     lo, hi = rows["tc"]["rate_change_pp"]["ci95"]
     assert lo <= rows["tc"]["rate_change_pp"]["mean"] <= hi
@@ -242,12 +246,12 @@ def test_summary_rows_pair_each_defence_with_its_undefended_baseline(planted):
 def test_capability_loss_matches_the_pretraining_objective(planted):
     graphdef, params = planted
     cfg = small_cfg([TASK])
-    plan = finetune.make_plan(cfg)
-    cap = defences.capability(graphdef, cfg, plan, params)
+    p = plan.make_plan(cfg)
+    cap = defences.capability(graphdef, cfg, p, params)
     # recompute with the engine's own pretraining objective on the same batch
     sample = tdata.make_sampler(dataclasses.replace(cfg.data, batch_size=cfg.finetune.eval_batch_size))
-    key = jax.random.fold_in(jax.random.key(cfg.seed), defences.EVAL_SEED_OFFSET)
-    obj = train.reconstruction_objective(graphdef, sample, cfg.data.task)
+    key = jax.random.fold_in(jax.random.key(cfg.seed), defences.evaluate.EVAL_SEED_OFFSET)
+    obj = pt.reconstruction_objective(graphdef, sample, cfg.data.task)
     for k in range(cfg.n_inst):
         inst = {"feature_probability": jnp.asarray(cfg.feature_probability()[k]),
                 "importance": jnp.asarray(cfg.importance()[k])}
@@ -261,7 +265,7 @@ def test_capability_loss_matches_the_pretraining_objective(planted):
     deleted = jax.tree.map(jnp.copy, params)
     deleted["W"] = deleted["W"].replace(deleted["W"][...].at[:, :, 1].set(0.0))
     deleted["b_final"] = deleted["b_final"].replace(deleted["b_final"][...].at[:, 1].set(0.0))
-    cap = defences.capability(graphdef, cfg, plan, deleted)
+    cap = defences.capability(graphdef, cfg, p, deleted)
     x_toxic = np.asarray(sample(key, jnp.asarray(cfg.feature_probability()[0])))[:, 1]
     present = x_toxic[x_toxic != 0]
     assert len(present) > 50

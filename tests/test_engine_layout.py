@@ -1,5 +1,5 @@
 """The engine's fast paths compute the same numbers as the plain ones (toymodels.models.forward_t,
-the feature-major reconstruction objective, and instance groups in train.make_chunk)."""
+the feature-major reconstruction objective, and instance groups in engine.make_chunk)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from toymodels import data as tdata
-from toymodels import train
 from toymodels.config import ModelConfig
-from toymodels.models import MODELS, init_instances
+from toymodels.core import data as tdata
+from toymodels.core import engine, optim
+from toymodels.core import pretrain as pt
+from toymodels.core.models import MODELS, init_instances
 
 KINDS = sorted(MODELS)
 
@@ -50,9 +51,9 @@ def test_feature_major_objective_equals_batch_major_loss_and_gradient(kind):
     def batch_major(params):
         x = sample(key, inst["feature_probability"])
         out = nnx.merge(graphdef, params)(x)
-        return train.weighted_mse(out, tdata.target(x, task), inst["importance"])
+        return engine.weighted_mse(out, tdata.target(x, task), inst["importance"])
 
-    objective = train.reconstruction_objective(graphdef, sample, task)
+    objective = pt.reconstruction_objective(graphdef, sample, task)
     got_loss, got_grad = jax.jit(jax.value_and_grad(objective))(params, key, inst)
     want_loss, want_grad = jax.jit(jax.value_and_grad(batch_major))(params)
     np.testing.assert_allclose(float(got_loss), float(want_loss), rtol=1e-5)
@@ -65,21 +66,21 @@ def test_instance_groups_give_the_same_training(make_config, monkeypatch):
     ungrouped vmap ends, with the same per-step losses."""
     cfg = make_config(**{"n_inst": 7, "data.feature_probability": 0.3, "data.batch_size": 64})
     graphdef, params = init_instances(cfg.model, cfg.data.n_features, cfg.n_inst, jax.random.key(0))
-    tx = train.optimizer(cfg.train)
-    inst = train.instance_data(cfg)
+    tx = optim.optimizer(cfg.train)
+    inst = pt.instance_data(cfg)
     keys = jax.random.split(jax.random.key(1), cfg.n_inst)
-    objective = train.reconstruction_objective(graphdef, tdata.make_sampler(cfg.data), cfg.data.task)
-    state = train.init_state(params, tx, keys)
+    objective = pt.reconstruction_objective(graphdef, tdata.make_sampler(cfg.data), cfg.data.task)
+    state = engine.init_state(params, tx, keys)
     per_instance = 64 * cfg.data.n_features  # the largest array of one instance's loss: x, (n, batch)
 
     def run(group_elements):
-        monkeypatch.setattr(train, "GROUP_ELEMENTS", group_elements)
+        monkeypatch.setattr(engine, "GROUP_ELEMENTS", group_elements)
         one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), (params, keys, inst))
-        assert train._largest_array(jax.make_jaxpr(objective)(*one).jaxpr) == per_instance
-        chunk = train.make_chunk(objective, tx, 20)
+        assert engine._largest_array(jax.make_jaxpr(objective)(*one).jaxpr) == per_instance
+        chunk = engine.make_chunk(objective, tx, 20)
         return chunk(state.params, state.opt_state, state.keys, inst, jnp.int32(0))
 
-    assert train._group_size(objective, params, keys, inst, cfg.n_inst) == cfg.n_inst  # default: one group
+    assert engine._group_size(objective, params, keys, inst, cfg.n_inst) == cfg.n_inst  # default: one group
     grouped = run(3 * per_instance)
     single = run(1 << 40)
     for a, b in zip(jax.tree.leaves(grouped), jax.tree.leaves(single)):
@@ -91,8 +92,8 @@ def test_instance_groups_give_the_same_training(make_config, monkeypatch):
                          [(100, 25, 25), (100, 51, 50), (7, 3, 3), (10, 64, 10), (5, 1, 1)])
 def test_group_size_makes_equal_groups_no_wider_than_allowed(n_inst, widest, want, monkeypatch):
     per = 1000
-    monkeypatch.setattr(train, "GROUP_ELEMENTS", widest * per)
+    monkeypatch.setattr(engine, "GROUP_ELEMENTS", widest * per)
     objective = lambda params, key, inst: jnp.sum(jnp.zeros((per,)) + params["w"])
     params = {"w": jnp.zeros((n_inst,))}
     keys = jax.random.split(jax.random.key(0), n_inst)
-    assert train._group_size(objective, params, keys, {}, n_inst) == want
+    assert engine._group_size(objective, params, keys, {}, n_inst) == want

@@ -9,7 +9,7 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toymodels import features
+from toymodels import directions
 from toymodels.config import (
     Config,
     ConfigError,
@@ -20,6 +20,8 @@ from toymodels.config import (
     RegimeConfig,
     TrainConfig,
 )
+from toymodels.core import planting
+from toymodels.core import pretrain as pt
 
 
 def make_cfg(n_inst=2, n=5, m=2, steps=100, geometry="pinned", angles=(0.0, 15.0), cosines=None, names=None,
@@ -35,11 +37,11 @@ def make_cfg(n_inst=2, n=5, m=2, steps=100, geometry="pinned", angles=(0.0, 15.0
 @settings(deadline=None, max_examples=50)
 @given(angles=st.lists(st.floats(-720, 720), min_size=2, max_size=5))
 def test_polar_angles_are_realised(angles):
-    D = features.polar_directions(angles)
-    got = features.pairwise_angles_deg(D)
+    D = directions.polar_directions(angles)
+    got = directions.pairwise_angles_deg(D)
     for i in range(len(angles)):
         for j in range(len(angles)):
-            want = features.wrap_angle_deg(angles[i] - angles[j])
+            want = directions.wrap_angle_deg(angles[i] - angles[j])
             assert got[i, j] == pytest.approx(want, abs=1e-5)
     np.testing.assert_allclose(np.linalg.norm(D, axis=0), 1.0, atol=1e-12)
 
@@ -51,10 +53,10 @@ def test_cosine_matrices_are_realised(seed, k, m):
     V = np.random.default_rng(seed).normal(size=(min(k, m), k))
     V /= np.linalg.norm(V, axis=0)
     C = V.T @ V
-    D = features.directions_from_cosines(C, m)
+    D = directions.directions_from_cosines(C, m)
     assert D.shape == (m, k)
     np.testing.assert_allclose(D.T @ D, C, atol=1e-9)
-    np.testing.assert_allclose(features.pairwise_angles_deg(D), features.pairwise_angles_deg(V), atol=1e-5)
+    np.testing.assert_allclose(directions.pairwise_angles_deg(D), directions.pairwise_angles_deg(V), atol=1e-5)
 
 
 @pytest.mark.parametrize("C, m, why", [
@@ -67,7 +69,7 @@ def test_cosine_matrices_are_realised(seed, k, m):
 ])
 def test_impossible_cosines_are_rejected(C, m, why):
     with pytest.raises(ConfigError, match="features.cosines") as e:
-        features.directions_from_cosines(C, m)
+        directions.directions_from_cosines(C, m)
     assert why in str(e.value) and "\n" not in str(e.value)
 
 
@@ -92,8 +94,8 @@ def test_impossible_specs_are_rejected_by_the_config():
 
 def test_per_instance_angles_and_config_round_trip():
     cfg = make_cfg(n_inst=3, angles=[[0.0, 10.0], [0.0, 90.0], [30.0, 200.0]])
-    D = features.planted_directions(cfg.features, 2, 3)
-    assert [features.pairwise_angles_deg(d)[0, 1] for d in D] == pytest.approx([10.0, 90.0, 170.0], abs=1e-9)
+    D = directions.planted_directions(cfg.features, 2, 3)
+    assert [directions.pairwise_angles_deg(d)[0, 1] for d in D] == pytest.approx([10.0, 90.0, 170.0], abs=1e-9)
     cfg = cfg.replace(**{"finetune.steps": 7, "finetune.regimes": [{"name": "a", "data": "full"}]})
     again = Config.from_dict(cfg.to_dict())
     assert again == cfg and again.finetune.regimes == (RegimeConfig(name="a", data="full"),)
@@ -117,25 +119,25 @@ def test_finetune_section_is_validated():
 # --- planting and pinning -----------------------------------------------------------------------------
 def test_planted_init_realises_the_angles_in_float32():
     cfg = make_cfg(n_inst=3, angles=[[0.0, 15.0], [10.0, 100.0], [0.0, 179.0]], norms=[1.0, 0.5])
-    _, params = features.init_params(cfg, 6, jax.random.key(0), restarts=2)
+    _, params = planting.init_params(cfg, 6, jax.random.key(0), restarts=2)
     W = np.asarray(params["W"][...])
     for i, want in enumerate([15.0, 15.0, 90.0, 90.0, 179.0, 179.0]):
-        assert features.pairwise_angles_deg(W[i, :, :2])[0, 1] == pytest.approx(want, abs=1e-5)
+        assert directions.pairwise_angles_deg(W[i, :, :2])[0, 1] == pytest.approx(want, abs=1e-5)
         np.testing.assert_allclose(np.linalg.norm(W[i, :, :2], axis=0), [1.0, 0.5], rtol=1e-6)
 
 
 def test_pin_directions_projects_onto_the_ray():
-    d = features.polar_directions([0.0, 15.0, 40.0])
+    d = directions.polar_directions([0.0, 15.0, 40.0])
     W = jnp.asarray(d * np.array([1.0, 0.8, 1.2]), jnp.float32)
     params = nnx.State({"W": nnx.Param(W), "b_final": nnx.Param(jnp.zeros(3))})
-    tx = features.pin_directions([True, True, False])
+    tx = planting.pin_directions([True, True, False])
     state = tx.init(params)
     u = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
     u[:, 1] = -2.0 * np.asarray(W[:, 1])      # would flip toxic through the origin
     upd = nnx.State({"W": nnx.Param(jnp.asarray(u)), "b_final": nnx.Param(jnp.ones(3))})
     out, _ = tx.update(upd, state, params)
     new = np.asarray(W + out["W"][...])
-    assert features.pairwise_angles_deg(np.c_[new[:, 0], d[:, 0]])[0, 1] == pytest.approx(0.0, abs=1e-5)
+    assert directions.pairwise_angles_deg(np.c_[new[:, 0], d[:, 0]])[0, 1] == pytest.approx(0.0, abs=1e-5)
     np.testing.assert_allclose(new[:, 1], 0.0, atol=1e-7)   # clipped to the ray: zero, not flipped
     np.testing.assert_array_equal(np.asarray(out["W"][...])[:, 2], u[:, 2])     # unpinned: untouched
     np.testing.assert_array_equal(np.asarray(out["b_final"][...]), np.ones(3))
@@ -143,15 +145,15 @@ def test_pin_directions_projects_onto_the_ray():
 
 def test_pinned_pretraining_keeps_the_angle_and_planted_does_not():
     cfg = make_cfg(n_inst=2, angles=[[0.0, 15.0], [0.0, 60.0]], steps=200)
-    _, params, info = features.pretrain(cfg, progress=False)
+    _, params, info = pt.pretrain(cfg, progress=False)
     W = np.asarray(params["W"][...])
     for i, want in enumerate([15.0, 60.0]):
-        assert features.pairwise_angles_deg(W[i, :, :2])[0, 1] == pytest.approx(want, abs=1e-5)
-        assert features.pairwise_angles_deg(np.c_[W[i, :, 0], [1.0, 0.0]])[0, 1] == pytest.approx(0.0, abs=1e-5)
-    summ = features.geometry_summary(cfg, W)
+        assert directions.pairwise_angles_deg(W[i, :, :2])[0, 1] == pytest.approx(want, abs=1e-5)
+        assert directions.pairwise_angles_deg(np.c_[W[i, :, 0], [1.0, 0.0]])[0, 1] == pytest.approx(0.0, abs=1e-5)
+    summ = planting.geometry_summary(cfg, W)
     assert summ["max_cosine_error"] < 1e-6
-    _, params2, _ = features.pretrain(cfg.replace(**{"features.geometry": "planted"}), progress=False)
+    _, params2, _ = pt.pretrain(cfg.replace(**{"features.geometry": "planted"}), progress=False)
     W2 = np.asarray(params2["W"][...])
-    moved = [abs(features.pairwise_angles_deg(W2[i, :, :2])[0, 1] - want) for i, want in enumerate([15.0, 60.0])]
+    moved = [abs(directions.pairwise_angles_deg(W2[i, :, :2])[0, 1] - want) for i, want in enumerate([15.0, 60.0])]
     assert max(moved) > 0.1  # planted directions are only a start
     assert np.isfinite(info["eval_loss"]).all()

@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from toymodels import data as tdata
-from toymodels import experiment, features, finetune, runs
+from toymodels import experiment
 from toymodels.config import (
     Config,
     DataConfig,
@@ -20,6 +19,11 @@ from toymodels.config import (
     RegimeConfig,
     TrainConfig,
 )
+from toymodels.core import data as tdata
+from toymodels.core import planting
+from toymodels.io import runs
+from toymodels.lab import finetune as lab_ft
+from toymodels.lab import objective, plan
 
 NARROW = RegimeConfig("narrow", "narrow", "target")
 TASK = RegimeConfig("task", "task", "target")
@@ -39,21 +43,21 @@ def make_cfg(regimes=(NARROW, FULL_ALL), n_inst=2, n=5, correlated=(), steps=20,
 
 def planted(cfg):
     """A planted, untrained model (no pretraining needed for these tests)."""
-    return features.init_params(cfg, cfg.n_inst, jax.random.key(1))
+    return planting.init_params(cfg, cfg.n_inst, jax.random.key(1))
 
 
 # --- data modes ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("correlated", [(), (2,)])  # (2,): helpful and toxic share one activity draw
 def test_narrow_and_task_data_never_contain_a_harmful_feature(correlated):
     cfg = make_cfg(regimes=(NARROW, TASK, RegimeConfig("full", "full", "target")), correlated=correlated)
-    plan = finetune.make_plan(cfg)
-    arrays = {k: jnp.asarray(v) for k, v in finetune.regime_arrays(cfg, plan).items()}
+    pl = plan.make_plan(cfg)
+    arrays = {k: jnp.asarray(v) for k, v in plan.regime_arrays(cfg, pl).items()}
     sample = tdata.make_sampler(dataclasses.replace(cfg.data, batch_size=512))
-    draw = jax.jit(jax.vmap(lambda key, inst: finetune.finetune_inputs(sample, key, inst)))
-    xs = np.concatenate([np.asarray(draw(jax.random.split(jax.random.key(s), plan.n_ft), arrays))
+    draw = jax.jit(jax.vmap(lambda key, inst: objective.finetune_inputs(sample, key, inst)))
+    xs = np.concatenate([np.asarray(draw(jax.random.split(jax.random.key(s), pl.n_ft), arrays))
                          for s in range(20)], axis=1)  # (n_ft, 20 * 512, n)
-    for k in range(plan.n_ft):
-        regime, x = plan.regime_name(k), xs[k]
+    for k in range(pl.n_ft):
+        regime, x = pl.regime_name(k), xs[k]
         active = (x != 0).mean(0)
         if regime == "narrow":
             assert np.all(x[:, 1:] == 0) and active[0] > 0.15
@@ -65,13 +69,13 @@ def test_narrow_and_task_data_never_contain_a_harmful_feature(correlated):
 
 def test_regime_arrays_encode_objective_and_scope():
     cfg = make_cfg(regimes=(NARROW, FULL_ALL), gamma=3.0, target_probability=0.5)
-    arr = finetune.regime_arrays(cfg, finetune.make_plan(cfg))
+    arr = plan.regime_arrays(cfg, plan.make_plan(cfg))
     np.testing.assert_array_equal(arr["out_scale"][0], [3, 1, 1, 1, 1])
     np.testing.assert_array_equal(arr["loss_weight"][0], [1, 0, 0, 0, 0])      # narrow: target scope
     np.testing.assert_array_equal(arr["loss_weight"][1], [1, 1, 1, 1, 1])      # full-all
     np.testing.assert_allclose(arr["feature_probability"][1], [0.5, 0.2, 0.2, 0.2, 0.2])
     cfg = make_cfg(regimes=(FULL_ALL,), objective="importance", importance_factor=10.0)
-    arr = finetune.regime_arrays(cfg, finetune.make_plan(cfg))
+    arr = plan.regime_arrays(cfg, plan.make_plan(cfg))
     np.testing.assert_array_equal(arr["out_scale"][0], np.ones(5))
     np.testing.assert_array_equal(arr["loss_weight"][0], [10, 1, 1, 1, 1])
 
@@ -82,7 +86,7 @@ def test_frozen_parameters_stay_bit_identical(trainable):
     # full data and loss on all outputs give every parameter a gradient; AdamW's decay touches all too
     cfg = make_cfg(regimes=(FULL_ALL,), trainable=trainable, optimizer="adamw", weight_decay=0.1, lr=1e-2)
     graphdef, params = planted(cfg)
-    res = finetune.finetune(cfg, graphdef, params, progress=False)
+    res = lab_ft.finetune(cfg, graphdef, params, progress=False)
     W0, W1 = np.asarray(res.pretrained["W"][...]), np.asarray(res.finetuned["W"][...])
     b0, b1 = np.asarray(res.pretrained["b_final"][...]), np.asarray(res.finetuned["b_final"][...])
     if trainable == "W":
@@ -107,7 +111,7 @@ def test_first_order_prediction_matches_one_small_step():
     # pre-activation on the unit target input moves by <W_j, ΔW_t> = α ‖W_j‖ cos 15°
     cfg = make_cfg(regimes=(NARROW, FULL_ALL), steps=1, optimizer="sgd", lr=1e-2, chunk_size=1)
     graphdef, params = planted(cfg)
-    res = finetune.finetune(cfg, graphdef, params, progress=False)
+    res = lab_ft.finetune(cfg, graphdef, params, progress=False)
     (_, before), (step, after) = res.probes[0], res.probes[-1]
     assert step == 1
     narrow = np.flatnonzero(res.plan.regime_index == 0)
@@ -145,7 +149,7 @@ def test_run_writes_weights_and_the_probe_recomputes_from_them(tmp_path):
 
     # recompute from the files alone: pre-activation on the unit target input, cos, prediction, rate
     p = cfg.feature_probability()[0]
-    key = jax.random.fold_in(jax.random.key(cfg.seed), finetune.PROBE_SEED_OFFSET)
+    key = jax.random.fold_in(jax.random.key(cfg.seed), plan.PROBE_SEED_OFFSET)
     x = np.asarray(tdata.sample_features(key, jnp.asarray(p), cfg.finetune.eval_batch_size, rng=cfg.data.rng))
     for k, e in enumerate(ft["instances"]):
         h = e["harmful"]["toxic"]

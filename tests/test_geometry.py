@@ -16,7 +16,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toymodels import geometry
+from toymodels.core import geometry
 
 
 class _Jitted:

@@ -11,10 +11,11 @@ import re
 import pytest
 import scipy.stats
 
-from toymodels import experiment, presets, runs, stats
-from toymodels import lab_tables as lt
+from toymodels import experiment, presets, stats
 from toymodels.config import ConfigError
-from toymodels.lab_presets import overlap_member
+from toymodels.io import runs
+from toymodels.lab import suites as lt
+from toymodels.presets.lab import overlap_member
 
 
 # --- task selection and regimes -----------------------------------------------------------------------

@@ -12,12 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toymodels import data as tdata
-from toymodels import features, penalties, train
 from toymodels.config import Config, ConfigError, DataConfig, FeaturesConfig, ModelConfig, TrainConfig
+from toymodels.core import data as tdata
+from toymodels.core import penalties
+from toymodels.core import pretrain as pt
+from toymodels.core.models import init_instances
 from toymodels.experiment import run
-from toymodels.models import init_instances
-from toymodels.runs import load, prepare_run_dir
+from toymodels.io.runs import load, prepare_run_dir
 
 
 def orthogonal(d: int, seed: int) -> np.ndarray:
@@ -145,11 +146,11 @@ def test_pretraining_objective_is_reconstruction_plus_lambda_times_the_penalty(k
     cfg = pen_cfg(kind, 0.37, n_inst=1)
     graphdef, params = init_instances(cfg.model, cfg.data.n_features, 1, jax.random.key(0))
     one = jax.tree.map(lambda a: a[0], params)
-    inst = jax.tree.map(lambda a: a[0], train.instance_data(cfg))
+    inst = jax.tree.map(lambda a: a[0], pt.instance_data(cfg))
     sample = tdata.make_sampler(cfg.data)
     key = jax.random.key(5)
-    plain = train.reconstruction_objective(graphdef, sample, cfg.data.task)(one, key, inst)
-    penalised = train.reconstruction_objective(graphdef, sample, cfg.data.task, kind)(one, key, inst)
+    plain = pt.reconstruction_objective(graphdef, sample, cfg.data.task)(one, key, inst)
+    penalised = pt.reconstruction_objective(graphdef, sample, cfg.data.task, kind)(one, key, inst)
     x = sample(key, inst["feature_probability"])
     W = W_of(one)
     want = {"gram_offdiag": penalties.gram_offdiag(W), "soft_orthogonality": penalties.soft_orthogonality(W),
@@ -160,8 +161,8 @@ def test_pretraining_objective_is_reconstruction_plus_lambda_times_the_penalty(k
 
 
 def test_zero_strength_pretraining_penalty_is_bit_identical_to_none():
-    _, p0, i0 = train.pretrain(pen_cfg(), progress=False)
-    _, p1, i1 = train.pretrain(pen_cfg("gram_offdiag", 0.0), progress=False)
+    _, p0, i0 = pt.pretrain(pen_cfg(), progress=False)
+    _, p1, i1 = pt.pretrain(pen_cfg("gram_offdiag", 0.0), progress=False)
     np.testing.assert_array_equal(W_of(p0), W_of(p1))
     np.testing.assert_array_equal(np.asarray(p0["b_final"][...]), np.asarray(p1["b_final"][...]))
     np.testing.assert_array_equal(i0["eval_loss"], i1["eval_loss"])
@@ -171,8 +172,8 @@ def test_zero_strength_pretraining_penalty_is_bit_identical_to_none():
 def test_per_instance_strength_sweeps_lambda_in_one_run():
     # λ = 0 for instance 0 and 1 for instance 1..2, in one compiled program
     lams = [0.0, 1.0, 1.0]
-    _, p_none, _ = train.pretrain(pen_cfg(), progress=False)
-    _, p_sweep, info = train.pretrain(pen_cfg("gram_offdiag", lams), progress=False)
+    _, p_none, _ = pt.pretrain(pen_cfg(), progress=False)
+    _, p_sweep, info = pt.pretrain(pen_cfg("gram_offdiag", lams), progress=False)
     W0, Ws = W_of(p_none), W_of(p_sweep)
     # the λ = 0 instance trains as without the penalty (to float32 rounding: the program differs)
     np.testing.assert_allclose(Ws[0], W0[0], atol=2e-4)
@@ -190,7 +191,7 @@ def test_targeted_pretraining_penalty_pulls_target_and_harmful_apart():
     cos2 = {}
     for lam in (0.0, 1.0):
         cfg = pen_cfg("targeted_cos", lam, steps=200, features=feats)
-        _, params, _ = features.pretrain(cfg, progress=False)
+        _, params, _ = pt.pretrain(cfg, progress=False)
         W = W_of(params)
         U = W[:, :, :2] / np.linalg.norm(W[:, :, :2], axis=1, keepdims=True)
         cos2[lam] = np.sum(U[:, :, 0] * U[:, :, 1], axis=1) ** 2
@@ -229,7 +230,7 @@ def test_bad_penalty_settings_name_the_field(overrides, field, words):
 
 def test_pretraining_rows_pair_each_lambda_with_the_unpenalised_seeds(tmp_path):
     from toymodels import defences
-    from toymodels.defence_presets import pretrain_member
+    from toymodels.presets.defences import pretrain_member
 
     cfg = pretrain_member("targeted_cos", 5, 2, 0.05).replace(**{
         "n_inst": 4, "train.penalty_strength": [0.0, 0.0, 1.0, 1.0], "train.steps": 60, "train.chunk_size": 60,

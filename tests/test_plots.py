@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toymodels import experiment, plots, presets, runs
+from toymodels import experiment, plots, presets
+from toymodels.io import runs
 
 mags = st.floats(0.6, 2.0)
 small = st.floats(0.0, 0.4)
@@ -20,7 +21,7 @@ def test_classify_phase_reads_each_phase_and_ignores_global_sign(a, b, e, flip):
     # x' = ReLU(WᵀWx + b) is unchanged by W -> -W, so the phase must be too.
     W = np.array([[[a, e]], [[e, b]], [[a, -b]], [[a, b]]], dtype=np.float32)  # (4 inst, m=1, n=2)
     W = -W if flip else W
-    assert plots.classify_phase(W).tolist() == [0, 1, 2, 3]
+    assert plots.tms.classify_phase(W).tolist() == [0, 1, 2, 3]
 
 
 @settings(deadline=None, max_examples=30)
@@ -28,14 +29,14 @@ def test_classify_phase_reads_each_phase_and_ignores_global_sign(a, b, e, flip):
 def test_ideal_phase_losses_cross_at_the_stated_boundaries(r):
     if r < 1:  # not represented | superposition at p = 4r / (2 + 5r)
         p = 4 * r / (2 + 5 * r)
-        L = plots.ideal_phase_losses(p, r)
+        L = plots.tms.ideal_phase_losses(p, r)
         np.testing.assert_allclose(L[0], L[2], rtol=1e-9)
-        assert plots.ideal_phase_losses(p * 0.9, r).argmin() == 2  # sparser: superposition wins
+        assert plots.tms.ideal_phase_losses(p * 0.9, r).argmin() == 2  # sparser: superposition wins
     else:  # dedicated | superposition at p = 4 / (5 + 2r)
         p = 4 / (5 + 2 * r)
-        L = plots.ideal_phase_losses(p, r)
+        L = plots.tms.ideal_phase_losses(p, r)
         np.testing.assert_allclose(L[1], L[2], rtol=1e-9)
-        assert plots.ideal_phase_losses(p * 1.1, r).argmin() == 1
+        assert plots.tms.ideal_phase_losses(p * 1.1, r).argmin() == 1
 
 
 @settings(deadline=None, max_examples=30)
@@ -46,12 +47,12 @@ def test_monosemantic_neurons_counts_positive_loadings_only(seed, scale):
     W = np.zeros((m, n))
     W[np.arange(m), rng.permutation(n)[:m]] = scale  # one feature per neuron
     W_inhibited = W - np.abs(rng.normal(size=(m, n))) * (W == 0)  # add only negative (inhibitory) weights
-    assert plots.monosemantic_neurons(W).all()
-    assert plots.monosemantic_neurons(W_inhibited).all()
+    assert plots.tms.monosemantic_neurons(W).all()
+    assert plots.tms.monosemantic_neurons(W_inhibited).all()
     W_poly = W.copy()
     W_poly[0, :] = scale  # neuron 0 now fires for every feature
-    assert plots.monosemantic_neurons(W_poly).tolist() == [False] + [True] * (m - 1)
-    assert plots.monosemantic_neurons(W[:, rng.permutation(n)]).all()  # feature order does not matter
+    assert plots.tms.monosemantic_neurons(W_poly).tolist() == [False] + [True] * (m - 1)
+    assert plots.tms.monosemantic_neurons(W[:, rng.permutation(n)]).all()  # feature order does not matter
 
 
 def _fake_run(cfg, path, rng):

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toymodels import experiment, presets, reproduce, runs
+from toymodels import experiment, presets, reproduce
+from toymodels.io import runs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from toymodels import data as tdata
-from toymodels import rng as trng
+from toymodels.core import data as tdata
+from toymodels.core import rng as trng
 
 N = 1 << 20          # numbers per draw for the one-dimensional tests
 Z = 5.0              # tolerance in standard errors

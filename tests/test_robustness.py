@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from toymodels import robustness
+from toymodels.lab import robustness
 
 
 def _group(regime, opt, orient, mean, ci, push=0.966):

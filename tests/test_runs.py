@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toymodels import runs
 from toymodels.config import Config
+from toymodels.io import runs
 
 
 def test_run_directory_layout(trained_run):
@@ -111,28 +111,32 @@ def test_load_returns_everything(trained_run):
 def test_load_names_the_missing_file(tmp_path, copy_run):
     d = copy_run()
     (d / "summary.json").unlink()
-    with pytest.raises(FileNotFoundError, match="summary.json"):
+    with pytest.raises(runs.RunFileError, match="summary.json: missing"):
         runs.load(d)
 
 
 # --- write safety ----------------------------------------------------------------------------------------
 def test_prepare_run_dir_never_overwrites_unless_asked(tmp_path):
+    """prepare_run_dir (library callers) refuses what open_run refuses; it keeps no marker, so what it
+    created is the caller's, and --overwrite never deletes it (only a marked run's manifest files)."""
     fresh = runs.prepare_run_dir(tmp_path / "a")
-    assert fresh.is_dir() and (fresh / "figures").is_dir()
+    assert fresh.is_dir() and (fresh / "figures").is_dir() and not (fresh / runs.MARKER).exists()
     (fresh / "config.json").write_text("{}")
     (fresh / "metrics.jsonl").write_text('{"step": 1}\n')
-    with pytest.raises(runs.RunExistsError):
-        runs.prepare_run_dir(fresh)
+    for overwrite in (False, True):
+        with pytest.raises(runs.RunExistsError, match="not a toymodels run"):
+            runs.prepare_run_dir(fresh, overwrite=overwrite)
     assert (fresh / "metrics.jsonl").read_text() == '{"step": 1}\n'
-    (fresh / "figures" / "old_loss.png").write_bytes(b"png")
-    (fresh / "weights_trajectory.npz").write_bytes(b"npz")
-    (fresh / "my_notes.txt").write_text("mine")
-    runs.prepare_run_dir(fresh, overwrite=True)
-    # the old run's files are gone (a fresh log; no stale figure or weights beside the new run's) ...
-    for f in ("metrics.jsonl", "config.json", "weights_trajectory.npz", "figures/old_loss.png"):
-        assert not (fresh / f).exists(), f
-    # ... and what the run did not write is kept
-    assert (fresh / "my_notes.txt").read_text() == "mine" and (fresh / "figures").is_dir()
+    # a marked run: its manifest's files are deleted, and nothing else
+    with runs.open_run(tmp_path / "b") as run:
+        runs.write_json(run.path / "config.json", {})
+        runs.write_text(run.path / "figures" / "old_loss.png", "png")
+    (run.path / "my_notes.txt").write_text("mine")
+    with pytest.raises(runs.RunExistsError, match="--overwrite"):
+        runs.prepare_run_dir(run.path)
+    runs.prepare_run_dir(run.path, overwrite=True)
+    assert not (run.path / "config.json").exists() and not (run.path / "figures" / "old_loss.png").exists()
+    assert (run.path / "my_notes.txt").read_text() == "mine" and (run.path / "figures").is_dir()
     f = tmp_path / "file"
     f.write_text("x")
     with pytest.raises(runs.RunExistsError):
@@ -147,6 +151,10 @@ def test_default_run_dir_is_new(tmp_path, make_config):
     a.mkdir()
     b = runs.default_run_dir(cfg, tmp_path)
     assert b != a and not b.exists()
+    from toymodels import presets
+
+    suite = runs.default_run_dir(presets.get("tms-correlated"), tmp_path)   # a suite has no seed of its own
+    assert suite.name.startswith("tms-correlated-") and not suite.exists()
 
 
 def test_atomic_writes_and_jsonable(tmp_path):

@@ -11,8 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from toymodels import experiment, plots, presets, runs, stationarity, train
+from toymodels import experiment, plots, presets
 from toymodels.config import Config, DataConfig, ModelConfig, TrainConfig
+from toymodels.core import pretrain as pt
+from toymodels.core import stationarity
+from toymodels.io import runs
 
 
 def one_instance(p, importance, W, b, n_features=None, **train_kw) -> tuple[Config, object, object]:
@@ -28,7 +31,7 @@ def one_instance(p, importance, W, b, n_features=None, **train_kw) -> tuple[Conf
 
 
 def stats(cfg, graphdef, params, seed=0, n_samples=1 << 18):
-    return stationarity.gradient_stats(graphdef, params, cfg.data, train.instance_data(cfg, restarts=1),
+    return stationarity.gradient_stats(graphdef, params, cfg.data, pt.instance_data(cfg, restarts=1),
                                        stationarity.run_key(seed), n_samples=n_samples)
 
 
@@ -150,14 +153,14 @@ def test_a_short_phase_run_with_lr_decay_is_stationary_in_every_cell():
     phase region: every cell passes the test, in the phase the exact optimum has. A constant lr 1e-3 run
     of 300 steps, the old recipe cut short, fails it."""
     cfg = phase_like(steps=2000, lr=1e-2, schedule="cosine", restarts=4)
-    graphdef, params, _ = train.pretrain(cfg, progress=False)
+    graphdef, params, _ = pt.pretrain(cfg, progress=False)
     s = stationarity.for_run(cfg, graphdef, params, n_samples=1 << 18)
     assert np.all(s["grad_z"] < stationarity.STATIONARY_Z), s["grad_z"]
     W = experiment.params_to_weights(params)["W"]
-    assert plots.classify_phase(W).tolist() == [ph for _, _, ph in PHASE_CELLS]
+    assert plots.tms.classify_phase(W).tolist() == [ph for _, _, ph in PHASE_CELLS]
 
     early = phase_like(steps=300, lr=1e-3, schedule="constant", restarts=4)
-    graphdef, params, _ = train.pretrain(early, progress=False)
+    graphdef, params, _ = pt.pretrain(early, progress=False)
     z = stationarity.for_run(early, graphdef, params, n_samples=1 << 18)["grad_z"]
     assert z.max() > 3 * stationarity.STATIONARY_Z, z
 
@@ -176,7 +179,7 @@ def test_summary_reports_stationarity_per_instance(trained_run):
 
 
 def test_phase_figure_states_the_largest_gradient_and_crosses_out_moving_cells(tmp_path):
-    cfg = presets.tms_phase(n_grid=3)
+    cfg = presets.tms.tms_phase(n_grid=3)
     rng = np.random.default_rng(0)
     weights = {"W": rng.normal(size=(cfg.n_inst, 1, 2)).astype(np.float32), "b_final": np.zeros((cfg.n_inst, 2), np.float32)}
     inst = experiment.instance_summaries(cfg, weights)
@@ -187,7 +190,7 @@ def test_phase_figure_states_the_largest_gradient_and_crosses_out_moving_cells(t
     runs.write_json(tmp_path / "config.json", cfg.to_dict())
     runs.write_json(tmp_path / "summary.json", {"instances": inst})
     runs.write_npz(tmp_path / "weights.npz", **weights)
-    line, moving = plots._stationarity_line(runs.load(tmp_path))
+    line, moving = plots.tms._stationarity_line(runs.load(tmp_path))
     assert "max ‖∇L‖ over cells 9.0e-04" in line and "8/9 cells stationary" in line and "max grad_z 12.0" in line
     assert moving.tolist() == [i == 4 for i in range(9)]
     first = plots.draw(tmp_path)

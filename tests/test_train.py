@@ -11,22 +11,24 @@ import numpy as np
 import optax
 import pytest
 
-from toymodels import data as tdata
-from toymodels import geometry, train
+from toymodels import errors
 from toymodels.config import TrainConfig
+from toymodels.core import data as tdata
+from toymodels.core import engine, geometry, optim
+from toymodels.core import pretrain as pt
+from toymodels.core.models import init_instances
 from toymodels.experiment import params_to_weights
-from toymodels.models import init_instances
 
 
 def setup(cfg, n_total=None):
-    """The pieces ``train.pretrain`` builds, exposed: (graphdef, params, tx, inst, keys, objective)."""
+    """The pieces ``pt.pretrain`` builds, exposed: (graphdef, params, tx, inst, keys, objective)."""
     n_total = n_total or cfg.n_inst * cfg.train.restarts
     root = jax.random.key(cfg.seed)
     graphdef, params = init_instances(cfg.model, cfg.data.n_features, n_total, jax.random.fold_in(root, 0))
-    tx = train.optimizer(cfg.train)
-    inst = train.instance_data(cfg)
+    tx = optim.optimizer(cfg.train)
+    inst = pt.instance_data(cfg)
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(root, 1), i))(jnp.arange(n_total))
-    objective = train.reconstruction_objective(graphdef, tdata.make_sampler(cfg.data), cfg.data.task)
+    objective = pt.reconstruction_objective(graphdef, tdata.make_sampler(cfg.data), cfg.data.task)
     return graphdef, params, tx, inst, keys, objective
 
 
@@ -49,7 +51,7 @@ def test_vmap_over_instances_equals_a_per_instance_python_loop(make_config):
     optax steps with the documented data keys, fold_in(keys[i], t) at global step t."""
     cfg = make_config(**{"train.steps": 30, "data.batch_size": 64})
     _graphdef, params, tx, inst, keys, objective = setup(cfg)
-    state = train.fit(train.init_state(params, tx, keys), objective, tx, inst, 30, chunk_size=10,
+    state = engine.fit(engine.init_state(params, tx, keys), objective, tx, inst, 30, chunk_size=10,
                       progress=False)
     assert state.step == 30
 
@@ -72,10 +74,10 @@ def test_joint_training_equals_training_each_alone(make_config):
     equals fitting any subset on its own (instances share no parameters, and each has its own keys)."""
     cfg = make_config(**{"train.steps": 40, "data.batch_size": 64})
     _graphdef, params, tx, inst, keys, objective = setup(cfg)
-    joint = train.fit(train.init_state(params, tx, keys), objective, tx, inst, 40, chunk_size=20,
+    joint = engine.fit(engine.init_state(params, tx, keys), objective, tx, inst, 40, chunk_size=20,
                       progress=False)
     for idx in (np.array([2, 0]),):  # a subset, in another order
-        alone = train.fit(train.init_state(take(params, idx), tx, keys[idx]), objective, tx, take(inst, idx),
+        alone = engine.fit(engine.init_state(take(params, idx), tx, keys[idx]), objective, tx, take(inst, idx),
                           40, chunk_size=20, progress=False)
         assert_params_close(take(joint.params, idx), alone.params)
 
@@ -84,7 +86,7 @@ def test_joint_training_equals_training_each_alone(make_config):
 def base_pretrain(make_config):
     """One pretrain of the tiny config (60 steps), shared by the tests below."""
     cfg = make_config(**{"train.steps": 60, "data.batch_size": 64, "train.eval_batch_size": 1024})
-    return (cfg, *train.pretrain(cfg, progress=False))
+    return (cfg, *pt.pretrain(cfg, progress=False))
 
 
 def test_instance_result_independent_of_other_settings_in_pretrain(base_pretrain):
@@ -93,7 +95,7 @@ def test_instance_result_independent_of_other_settings_in_pretrain(base_pretrain
     evaluation keys depend on i only, never on n_inst or the other settings), while instance 0 changes."""
     base, _, p_base, i_base = base_pretrain
     other = base.replace(**{"n_inst": 2, "data.feature_probability": [0.5, 0.3]})
-    _, p, info = train.pretrain(other, progress=False)
+    _, p, info = pt.pretrain(other, progress=False)
     np.testing.assert_allclose(W_of(p)[1], W_of(p_base)[1], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(info["eval_loss"][1], i_base["eval_loss"][1], rtol=1e-5)
     assert np.abs(W_of(p)[0] - W_of(p_base)[0]).max() > 1e-4
@@ -101,11 +103,11 @@ def test_instance_result_independent_of_other_settings_in_pretrain(base_pretrain
 
 def test_same_seed_bit_identical_different_seed_differs(base_pretrain):
     cfg, _, a, info_a = base_pretrain
-    _, b, info_b = train.pretrain(cfg, progress=False)
+    _, b, info_b = pt.pretrain(cfg, progress=False)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     np.testing.assert_array_equal(info_a["eval_loss"], info_b["eval_loss"])
-    _, c, _ = train.pretrain(cfg.replace(seed=1), progress=False)
+    _, c, _ = pt.pretrain(cfg.replace(seed=1), progress=False)
     assert np.abs(W_of(c) - W_of(a)).max() > 1e-3
 
 
@@ -115,8 +117,8 @@ def test_chunking_does_not_change_the_result_and_logs_at_boundaries(make_config)
     cfg = make_config(**{"train.steps": 200, "data.batch_size": 64})
     _graphdef, params, tx, inst, keys, objective = setup(cfg)
     rows = []
-    a = train.fit(train.init_state(params, tx, keys), objective, tx, inst, 200, chunk_size=100, progress=False)
-    b = train.fit(train.init_state(params, tx, keys), objective, tx, inst, 200, chunk_size=64, log_every=20,
+    a = engine.fit(engine.init_state(params, tx, keys), objective, tx, inst, 200, chunk_size=100, progress=False)
+    b = engine.fit(engine.init_state(params, tx, keys), objective, tx, inst, 200, chunk_size=64, log_every=20,
                   on_log=rows.append, progress=False)
     assert a.step == b.step == 200
     assert_params_close(a.params, b.params)
@@ -135,7 +137,7 @@ def test_restarts_keep_the_lowest_eval_loss(make_config):
     cfg = make_config(**{"train.steps": 40, "train.restarts": 3, "data.batch_size": 64,
                          "train.eval_batch_size": 1024})
     final = {}
-    _graphdef, best, info = train.pretrain(cfg, on_chunk=lambda s: final.update(params=s.params), progress=False)
+    _graphdef, best, info = pt.pretrain(cfg, on_chunk=lambda s: final.update(params=s.params), progress=False)
     all_loss = info["all_eval_loss"]
     assert all_loss.shape == (cfg.n_inst, 3)
     assert len(np.unique(all_loss.round(7))) > cfg.n_inst  # the restarts really differ
@@ -154,12 +156,12 @@ def test_restarts_are_ranked_on_one_shared_batch_and_reported_on_a_fresh_one(mak
     cfg = make_config(**{"train.steps": 40, "data.batch_size": 64, "train.eval_batch_size": 512})
     graphdef, params, *_ = setup(cfg)
     copies = jax.tree.map(lambda a: jnp.repeat(a, 4, axis=0), params)  # setting s restart r = params[s]
-    inst = train.instance_data(cfg, restarts=4)
-    losses = train.eval_losses(graphdef, copies, cfg, inst, jax.random.key(5), restarts=4).reshape(cfg.n_inst, 4)
+    inst = pt.instance_data(cfg, restarts=4)
+    losses = pt.eval_losses(graphdef, copies, cfg, inst, jax.random.key(5), restarts=4).reshape(cfg.n_inst, 4)
     assert np.all(losses == losses[:, :1]), losses          # one batch per setting
     assert len(np.unique(losses[:, 0])) == cfg.n_inst         # settings differ (own p, own batch)
     # restarts=1 on the same key: setting s uses fold_in(key, s), the same batch as above
-    single = train.eval_losses(graphdef, params, cfg, train.instance_data(cfg, restarts=1), jax.random.key(5))
+    single = pt.eval_losses(graphdef, params, cfg, pt.instance_data(cfg, restarts=1), jax.random.key(5))
     np.testing.assert_array_equal(single, losses[:, 0])
 
 
@@ -167,7 +169,7 @@ def test_restarts_are_ranked_on_one_shared_batch_and_reported_on_a_fresh_one(mak
 @pytest.mark.parametrize("kind", ["constant", "linear", "cosine"])
 def test_schedule_values(kind):
     lr, steps = 1e-2, 100
-    sched = train.schedule(kind, lr, steps)
+    sched = optim.schedule(kind, lr, steps)
     expected = {
         "constant": lambda t: lr,
         "linear": lambda t: lr * (1 - t / steps),
@@ -182,8 +184,8 @@ def test_optimizer_applies_the_schedule_over_train_steps(kind):
     """SGD on L(w) = Σ w (gradient 1): the step-t update is −lr_t, with lr_t from the schedule over
     train.steps."""
     cfg = TrainConfig(optimizer="sgd", schedule=kind, lr=0.1, steps=10)
-    tx = train.optimizer(cfg)
-    sched = train.schedule(kind, 0.1, 10)
+    tx = optim.optimizer(cfg)
+    sched = optim.schedule(kind, 0.1, 10)
     params = {"w": jnp.zeros(2)}
     state = tx.init(params)
     for t in range(10):
@@ -197,7 +199,7 @@ def test_adamw_weight_decay_is_notebook_default():
     cfg = TrainConfig()
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.steps) == ("adamw", 1e-3, 0.01,
                                                                                   "constant", 10_000)
-    tx = train.optimizer(cfg)
+    tx = optim.optimizer(cfg)
     params = {"w": jnp.array([1.0, -2.0, 0.5])}
     updates, _ = tx.update({"w": jnp.zeros(3)}, tx.init(params), params)
     np.testing.assert_allclose(np.asarray(updates["w"]), -1e-3 * 0.01 * np.array([1.0, -2.0, 0.5]), rtol=1e-6)
@@ -208,7 +210,7 @@ def test_weighted_mse_is_mean_over_batch_and_features():
     out, tgt = rng.random((7, 5)).astype(np.float32), rng.random((7, 5)).astype(np.float32)
     imp = rng.random(5).astype(np.float32)
     expected = np.mean(imp[None, :] * (tgt.astype(np.float64) - out) ** 2)
-    assert float(train.weighted_mse(out, tgt, imp)) == pytest.approx(expected, rel=1e-5)
+    assert float(engine.weighted_mse(out, tgt, imp)) == pytest.approx(expected, rel=1e-5)
 
 
 # --- divergence -----------------------------------------------------------------------------------
@@ -225,8 +227,8 @@ def test_nonfinite_loss_raises_naming_step_and_instance():
     inst = {"thr": jnp.array([1000.0, 37.5, 80.0])}
     keys = jax.random.split(jax.random.key(0), 3)
     rows = []
-    with pytest.raises(train.TrainingDiverged) as err:
-        train.fit(train.init_state(params, tx, keys), objective, tx, inst, 100, chunk_size=10, log_every=10,
+    with pytest.raises(errors.TrainingDiverged) as err:
+        engine.fit(engine.init_state(params, tx, keys), objective, tx, inst, 100, chunk_size=10, log_every=10,
                   on_log=rows.append, progress=False)
     assert (err.value.step, err.value.instance) == (38, 1)
     assert "step 38" in str(err.value) and "instance 1" in str(err.value)
@@ -245,9 +247,9 @@ def test_short_training_reduces_loss_and_sparse_features_go_into_superposition(m
                          "train.eval_batch_size": 8192})
     graphdef, params0, *_ = setup(cfg)
     k_eval = jax.random.key(123)
-    loss0 = train.eval_losses(graphdef, params0, cfg, train.instance_data(cfg), k_eval)
-    _, params, _info = train.pretrain(cfg, progress=False)
-    loss1 = train.eval_losses(graphdef, params, cfg, train.instance_data(cfg), k_eval)
+    loss0 = pt.eval_losses(graphdef, params0, cfg, pt.instance_data(cfg), k_eval)
+    _, params, _info = pt.pretrain(cfg, progress=False)
+    loss1 = pt.eval_losses(graphdef, params, cfg, pt.instance_data(cfg), k_eval)
     assert np.all(loss1 < 0.5 * loss0), (loss0, loss1)
     W = W_of(params)
     dstar = [float(geometry.dimensions_per_feature(w)) for w in W]
@@ -263,11 +265,36 @@ def test_a_large_evaluation_batch_is_scored_in_chunks_shared_by_restarts(make_co
     cfg = make_config(**{"train.eval_batch_size": 40_000})
     graphdef, params, *_ = setup(cfg)
     copies = jax.tree.map(lambda a: jnp.repeat(a, 3, axis=0), params)
-    inst = train.instance_data(cfg, restarts=3)
-    whole = train.eval_losses(graphdef, copies, cfg, inst, jax.random.key(1), restarts=3)
-    monkeypatch.setattr(train, "EVAL_CHUNK_ELEMENTS", 9 * 5 * 4096)   # 9 instances x 5 features: 4096 a chunk
-    assert train._eval_chunks(cfg, 9) == (10, 4000)
-    chunked = train.eval_losses(graphdef, copies, cfg, inst, jax.random.key(1), restarts=3).reshape(3, 3)
+    inst = pt.instance_data(cfg, restarts=3)
+    whole = pt.eval_losses(graphdef, copies, cfg, inst, jax.random.key(1), restarts=3)
+    monkeypatch.setattr(pt, "EVAL_CHUNK_ELEMENTS", 9 * 5 * 4096)   # 9 instances x 5 features: 4096 a chunk
+    assert pt._eval_chunks(cfg, 9) == (10, 4000)
+    chunked = pt.eval_losses(graphdef, copies, cfg, inst, jax.random.key(1), restarts=3).reshape(3, 3)
     assert np.all(chunked == chunked[:, :1])
     np.testing.assert_allclose(chunked[:, 0], whole.reshape(3, 3)[:, 0], rtol=0.05)
     assert not np.array_equal(chunked[:, 0], whole.reshape(3, 3)[:, 0])   # other samples: really chunked
+
+
+def test_the_report_batch_is_common_to_all_settings(make_config):
+    """restarts=None scores every instance on one batch: identical models with the same data distribution
+    get identical losses (paired comparisons across settings carry no batch noise)."""
+    cfg = make_config(**{"data.feature_probability": 0.2, "train.eval_batch_size": 2048})
+    graphdef, params, *_ = setup(cfg)
+    same = jax.tree.map(lambda a: jnp.repeat(a[:1], cfg.n_inst, axis=0), params)
+    inst = pt.instance_data(cfg, restarts=1)
+    common = pt.eval_losses(graphdef, same, cfg, inst, jax.random.key(2), restarts=None)
+    assert np.all(common == common[0])
+    per_setting = pt.eval_losses(graphdef, same, cfg, inst, jax.random.key(2), restarts=1)
+    assert len(np.unique(per_setting)) == cfg.n_inst
+
+
+def test_without_a_terminal_progress_is_plain_lines_with_step_rate_eta_and_loss(make_config, capsys):
+    """stderr is not a terminal under pytest: no tqdm bar, but plain lines a log file can hold."""
+    cfg = make_config(**{"train.steps": 200, "train.chunk_size": 20, "data.batch_size": 64})
+    _graphdef, params, tx, inst, keys, objective = setup(cfg)
+    engine.fit(engine.init_state(params, tx, keys), objective, tx, inst, 200, chunk_size=20, progress="tiny-run")
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("tiny-run: step")]
+    assert lines and lines[-1].startswith("tiny-run: step 200/200 (100%)"), err
+    assert all(" steps/s, ETA " in line and ", loss " in line for line in lines)
+    assert "\r" not in err and "\x1b" not in err

@@ -1,24 +1,33 @@
-"""``toymodels`` command line: list, show, run, plot.
+"""toymodels command line: list, show, run, plot, audit.
 
     toymodels list
     toymodels show PRESET|CONFIG.toml [key=value ...]
-    toymodels run  PRESET|CONFIG.toml [--out DIR] [--overwrite] [--quiet] [key=value ...]
+    toymodels run  PRESET|CONFIG.toml [--out DIR] [--overwrite | --resume] [--quiet] [key=value ...]
     toymodels plot RUN_DIR
+    toymodels audit RUN_DIR [--sae-run DIR] [--variant NAME] [--target F] [--harmful F ...] [--out DIR]
 
-Overrides are dotted config keys, e.g. ``train.steps=200 data.batch_size=256 seed=3``; values are
-read as TOML (``[0.1, 0.2]``, ``1e-3``, ``"cosine"`` or a bare word). A bad value prints one line
-naming the field, the value and what is allowed, and exits with code 2. JAX is imported only by the
-commands that need it, so ``--help`` and ``list`` are instant.
+Overrides are dotted config keys, e.g. train.steps=200 data.batch_size=256 seed=3; values are
+read as TOML ([0.1, 0.2], 1e-3, "cosine" or a bare word). Every failure prints one line,
+``toymodels: error: <field or file>=<value>: <what is allowed>``, and exits with code 2 (a diverged
+loss: code 1; Ctrl-C: 130); the whole config (the output directory, the source run of
+``finetune.from_run``, the memory the run needs) is checked before any compute. JAX is imported only
+by the commands that need it, so --help and list are instant.
+
+The CLI is the only part of toymodels that chooses a matplotlib backend (Agg, for files); the library
+leaves a user's session alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import warnings
 from pathlib import Path
 
-from .config import ConfigError, load_toml, parse_override
+from .config import Config, ConfigError, parse_override, read_toml
+from .errors import ConfigWarning, TrainingDiverged
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -28,30 +37,37 @@ def _fail(msg: str, code: int = 2) -> int:
 
 def resolve(target: str, overrides: list[str]):
     """A preset name or a TOML path, with overrides applied: a Config or a Suite."""
+    return _resolve(target, overrides)[0]
+
+
+def _resolve(target: str, overrides: list[str]):
+    """(Config or Suite, {dotted key: value} the user gave: the overrides and the TOML file's fields)."""
     from . import presets
 
+    if "\x00" in target:
+        raise ConfigError("CONFIG", target, "contains a NUL byte; must be a preset name or a TOML file")
+    given: dict = {}
     if target.endswith(".toml") or Path(target).is_file():
         if not Path(target).is_file():
             raise ConfigError("CONFIG", target, "no such TOML file")
-        cfg = load_toml(target)
+        table = read_toml(target)
+        for k, v in table.items():
+            given.update({f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v})
+        cfg = Config.from_dict(table)
     else:
         cfg = presets.get(target)
     if overrides:
-        cfg = cfg.replace(**dict(parse_override(o) for o in overrides))
-    return cfg
+        pairs = dict(parse_override(o) for o in overrides)
+        given.update(pairs)
+        cfg = cfg.replace(**pairs)
+    return cfg, given
 
 
 def check_plots(cfg) -> None:
     """Unknown figure names fail before training, not after it."""
-    from . import plots
+    from .api import check_plots as check
 
-    for m in getattr(cfg, "members", (cfg,)):
-        for name in m.plots:
-            if name not in plots.FIGURES:
-                raise ConfigError("plots", name, f"unknown figure; known: {', '.join(sorted(plots.FIGURES))}")
-    for name in (cfg.plots if hasattr(cfg, "members") else ()):
-        if name not in plots.SUITE_FIGURES:
-            raise ConfigError("plots", name, f"unknown suite figure; known: {', '.join(sorted(plots.SUITE_FIGURES))}")
+    check(cfg)
 
 
 def cmd_list(args) -> int:
@@ -72,22 +88,35 @@ def cmd_show(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    from . import runs
+def _files_backend() -> None:
+    """Figures go to files: the non-interactive Agg backend. Only the CLI sets it (see the docstring)."""
+    import matplotlib
 
-    cfg = resolve(args.target, args.overrides)
-    check_plots(cfg)
-    out = Path(args.out) if args.out else runs.default_run_dir(cfg)
-    run_dir = runs.prepare_run_dir(out, overwrite=args.overwrite)
+    matplotlib.use("Agg")
+
+
+def cmd_run(args) -> int:
+    if args.resume and args.out is None:
+        raise ConfigError("--resume", True, "needs --out DIR, the directory of the run to continue")
+    cfg, given = _resolve(args.target, args.overrides)
+    from . import api
+    from .io import runs
+
+    out = args.out if args.out is not None else runs.default_run_dir(cfg)
+    api.check_run(cfg, given=given, out=out)   # everything that can fail before compute
+    _files_backend()
     from . import experiment
-    from .train import TrainingDiverged
 
     echo = (lambda s: None) if args.quiet else print
+    run_dir = out
     try:
-        if hasattr(cfg, "members"):
-            experiment.run_suite(cfg, run_dir, progress=not args.quiet, echo=echo)
-        else:
-            experiment.run(cfg, run_dir, progress=not args.quiet, echo=echo)
+        with runs.open_run(out, overwrite=args.overwrite, resume=args.resume) as run:
+            run_dir = run.path
+            if run.complete:
+                echo(f"{run.path}: the run is complete; nothing to resume")
+                return 0
+            fn = experiment.run_suite if hasattr(cfg, "members") else experiment.run
+            fn(cfg, run.path, progress=not args.quiet, echo=echo, resume=run.resuming)
     except TrainingDiverged as e:
         return _fail(f"{e} Run directory: {run_dir}", code=1)
     return 0
@@ -95,22 +124,66 @@ def cmd_run(args) -> int:
 
 def cmd_plot(args) -> int:
     from . import plots
+    from .io import runs
 
     run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        return _fail(f"RUN_DIR={str(run_dir)!r}: no such directory")
-    try:
+    if args.run_dir == "":
+        raise ConfigError("RUN_DIR", "", "must be a run directory path (. for the current directory)")
+    if "\x00" in args.run_dir or not run_dir.is_dir():
+        raise ConfigError("RUN_DIR", args.run_dir, "no such directory" if "\x00" in args.run_dir or not run_dir.exists()
+                          else "is not a directory; must be a toymodels run directory")
+    # every saved file is checked before anything is written
+    members = plots.read_suite(run_dir / "suite.json")["members"] if (run_dir / "suite.json").exists() else ["."]
+    for m in members:
+        runs.load(run_dir / m)
+    _files_backend()
+    with runs.attach_run(run_dir):
         paths = plots.draw(run_dir)
-    except FileNotFoundError as e:
-        return _fail(str(e))
     for p in paths:
         print(p)
     return 0
 
 
+def cmd_audit(args) -> int:
+    """Audit a finished run's pretrained models (:func:`toymodels.audit.command.main_audit`); the run
+    directory is locked while audit.md is written into it."""
+    from .io import runs
+
+    for flag, value in (("RUN_DIR", args.run_dir), ("--sae-run", args.sae_run)):
+        if value == "":
+            raise ConfigError(flag, "", "must be a run directory path (. for the current directory)")
+        if value is not None and ("\x00" in value or not Path(value).is_dir()):
+            raise ConfigError(flag, value, "is not a directory; must be a toymodels run directory"
+                              if "\x00" not in value and Path(value).exists() else "no such directory")
+    if args.out is not None:
+        args.out = str(runs.check_out_path(args.out))
+    _files_backend()
+    from .audit.command import main_audit
+
+    with runs.attach_run(args.run_dir) if args.out is None else contextlib.nullcontext():
+        return main_audit(args)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("toymodels")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as the one line every other failure prints (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"toymodels: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="toymodels", description=__doc__.split("\n\n")[0],
+    ap = _Parser(prog="toymodels", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"toymodels {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the presets, one line each").set_defaults(fn=cmd_list)
 
@@ -124,13 +197,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="PRESET|CONFIG.toml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=200")
     p.add_argument("--out", help="run directory (default: runs/<name>-seed<seed>-<timestamp>)")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in a non-empty --out (its files and figures are deleted first)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the toymodels run in --out: the files it wrote (its manifest) are deleted first, "
+                        "nothing else")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the unfinished run in --out from its last checkpoint (a finished one: nothing to do)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("plot", help="redraw a run's figures from its saved results")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.set_defaults(fn=cmd_plot)
+
+    p = sub.add_parser("audit", help="audit a finished run's pretrained models with sparse autoencoders",
+                       epilog="example: toymodels audit results/analogy-15deg --variant batch_topk")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--sae-run", dest="sae_run", metavar="DIR",
+                   help="take the SAEs from this run (one with [sae] and the same pretrained weights)")
+    p.add_argument("--variant", metavar="NAME", help="the SAE variant to audit with")
+    p.add_argument("--target", metavar="FEATURE", help="the fine-tuning target (default: the run's)")
+    p.add_argument("--harmful", metavar="FEATURE", nargs="+", help="the harmful features (default: the run's)")
+    p.add_argument("--out", metavar="DIR", help="write audit.md here instead of RUN_DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_audit)
     return ap
 
 
@@ -144,13 +233,45 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = list(args.overrides) + extra
     try:
-        return args.fn(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", ConfigWarning)
+            warnings.showwarning = _show_warning
+            return args.fn(args)
     except ConfigError as e:
-        return _fail(str(e))
-    except FileExistsError as e:
-        return _fail(str(e))
+        return _fail(_one_line(e))
+    except FileExistsError as e:   # RunExistsError, RunLockedError: --out named
+        return _fail(_one_line(e))
+    except TrainingDiverged as e:
+        return _fail(_one_line(e), code=1)
     except KeyboardInterrupt:
         return _fail("interrupted; files written so far are kept", code=130)
+    except MemoryError:
+        return _fail("memory: the run ran out of memory; use a smaller n_inst, batch size or eval_batch_size")
+    except OSError as e:   # the disk: full, read-only, permissions
+        where = e.filename if e.filename is not None else "file"
+        return _fail(f"{where}: {e.strerror or type(e).__name__}")
+    except Exception as e:  # noqa: BLE001 - XLA's out-of-memory is a RuntimeError subclass of jaxlib
+        if "RESOURCE_EXHAUSTED" in str(e):
+            return _fail("memory: the run needs more memory than the device has (XLA RESOURCE_EXHAUSTED); use a "
+                         "smaller n_inst, batch size or eval_batch_size")
+        raise
+
+
+_WARNED: set[str] = set()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """ConfigWarnings as one line each (once per message, though a config is rebuilt several times)."""
+    if issubclass(category, ConfigWarning):
+        if str(message) not in _WARNED:
+            _WARNED.add(str(message))
+            print(f"toymodels: warning: {message}", file=sys.stderr)
+        return
+    print(warnings.formatwarning(message, category, filename, lineno, line), file=sys.stderr, end="")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split("\n"))
 
 
 if __name__ == "__main__":

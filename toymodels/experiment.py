@@ -2,12 +2,13 @@
 
 ``run(cfg, run_dir)`` is what ``toymodels run`` calls. It writes ``config.json`` and ``env.json``
 first, appends ``metrics.jsonl`` while training, and writes ``weights.npz`` and ``summary.json``
-(last) when done. A diverged run raises :class:`toymodels.train.TrainingDiverged` after the metrics
+(last) when done. A diverged run raises :class:`toymodels.errors.TrainingDiverged` after the metrics
 up to the failure are on disk.
 
 With a ``[features]`` section, pretraining plants (and may pin) the named features' geometry
-(:mod:`toymodels.features`). With a ``[finetune]`` section the run continues: every pretrained
-instance is fine-tuned under every regime (:mod:`toymodels.finetune`), the probe rows go to
+(:mod:`toymodels.core.planting`). With a ``[finetune]`` section the run continues: every pretrained
+instance is fine-tuned under every regime (:mod:`toymodels.lab`; with the defences' hooks when a regime
+names a defence, :func:`toymodels.defences.hooks_for`), the probe rows go to
 ``metrics.jsonl`` with ``phase="finetune"``, and the run also writes ``weights_pretrained.npz`` /
 ``weights_finetuned.npz`` (aligned fine-tuning instances, same keys as ``weights.npz``),
 ``weights_trajectory.npz`` (W and b_final at every chunk boundary) and ``summary["finetune"]``.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +28,19 @@ import jax
 import numpy as np
 from flax import nnx
 
-from . import geometry, runs, train
-from .config import Config
+from . import faults, plots
+from .config import Config, ConfigError
+from .core import geometry, stationarity
+from .core import pretrain as pt
+from .core.models import init_instances
+from .core.planting import geometry_summary
+from .core.pretrain import active_penalty
+from .defences import hooks_for
+from .io import checkpoint, runs
+from .lab import finetune as lab_finetune
+from .lab import summary as lab_summary
+from .lab.report import format_table
+from .presets import SUITE_SUMMARIES
 
 
 def params_to_weights(params) -> dict[str, np.ndarray]:
@@ -55,8 +68,6 @@ def instance_summaries(cfg: Config, weights: dict[str, np.ndarray]) -> list[dict
 
 def params_from_weights(cfg: Config, weights: dict[str, np.ndarray]):
     """The inverse of :func:`params_to_weights`: ``(graphdef, params)`` of a saved ``weights.npz``."""
-    from .models import init_instances
-
     graphdef, params = init_instances(cfg.model, cfg.data.n_features, cfg.n_inst, jax.random.key(0))
     nnx.replace_by_pure_dict(params, {k: jax.numpy.asarray(v) for k, v in weights.items()})
     return graphdef, params
@@ -72,40 +83,111 @@ def resolve_from_run(cfg: Config) -> tuple[Config, runs.Run]:
     return merged, source
 
 
-def _pretrained(cfg: Config, source: runs.Run | None, log, progress):
-    """Pretrain (with planted/pinned features if configured), or load ``source``'s weights."""
+CHECKPOINT_SECONDS = 10.0  # a mid-training checkpoint at most this often (and at the end of each stage)
+
+
+class _Saver:
+    """``on_chunk`` / ``on_checkpoint`` hook: save the engine state (and the fine-tuning probes) to
+    ``path`` when ``every_s`` seconds have passed since the last save; ``point`` is the fault-injection
+    name of this moment (:mod:`toymodels.faults`)."""
+
+    def __init__(self, path: Path, run_dir: Path, every_s: float, point: str):
+        self.path, self.run_dir, self.every_s, self.point = path, run_dir, every_s, point
+        self.last = time.perf_counter()
+
+    def __call__(self, state, probes=None, frames=None) -> None:
+        faults.point(self.point)
+        if time.perf_counter() - self.last < self.every_s:
+            return
+        extra = checkpoint.probes_to_arrays(probes, frames) if probes is not None else None
+        checkpoint.save_state(self.path, state, checkpoint.metrics_bytes(self.run_dir), extra)
+        self.last = time.perf_counter()
+
+
+def _pretrained(cfg: Config, source: runs.Run | None, log, progress, run_dir: Path, resume: bool,
+                every_s: float):
+    """Pretrain (with planted/pinned features if configured), or load ``source``'s weights; with
+    ``resume``, from the run's latest pretraining checkpoint. Returns (graphdef, params, info)."""
     if source is not None:
         graphdef, params = params_from_weights(cfg, source.weights)
         losses = np.array([s.get("eval_loss", np.nan) for s in source.summary.get("instances", [])] or
                           [np.nan] * cfg.n_inst)
         return graphdef, params, {"eval_loss": losses, "restart": np.zeros(cfg.n_inst, int),
                                   "all_eval_loss": losses[:, None], "seconds": 0.0}
-    if cfg.features is not None:
-        from . import features
+    ck = run_dir / checkpoint.DIR
+    pre = pt.setup(cfg)
+    if resume and (ck / "pretrained.npz").exists():   # pretraining finished before the run stopped
+        params, meta, extra = checkpoint.load_tree(ck / "pretrained.npz", _kept_like(pre))
+        info = {k.removeprefix("info_"): v for k, v in extra.items()} | {"seconds": meta["seconds"]}
+        return pre.graphdef, params, info
+    state = None
+    if resume and (ck / "pretrain.npz").exists():
+        state, _, _ = checkpoint.load_state(ck / "pretrain.npz", pre.state)
+    t = time.perf_counter()
+    state = pt.train(pre, state, on_log=log, progress=progress,
+                     on_chunk=_Saver(ck / "pretrain.npz", run_dir, every_s, "pretrain-chunk"))
+    graphdef, params, info = pt.finish(pre, state, time.perf_counter() - t)
+    arrays = {f"info_{k}": np.asarray(v) for k, v in info.items() if k != "seconds"}
+    checkpoint.save_tree(ck / "pretrained.npz", params, {"seconds": info["seconds"],
+                                                        "metrics_bytes": checkpoint.metrics_bytes(run_dir)}, arrays)
+    return graphdef, params, info
 
-        return features.pretrain(cfg, on_log=log, progress=progress)
-    return train.pretrain(cfg, on_log=log, progress=progress)
+
+def _kept_like(pre: pt.Pretraining):
+    """The structure of the kept parameters: one instance per setting (restarts removed)."""
+    r = pre.cfg.train.restarts
+    return jax.tree.map(lambda a: a[::r], pre.state.params)
 
 
-def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print) -> Path:
+def _logger(path: Path, on_log: Callable[[dict], None] | None, **fixed) -> Callable[[dict], None]:
+    """Append each row to metrics.jsonl, then hand it (as written, with ``phase`` and ``kind``) to
+    ``on_log``, the user's tracker hook (wandb, a notebook plot, ...)."""
+    write = runs.MetricsLog(path, **fixed)
+    if on_log is None:
+        return write
+
+    def log(row: dict) -> None:
+        write(row)
+        on_log({**fixed, **row})
+
+    return log
+
+
+def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print,
+        on_log: Callable[[dict], None] | None = None, resume: bool = False,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS) -> Path:
     """Train ``cfg`` (and fine-tune, with a ``[finetune]`` section) and write everything into
-    ``run_dir`` (already created by :func:`toymodels.runs.prepare_run_dir`). Returns the run directory."""
+    ``run_dir`` (already created by :func:`toymodels.io.runs.open_run`). Returns the run directory.
+
+    ``on_log(row)`` receives every row written to ``metrics.jsonl`` as it is written (``phase``
+    ``pretrain`` or ``finetune``; ``kind`` ``loss`` or ``probe``), so any tracker can follow the run
+    without toymodels depending on it.
+
+    Checkpoints (:mod:`toymodels.io.checkpoint`) are taken at most every ``checkpoint_seconds`` and at
+    the end of pretraining and of fine-tuning. ``resume=True`` continues an unfinished run in
+    ``run_dir`` from its latest checkpoint, with the same config; the result is bit-identical to an
+    uninterrupted run's (timings aside). The checkpoints are removed once the run is complete."""
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     source = None
     if cfg.finetune is not None and cfg.finetune.from_run:
         cfg, source = resolve_from_run(cfg)
-    runs.write_json(run_dir / "config.json", cfg.to_dict())
+    if resume and (run_dir / "config.json").exists():
+        _same_config(run_dir, cfg)
+    else:
+        resume = resume and (run_dir / checkpoint.DIR).exists()
+        runs.write_json(run_dir / "config.json", cfg.to_dict())
     runs.write_json(run_dir / "env.json", runs.env_info())
-    log = runs.MetricsLog(run_dir / "metrics.jsonl", phase="pretrain")
-    graphdef, params, info = _pretrained(cfg, source, log, progress)
+    if resume:  # metrics.jsonl back to the latest checkpoint: the rows after it are written again
+        checkpoint.truncate_metrics(run_dir, checkpoint.resume_bytes(run_dir))
+    log = _logger(run_dir / "metrics.jsonl", on_log, phase="pretrain")
+    graphdef, params, info = _pretrained(cfg, source, log, progress, run_dir, resume, checkpoint_seconds)
+    faults.point("between")
     weights = params_to_weights(params)
     runs.write_npz(run_dir / "weights.npz", **weights)
     instances = instance_summaries(cfg, weights)
     for s, loss, r in zip(instances, info["eval_loss"], info["restart"]):
         s["eval_loss"], s["restart"] = float(loss), int(r)
-    from . import stationarity
-
     for s, entry in zip(instances, stationarity.instance_entries(cfg, graphdef, params)):
         s.update(entry)  # the objective's gradient on a large fresh batch: grad_norm, grad_z, stationary, ...
     if info.get("eval_penalty") is not None:  # train.penalty: its λ and its value P (without λ) at the end
@@ -120,7 +202,7 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
         "d_hidden": cfg.model.d_hidden,
         "steps": cfg.train.steps,
         "restarts": cfg.train.restarts,
-        "penalty": train.active_penalty(cfg),
+        "penalty": active_penalty(cfg),
         "train_seconds": round(info["seconds"], 3),
         "instance_steps_per_second": round(cfg.n_inst * cfg.train.restarts * cfg.train.steps
                                            / max(info["seconds"], 1e-9), 1),
@@ -130,16 +212,23 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
     if source is not None:
         summary["pretrained_from"] = str(source.path)
     if cfg.features is not None:
-        from . import features
+        summary["features"] = geometry_summary(cfg, weights["W"])
+    stage = None
+    if cfg.sae is not None:  # SAEs on the pretrained activations, and the audit (toymodels.audit)
+        from .audit import Stage
 
-        summary["features"] = features.geometry_summary(cfg, weights["W"])
+        stage = Stage(cfg, graphdef, params, run_dir, write_npz=runs.write_npz, write_text=runs.write_text,
+                      progress=progress)
+        summary.update(stage.before_finetune())
     if cfg.finetune is not None:
-        summary["finetune"] = _finetune(cfg, graphdef, params, run_dir, progress)
-    from . import plots  # matplotlib is imported only when figures are drawn
-
+        summary["finetune"] = _finetune(cfg, graphdef, params, run_dir, progress, on_log, resume, checkpoint_seconds,
+                                        stage)
+    if stage is not None:
+        summary.update(stage.after_finetune(summary))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 3)
     runs.write_json(run_dir / "summary.json", summary)
     paths = plots.draw(run_dir)
+    shutil.rmtree(run_dir / checkpoint.DIR, ignore_errors=True)  # complete: nothing left to resume
     what = (f"loaded {cfg.n_inst} pretrained instances from {source.path}" if source is not None else
             f"trained {cfg.n_inst}x{cfg.train.restarts} instances x {cfg.train.steps} steps in {info['seconds']:.1f}s")
     if cfg.finetune is not None:
@@ -147,8 +236,6 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
         what += f"; fine-tuned {ft['n_instances']} x {ft['steps']} steps in {ft['train_seconds']:.1f}s"
     echo(f"{cfg.name}: {what}; results in {run_dir}")
     if cfg.finetune is not None:
-        from .finetune import format_table
-
         # numbers as written to disk, not as held in memory
         echo(format_table(json.loads((run_dir / "summary.json").read_text())))
     for p in paths:
@@ -157,40 +244,73 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
     return run_dir
 
 
-def _finetune(cfg: Config, graphdef, params, run_dir: Path, progress) -> dict:
-    """Fine-tune, write the weight files, and return the ``finetune`` section of the summary."""
-    from . import finetune
-
+def _finetune(cfg: Config, graphdef, params, run_dir: Path, progress, on_log=None, resume: bool = False,
+              every_s: float = CHECKPOINT_SECONDS, stage=None) -> dict:
+    """Fine-tune (with the defences' hooks when the regimes name defences), write the weight files, and
+    return the ``finetune`` section of the summary; with ``resume``, from the latest checkpoint."""
+    ck = run_dir / checkpoint.DIR
+    if resume and (ck / "finetuned.json").exists():   # fine-tuning finished before the run stopped
+        return json.loads((ck / "finetuned.json").read_text())["finetune"]
     path = run_dir / "metrics.jsonl"
-    result = finetune.finetune(cfg, graphdef, params, on_log=runs.MetricsLog(path, phase="finetune", kind="loss"),
-                               on_probe=runs.MetricsLog(path, phase="finetune"), progress=progress)
+    resume_from = None
+    if resume and (ck / "finetune.npz").exists():
+        def resume_from(fresh):
+            state, _, extra = checkpoint.load_state(ck / "finetune.npz", fresh)
+            return (state, *checkpoint.arrays_to_probes(extra))
+    hooks = hooks_for(cfg) if stage is None else stage.hooks(hooks_for(cfg))  # the audit's filter directions
+    result = lab_finetune.finetune(cfg, graphdef, params, on_log=_logger(path, on_log, phase="finetune", kind="loss"),
+                                   on_probe=_logger(path, on_log, phase="finetune"), progress=progress, hooks=hooks,
+                                   resume=resume_from,
+                                   on_checkpoint=_Saver(ck / "finetune.npz", run_dir, every_s, "finetune-chunk"))
     runs.write_npz(run_dir / "weights_pretrained.npz", **params_to_weights(result.pretrained))
     runs.write_npz(run_dir / "weights_finetuned.npz", **params_to_weights(result.finetuned))
     if result.trajectory is not None:
         runs.write_npz(run_dir / "weights_trajectory.npz", **result.trajectory)
-    return finetune.summarize(cfg, result)
+    out = runs.to_jsonable(lab_summary.summarize(cfg, result, hooks))
+    runs.write_json(ck / "finetuned.json", {"finetune": out, "metrics_bytes": checkpoint.metrics_bytes(run_dir)})
+    return out
 
 
-def run_suite(suite, run_dir: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print) -> Path:
+def _same_config(run_dir: Path, cfg: Config) -> None:
+    """--resume continues a run only with the config it was started with."""
+    saved = Config.from_dict(json.loads((run_dir / "config.json").read_text()))
+    if saved != cfg:
+        a, b = saved.to_dict(), cfg.to_dict()
+        diff = next((k for k in a if a[k] != b.get(k)), "?")
+        sub = a.get(diff), b.get(diff)
+        if isinstance(sub[0], dict):
+            diff = f"{diff}." + next((k for k in sub[0] if sub[0][k] != (sub[1] or {}).get(k)), "?")
+        raise ConfigError("--resume", str(run_dir), f"the run there was started with another config ({diff} "
+                          f"differs); resume it with the same preset and overrides, or pass --overwrite")
+
+
+def run_suite(suite, run_dir: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print,
+              on_log: Callable[[dict], None] | None = None, resume: bool = False,
+              checkpoint_seconds: float = CHECKPOINT_SECONDS) -> Path:
     """Run each member of a :class:`toymodels.presets.Suite` into ``run_dir/<member>/``, then write the
     suite's ``summary.json`` (when ``suite.summary`` names one) and draw the suite's own figures into
-    ``run_dir/figures``. ``suite.json`` is written first and lists the members."""
+    ``run_dir/figures``. ``suite.json`` is written first and lists the members. With ``resume``, finished
+    members are kept and an unfinished one continues from its checkpoint."""
     run_dir = Path(run_dir)
     runs.write_json(run_dir / "suite.json", suite.to_dict())
     for member in suite.members:
-        member_dir = runs.prepare_run_dir(run_dir / member.name, overwrite=True)
-        run(member, member_dir, progress=progress, echo=echo)
+        member_dir = run_dir / member.name
+        finished = (member_dir / "summary.json").exists() and not (member_dir / checkpoint.DIR).exists()
+        if resume and finished:
+            _same_config(member_dir, member)
+            echo(f"{member.name}: finished before; kept")
+            continue
+        (member_dir / "figures").mkdir(parents=True, exist_ok=True)
+        run(member, member_dir, progress=progress, echo=echo, resume=resume and (member_dir / "config.json").exists(),
+            checkpoint_seconds=checkpoint_seconds,
+            on_log=None if on_log is None else (lambda row, m=member.name: on_log({"member": m, **row})))
     if getattr(suite, "summary", ""):
-        from .presets import SUITE_SUMMARIES
-
         loaded = [runs.load(run_dir / m.name) for m in suite.members]
-        summary, report = SUITE_SUMMARIES[suite.summary](loaded, suite.to_dict(), run_dir)
+        summary, report = SUITE_SUMMARIES.get_or_raise(suite.summary, field="summary")(loaded, suite.to_dict(), run_dir)
         runs.write_json(run_dir / "summary.json", summary)
         echo(report)
-    from . import plots
-
     for name in suite.plots:
-        for p in plots.SUITE_FIGURES[name]([runs.load(run_dir / m.name) for m in suite.members],
+        for p in plots.SUITE_FIGURES.get_or_raise(name, field="plots")([runs.load(run_dir / m.name) for m in suite.members],
                                             suite.to_dict(), run_dir / "figures"):
             echo(f"  figure: {p}")
     return run_dir

@@ -12,8 +12,8 @@
 * separately, the committed config against the current preset's (``presets.get(name)``): a result from
   an old preset definition is stale even when the current code reproduces it.
 
-Not compared: ``env.json`` (the machine), figures, and the suites' ``*.md`` tables (printed from
-``summary.json``, which is compared, and holding timings).
+Not compared: ``env.json`` (the machine), the run directory's marker and lock, figures, and the suites'
+``*.md`` tables (printed from ``summary.json``, which is compared, and holding timings).
 
 Tolerances (measured on this project's 2-core CPU, jax 0.10.2, in /tmp with a frozen copy of the code):
 two runs of analogy-15deg are bit-identical in every array and every summary number, so on the machine
@@ -64,7 +64,8 @@ IGNORED_KEYS = frozenset({
 })
 COMPARED_JSON = ("summary.json", "metrics.jsonl")
 EXACT_JSON = ("config.json", "suite.json")
-SKIPPED_FILES = ("env.json",)  # versions, devices, command line, start time
+# versions, devices, command line, start time; the run directory's marker (PID, times) and lock
+SKIPPED_FILES = ("env.json", ".toymodels-run.json", ".toymodels.lock")
 N_WORST = 5
 CHEAP = ("analogy-15deg", "tms-intro")
 
@@ -232,7 +233,7 @@ def compare_dirs(committed: str | Path, rerun: str | Path) -> list[FileReport]:
     out = []
     for f in sorted(p for p in committed.rglob("*") if p.is_file()):
         rel, g = f.relative_to(committed), rerun / f.relative_to(committed)
-        if f.name in SKIPPED_FILES or f.suffix == ".md" or "figures" in rel.parts:
+        if f.name in SKIPPED_FILES or f.suffix == ".md" or {"figures", ".checkpoint"} & set(rel.parts):
             continue
         if not g.is_file():
             out.append(FileReport(str(rel), ok=False, n_diffs=1, worst=[("", "not written by the rerun")]))
@@ -247,7 +248,7 @@ def compare_dirs(committed: str | Path, rerun: str | Path) -> list[FileReport]:
 
 # --- rerun -----------------------------------------------------------------------------------------
 def _jsonable(d) -> object:
-    from .runs import to_jsonable
+    from .io.runs import to_jsonable
 
     return json.loads(json.dumps(to_jsonable(d)))
 
@@ -291,13 +292,14 @@ def preset_diffs(result_dir: str | Path, name: str | None = None) -> list[str]:
 def rerun(result_dir: str | Path, out_dir: str | Path, echo: Callable[[str], None] = lambda s: None,
           overwrite: bool = False) -> Path:
     """Rerun the committed result in ``result_dir`` from its own config files into ``out_dir``."""
-    from . import experiment, runs
+    from . import experiment
+    from .io import runs
 
     cfg = load_committed(result_dir)
-    out_dir = runs.prepare_run_dir(out_dir, overwrite=overwrite)
-    if hasattr(cfg, "members"):
-        return experiment.run_suite(cfg, out_dir, progress=False, echo=echo)
-    return experiment.run(cfg, out_dir, progress=False, echo=echo)
+    with runs.open_run(out_dir, overwrite=overwrite) as run:   # marked, locked; overwrite only our own files
+        if hasattr(cfg, "members"):
+            return experiment.run_suite(cfg, run.path, progress=False, echo=echo)
+        return experiment.run(cfg, run.path, progress=False, echo=echo)
 
 
 def check(result_dir: str | Path, keep: str | Path | None = None,

@@ -1,0 +1,138 @@
+"""``toymodels audit RUN_DIR``: audit a finished run's pretrained models from its saved files.
+
+:func:`run_audit` does the work and :func:`main_audit` is the command (argparse-free: it takes the parsed
+arguments). The dictionary comes from, in order: ``--sae-run DIR`` (a run with ``[sae]`` whose pretrained
+weights are the same), the run itself when it has ``weights_sae.npz``, or a fresh one trained on the run's
+models (``DEFAULT_SAE``, in the engine, seeded by the run's seed, so the audit is reproducible). The
+target and the harmful features are the run's ``[features]`` (``--target`` / ``--harmful`` override, by
+feature name, e.g. ``f3``). The ranked tables are printed and written to ``RUN_DIR/audit.md`` (or
+``--out DIR``); nothing else in the run directory changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+
+from ..config import ConfigError
+from ..config.checks import check_choice
+from ..config.sae import SAE_VARIANTS, AuditConfig, SAEConfig
+from ..core.models import init_instances
+from ..core.planting import harmful_indices, names
+from ..errors import RunFileError
+from . import auditor, dictionary, files
+from . import stage as st
+from . import train as T
+
+# The dictionary trained when the run has none: BatchTopK, 2 latents per feature, three sparsities (the
+# auditor keeps the sparsest one that explains >= 90% of the variance, :func:`.stage.select`).
+DEFAULT_SAE = SAEConfig(variants=("batch_topk",), batch_k=(0.25, 0.5, 1.0), steps=4000)
+
+
+def load_models(run: files.SavedRun):
+    """(graphdef, params) of a loaded run's pretrained models (``weights.npz``)."""
+    cfg = run.config
+    graphdef, params = init_instances(cfg.model, cfg.data.n_features, cfg.n_inst, jax.random.key(0))
+    nnx.replace_by_pure_dict(params, {k: jax.numpy.asarray(v) for k, v in run.weights.items()})
+    return graphdef, params
+
+
+def _sae_source(run: files.SavedRun, sae_run: str | Path | None, variant: str):
+    """(arrays, rows, where) of an existing dictionary, or None when the run has none."""
+    src = None
+    if sae_run is not None:
+        src = files.load(sae_run)
+        if src.config.sae is None or not (src.path / "weights_sae.npz").exists():
+            raise RunFileError(src.path, "has no SAEs (no [sae] section / weights_sae.npz): pass a run made with [sae]")
+        if set(src.weights) != set(run.weights) or not all(np.array_equal(src.weights[k], run.weights[k])
+                                                           for k in run.weights):
+            raise ConfigError("--sae-run", str(sae_run), "its SAEs were trained on other models: its weights.npz differs "
+                                                     "from the audited run's")
+    elif run.config.sae is not None and (run.path / "weights_sae.npz").exists():
+        src = run
+    if src is None:
+        return None
+    arrays = files.read_npz(src.path / "weights_sae.npz")
+    if variant not in dictionary.variants_in(arrays):
+        raise ConfigError("--variant", variant, f"{src.path} has SAEs of {', '.join(dictionary.variants_in(arrays))}")
+    return arrays, src.summary["sae"]["instances"], str(src.path)
+
+
+def run_audit(run_dir: str | Path, sae_run: str | Path | None = None, *, variant: str | None = None,
+              target: str | None = None, harmful: list[str] | None = None, out_dir: str | Path | None = None,
+              progress: bool = True) -> tuple[str, list[Path]]:
+    """Audit every pretrained model of the run in ``run_dir`` (see the module docstring). Returns the printed
+    text and the files written ([audit.md])."""
+    run = files.load(run_dir)
+    cfg = run.config
+    a_cfg = cfg.audit or AuditConfig()
+    if variant is not None:
+        check_choice("--variant", variant, SAE_VARIANTS)
+    elif cfg.audit is None and cfg.sae is not None and sae_run is None:
+        variant = cfg.sae.variants[0]  # the run's own first dictionary
+    variant = variant or a_cfg.variant
+    all_names = names(cfg)
+    target = target or (all_names[cfg.penalty_target()] if cfg.penalty_target() is not None else None)
+    harmful = list(harmful or ([all_names[j] for j in harmful_indices(cfg)] if cfg.features else []))
+    if target is None or not harmful:
+        raise RunFileError(run.path / "config.json", "names no fine-tuning target and harmful feature (a [features] "
+                                                     "section with harmful = [...] and a target): the audit needs both "
+                                                     "for its labelled sample")
+    for flag, v in [("--target", target)] + [("--harmful", h) for h in harmful]:
+        if v is None or v not in all_names:
+            raise ConfigError(flag, v, f"must be a feature name of the run ({', '.join(all_names[:8])}"
+                                       f"{', ...' if len(all_names) > 8 else ''}); the run has no [features] to say")
+    if not harmful:
+        raise ConfigError("--harmful", None, "name at least one harmful feature (the run's [features] tags none)")
+    if target in harmful:
+        raise ConfigError("--target", target, "must not be one of the harmful features")
+    graphdef, params = load_models(run)
+    found = _sae_source(run, sae_run, variant)
+    if found is None:
+        sae_cfg = dataclasses.replace(DEFAULT_SAE, variants=(variant,))
+        cfg = dataclasses.replace(cfg, sae=sae_cfg, audit=None, finetune=None)
+        scale = T.activation_scale(cfg, graphdef, params)
+        tr = T.train_variant(cfg, graphdef, params, variant, scale, progress=progress)
+        ev = T.evaluate(cfg, graphdef, tr)
+        arrays = dictionary.to_arrays({variant: tr}, {variant: ev}, scale, T.kmax(cfg), cfg.sae.bandwidth)
+        rows = st.sae_rows(cfg, np.asarray(params["W"][...], np.float64), {variant: tr}, {variant: ev})
+        where = f"trained here ({variant}, {len(rows)} dictionaries, {cfg.sae.steps} steps)"
+    else:
+        arrays, rows, where = found
+    audits = st.audit_models(cfg, graphdef, params, arrays, rows, variant=variant, target=target, harmful=harmful,
+                             min_ev=a_cfg.min_explained_variance, labelled=a_cfg.labelled)
+    head = (f"audit of {run.path}: target '{target}', harmful {', '.join(repr(h) for h in harmful)}; SAEs {where}. "
+            f"{st.AUDIT_NOTE}")
+    text = "\n\n".join([head] + [auditor.format_audit(a, st.model_title(cfg, a)) for a in audits])
+    score = st.scoring_summary(audits)
+    if score.get("n"):
+        text += (f"\n\nover {score['n']} models: target found {score['target_found']:.0%}, harmful found "
+                 f"{score['harmful_found']:.0%}, harmful ranked first {score['harmful_ranked_first']:.0%} (truly "
+                 f"first: {score['harmful_truly_first']:.0%}), mean |cos error| {score['mean_abs_cos_error']:.3f}")
+    md = "\n\n".join([f"# audit: {cfg.name}", head] + [auditor.markdown_audit(a, st.model_title(cfg, a)) for a in audits])
+    out = Path(out_dir) if out_dir is not None else run.path
+    out.mkdir(parents=True, exist_ok=True)
+    path = files.write_text(out / "audit.md", md + "\n")
+    return text, [path]
+
+
+def main_audit(args) -> int:
+    """The ``audit`` command: ``args`` has ``run_dir``, ``sae_run`` (or None) and ``variant`` (or None);
+    optionally ``out``, ``target``, ``harmful`` (a list) and ``quiet``. Prints the tables and the written
+    files; bad input raises a one-line :class:`~toymodels.errors.ConfigError` / ``RunFileError``."""
+    sae_run = getattr(args, "sae_run", None) or getattr(args, "sae", None)
+    text, paths = run_audit(args.run_dir, sae_run, variant=getattr(args, "variant", None),
+                            target=getattr(args, "target", None), harmful=getattr(args, "harmful", None),
+                            out_dir=getattr(args, "out", None), progress=not getattr(args, "quiet", False))
+    print(text)
+    for p in paths:
+        print(f"  written: {p}")
+    return 0
+
+
+__all__ = ["DEFAULT_SAE", "main_audit", "run_audit"]
+

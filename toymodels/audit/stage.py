@@ -1,0 +1,233 @@
+"""The auditor's stage of a run: SAEs after pretraining, the audit, and its scoring after fine-tuning.
+
+:func:`toymodels.experiment.run` calls it for a config with ``[sae]`` (and ``[audit]``):
+
+1. after pretraining, :meth:`Stage.train` trains every ``[sae]`` dictionary on every pretrained model
+   (:mod:`.train`), writes ``weights_sae.npz`` (:mod:`.dictionary`) and returns ``summary["sae"]``: per SAE
+   instance its explained variance, L0, dead and revived latents, and its recovery of the true features
+   (MCC, mean max cosine);
+2. with ``[audit]``, :meth:`Stage.audit` audits every pretrained model (:mod:`.auditor`) and writes
+   ``audit.md``; :meth:`Stage.hooks` lets ``audit.filter_regimes`` filter with the recovered directions;
+3. after fine-tuning, :meth:`Stage.after_finetune` adds the risk rows (scores before, outcome after,
+   :mod:`.risk`), the crosscoder diffs (:mod:`.crosscoder`) and the filter rows to ``summary["audit"]``.
+
+Everything is deterministic from the config's seed, so the stage reruns bit-identically (a resumed run
+simply redoes it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from ..config.sae import AuditConfig
+from ..core.planting import harmful_indices, names
+from . import auditor, crosscoder, dictionary, files, risk
+from . import train as T
+from .hooks import SAEFilterHooks
+
+
+def select(rows: list[dict], min_ev: float) -> int:
+    """The auditor's choice among one model's dictionaries (``rows``: their summary entries), without
+    ground truth: the lowest L0 among those with explained variance >= min_ev, else the best
+    reconstruction. Returns the chosen row's ``index``."""
+    ok = [r for r in rows if r["explained_variance"] >= min_ev]
+    pick = min(ok, key=lambda r: (r["l0"], r["index"])) if ok else max(rows, key=lambda r: (r["explained_variance"],
+                                                                                             -r["index"]))
+    return pick["index"]
+
+
+def sae_rows(cfg: Config, W: np.ndarray, trained: dict, evaluation: dict) -> list[dict]:
+    """One ``summary["sae"]["instances"]`` entry per SAE (all variants, in order)."""
+    out = []
+    for v, tr in trained.items():
+        ev = evaluation[v]
+        for s in range(tr.plan.n):
+            m = int(tr.plan.model[s])
+            rec = T.recovery(W[m], ev["directions"][s], ev["fired"][s], signed=cfg.data.task != "abs")
+            out.append({"index": len(out), "variant": v, "position": s, "model": m,
+                        "feature_probability": float(np.mean(cfg.feature_probability()[m])),
+                        "dict_size": int(tr.plan.size[s]), "sparsity": float(tr.plan.sparsity[s]),
+                        "explained_variance": float(ev["explained_variance"][s]), "l0": float(ev["l0"][s]),
+                        "l0_nonempty": float(ev["l0_nonempty"][s]),
+                        "dead": int(tr.plan.size[s] - ev["fired"][s].sum()), "revived": int(tr.revived[s].sum()),
+                        **rec})
+    return out
+
+
+def best_by_variant(rows: list[dict]) -> dict:
+    """Per variant: the best MCC over its sweep (and where), and the mean over models of each model's best."""
+    out = {}
+    for v in dict.fromkeys(r["variant"] for r in rows):
+        sel = [r for r in rows if r["variant"] == v]
+        best = max(sel, key=lambda r: (r["mcc"], -r["index"]))
+        per_model = [max(r["mcc"] for r in sel if r["model"] == m) for m in sorted({r["model"] for r in sel})]
+        out[v] = {"mcc": best["mcc"], "index": best["index"], "model": best["model"], "dict_size": best["dict_size"],
+                  "sparsity": best["sparsity"], "mean_over_models_of_best_mcc": float(np.mean(per_model))}
+    return out
+
+
+class Stage:
+    """The ``[sae]`` / ``[audit]`` stage of one run (see the module docstring). ``write_npz(path, **arrays)``
+    and ``write_text(path, text)`` are the run's writers (:mod:`toymodels.io.runs`: atomic, registered in
+    the run's manifest); the stage reads the run's other files itself (:mod:`.files`)."""
+
+    def __init__(self, cfg: Config, graphdef, params, run_dir: Path, *, write_npz, write_text, progress=True):
+        self.cfg, self.graphdef, self.params, self.run_dir = cfg, graphdef, params, Path(run_dir)
+        self.write_npz, self.write_text, self.progress = write_npz, write_text, progress
+        self.W = np.asarray(params["W"][...], np.float64)
+        self.audits: list[dict] = []
+
+    def before_finetune(self) -> dict:
+        """``{"sae": ...}`` and, with ``[audit]``, ``{"audit": ...}``: the summary sections (files written)."""
+        out = {"sae": self.train()}
+        if self.cfg.audit is not None:
+            out["audit"] = self.audit()
+        return out
+
+    # --- 1. the dictionaries ------------------------------------------------------------------------
+    def train(self) -> dict:
+        cfg = self.cfg
+        scale = T.activation_scale(cfg, self.graphdef, self.params)
+        trained, evaluation = {}, {}
+        for v in cfg.sae.variants:
+            trained[v] = T.train_variant(cfg, self.graphdef, self.params, v, scale, progress=self.progress)
+            evaluation[v] = T.evaluate(cfg, self.graphdef, trained[v])
+        self.arrays = dictionary.to_arrays(trained, evaluation, scale, T.kmax(cfg), cfg.sae.bandwidth)
+        self.write_npz(self.run_dir / "weights_sae.npz", **self.arrays)
+        self.rows = sae_rows(cfg, self.W, trained, evaluation)
+        return {"variants": list(cfg.sae.variants), "dict_sizes": list(cfg.sae.sizes(cfg.data.n_features)),
+                "steps": cfg.sae.steps, "train_seconds": {v: round(t.seconds, 3) for v, t in trained.items()},
+                "activation_scale": np.asarray(scale).tolist(), "best": best_by_variant(self.rows),
+                "mcc": [r["mcc"] for r in self.rows], "instances": self.rows}
+
+    # --- 2. the audit ---------------------------------------------------------------------------------
+    def audit(self) -> dict:
+        cfg = self.cfg
+        self.audits = audit_models(cfg, self.graphdef, self.params, self.arrays, self.rows)
+        text = "\n\n".join(auditor.markdown_audit(a, model_title(cfg, a)) for a in self.audits)
+        self.write_text(self.run_dir / "audit.md", f"# audit: {cfg.name}\n\n{AUDIT_NOTE}\n\n{text}")
+        return {"variant": cfg.audit.variant, "target": target_name(cfg), "harmful": list(cfg.features.harmful),
+                "models": self.audits, "scoring": scoring_summary(self.audits)}
+
+    def hooks(self, inner):
+        """The fine-tuning hooks: ``inner`` (the defences'), with ``audit.filter_regimes`` filtering along the
+        auditor's recovered harmful directions."""
+        if self.cfg.audit is None or not self.cfg.audit.filter_regimes:
+            return inner
+        dirs = np.stack([recovered_harmful(a, self.arrays, self.cfg.audit.variant, self.cfg.model.d_hidden)
+                         for a in self.audits])
+        return SAEFilterHooks(self.cfg, inner, dirs)
+
+    # --- 3. after fine-tuning ---------------------------------------------------------------------------
+    def after_finetune(self, summary: dict) -> dict:
+        """``{"audit": ...}`` with the risk rows, the diffs and the filter rows added (needs ``[audit]`` and
+        the run's fine-tuning files), else {}."""
+        cfg = self.cfg
+        if cfg.audit is None or "finetune" not in summary:
+            return {}
+        ft, out = summary["finetune"], dict(summary["audit"])
+        traj = self.run_dir / "weights_trajectory.npz"
+        out["risk"] = risk.member_rows(cfg, self.graphdef, ft, self.audits, self.arrays,
+                                       files.read_npz(traj) if traj.exists() else None,
+                                       files.read_metrics(self.run_dir / "metrics.jsonl"))
+        if cfg.audit.diff:
+            pre = files.read_npz(self.run_dir / "weights_pretrained.npz")
+            post = files.read_npz(self.run_dir / "weights_finetuned.npz")
+            idx = np.array([e["pretrain_instance"] for e in ft["instances"]])
+            out["diff"] = {v: crosscoder.diff_summary(cfg, v, pre["W"], post["W"], idx, progress=self.progress)
+                           for v in cfg.audit.diff}
+        if cfg.audit.filter_regimes and "defences" in ft:
+            out["filter"] = filter_rows(cfg, ft["defences"]["regimes"])
+        return {"audit": out}
+
+
+AUDIT_NOTE = ("The auditor's columns (role, cos(target), scale, predicted spill-over, selectivities) use only the "
+              "model's activations, its SAE and a small labelled sample; the matched feature and the true cosines "
+              "(ground truth) are for scoring only. Predicted spill-over: the latent's scale × its cosine with the "
+              "target latent, the first-order change of its pre-activation per unit push along the target.")
+
+
+def target_name(cfg: Config) -> str:
+    return names(cfg)[cfg.penalty_target()]
+
+
+def model_title(cfg: Config, a: dict) -> str:
+    return (f"model {a['model']} (p = {np.mean(cfg.feature_probability()[a['model']]):.3g}): {a['sae']['variant']} "
+            f"SAE #{a['sae']['index']}, {a['sae']['dict_size']} latents, sparsity {a['sae']['sparsity']:g}, "
+            f"explained variance {a['sae']['explained_variance']:.3f}, L0 {a['sae']['l0']:.2f}")
+
+
+def audit_models(cfg: Config, graphdef, params, arrays: dict, rows: list[dict], variant: str | None = None,
+                 models=None, target: str | None = None, harmful: list[str] | None = None,
+                 min_ev: float | None = None, labelled: int | None = None) -> list[dict]:
+    """Audit each pretrained model with its chosen dictionary of ``variant`` (:func:`select`)."""
+    a_cfg = cfg.audit or AuditConfig()
+    variant = variant or a_cfg.variant
+    min_ev = a_cfg.min_explained_variance if min_ev is None else min_ev
+    labelled = a_cfg.labelled if labelled is None else labelled
+    all_names = names(cfg)
+    target = target or target_name(cfg)
+    harmful = harmful or [all_names[j] for j in harmful_indices(cfg)]
+    W = np.asarray(params["W"][...], np.float64)
+    out = []
+    for m in (range(cfg.n_inst) if models is None else models):
+        mine = [r for r in rows if r["variant"] == variant and r["model"] == m]
+        pick = next(r for r in rows if r["index"] == select(mine, min_ev))
+        dic = dictionary.dictionary(arrays, variant, pick["position"])
+        classes = {c: all_names.index(c) for c in [target, *harmful]}
+        x = auditor.samples(cfg, m, classes, labelled)
+        state = _instance(params, m)
+        h = {c: auditor.hidden(graphdef, state, a) for c, a in x.items()}
+        a = auditor.audit_model(dic, h, target, harmful, W[m], all_names)
+        a = {"model": m, "sae": {k: pick[k] for k in ("index", "variant", "position", "dict_size", "sparsity",
+                                                       "explained_variance", "l0", "mcc")}, **a}
+        out.append(a)
+    return out
+
+
+def _instance(params, m: int):
+    import jax
+
+    return jax.tree.map(lambda a: a[m], params)
+
+
+def scoring_summary(audits: list[dict]) -> dict:
+    """Over the audited models: how often the target and the harmful feature were found, the mean |error| of
+    the auditor's cos(target, harmful), and how often the harmful latent was ranked first."""
+    ok = [a for a in audits if a.get("truth")]
+    if not ok:
+        return {"n": 0}
+    h = lambda a: a["truth"]["harmful"][0]
+    return {"n": len(ok), "target_found": float(np.mean([a["truth"]["target_found"] for a in ok])),
+            "harmful_found": float(np.mean([h(a)["found"] for a in ok])),
+            "mean_abs_cos_error": float(np.mean([abs(h(a)["cos_error"]) for a in ok])),
+            "harmful_ranked_first": float(np.mean([a["harmful"][0]["rank"] == 1 for a in ok])),
+            "harmful_truly_first": float(np.mean([h(a)["true_rank"] == 1 for a in ok]))}
+
+
+def recovered_harmful(a: dict, arrays: dict, variant: str, d: int) -> np.ndarray:
+    """The auditor's harmful directions of one model, (d, H): the unit decoder rows of its harmful latents
+    (zeros when the audit found none)."""
+    if not a.get("harmful"):
+        return np.zeros((d, 1))
+    D = dictionary.dictionary(arrays, variant, a["sae"]["position"]).directions()
+    return np.stack([D[h["latent"]] for h in a["harmful"]], axis=1)
+
+
+def filter_rows(cfg: Config, regimes: dict) -> dict:
+    """The filter comparison: per regime of the run, its defence rows (Δ toxic rate, amplification removed,
+    target gain), labelled by which directions the filter used."""
+    out = {}
+    for name, r in regimes.items():
+        kind = {"none": "undefended", "filter_random": "random"}.get(r["defence"], r["defence"])
+        if r["defence"] == "filter_geometric":
+            kind = "recovered (SAE)" if name in cfg.audit.filter_regimes else "true"
+        out[name] = {"directions": kind, "data": r["data"], "strength": r["strength"],
+                     "rate_change_pp": r["rate_change_pp"], "amplification_removed": r.get("amplification_removed"),
+                     "rate_change_pp_vs_baseline": r.get("rate_change_pp_vs_baseline"),
+                     "target_gain": r["target_gain"]}
+    return out
+

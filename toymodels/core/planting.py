@@ -1,0 +1,157 @@
+"""Named features and planted geometry in the model: set the angles between features exactly, and keep them.
+
+A config's ``[features]`` section names the first k features (e.g. ``helpful``, ``toxic``) and tags
+the harmful ones; the others are benign and called ``f<i>``. The exact direction sets are built by
+:mod:`toymodels.directions` (numpy); this module puts them into the instances' W.
+
+Geometry modes (``features.geometry``)
+--------------------------------------
+* ``free``: plain TMS; the angles are measured afterwards.
+* ``planted``: W_i starts at norm_i · d_i for the named features; everything trains.
+* ``pinned``: as planted, and :func:`pin_directions` (an optax transformation appended to the
+  optimiser chain) projects every update of a named column back onto its ray {c d_i : c >= 0}, so
+  its direction is fixed while its norm, the biases and the other features train. Same training step,
+  one more transform; the directions live in the transform's state, one set per instance.
+
+``features.basis = "random"`` rotates the planted directions by a Haar-random orthogonal matrix per
+instance (same cosines, arbitrary angle to the hidden axes). :func:`rotate_hidden` turns a whole model's
+hidden space (the lab's orientation axis).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from ..config import Config, ConfigError, feature_names
+from ..directions import pairwise_angles_deg, planted_directions, planted_norms, random_rotations
+from .models import init_instances
+from .optim import optimizer
+
+BASIS_SEED_OFFSET = 400  # numpy seed (cfg.seed, ·) of features.basis = "random"
+
+
+# --- names --------------------------------------------------------------------------------------
+def names(cfg: Config) -> list[str]:
+    """All feature names of a config: ``features.names`` first, then ``f<i>``."""
+    return feature_names(cfg.features, cfg.data.n_features)
+
+
+def index(cfg: Config, name: str) -> int:
+    """The feature index of ``name``; ConfigError for an unknown name."""
+    all_names = names(cfg)
+    if name not in all_names:
+        raise ConfigError("feature", name, f"unknown feature; known: {', '.join(all_names[:8])}")
+    return all_names.index(name)
+
+
+def harmful_indices(cfg: Config) -> list[int]:
+    """Indices of the features tagged harmful, in ``features.harmful`` order."""
+    return [index(cfg, n) for n in (cfg.features.harmful if cfg.features else ())]
+
+
+# --- planting and pinning (JAX) --------------------------------------------------------------------
+def plant(params, W_named: jax.Array):
+    """Replace the first k columns of every instance's W with ``W_named`` (n_inst, d_hidden, k)."""
+    new = nnx.State(dict(params))
+    W = params["W"][...]
+    k = W_named.shape[-1]
+    new["W"] = params["W"].replace(W.at[:, :, :k].set(W_named.astype(W.dtype)))
+    return new
+
+
+class PinState(NamedTuple):
+    """Per-instance state of :func:`pin_directions`: the unit directions d_i (d_hidden, n_features) of
+    the pinned columns (zero elsewhere), taken from the parameters at ``init``."""
+
+    directions: jax.Array
+
+
+def pin_directions(pinned) -> optax.GradientTransformation:
+    """Keep the directions of the ``pinned`` columns of W fixed; their norms may change.
+
+    Appended last to an optimiser chain. For a pinned column with direction d_i and proposed update u_i,
+    the returned update is u'_i = max(⟨d_i, W_i + u_i⟩, 0) d_i − W_i, so W_i + u'_i is the projection of
+    W_i + u_i onto the ray {c d_i : c >= 0}: the direction never turns and never flips; a feature may
+    shrink to zero norm and regrow along d_i. Other parameters and columns pass through unchanged.
+
+    ``pinned``: (n_features,) bools. The directions are read from the parameters given to ``init``
+    (the planted W), so with ``jax.vmap(tx.init)`` every instance keeps its own.
+    """
+    mask = jnp.asarray(np.asarray(pinned, bool))
+
+    def init(params):
+        W = params["W"][...]
+        norms = jnp.linalg.norm(W, axis=0)
+        return PinState(jnp.where(mask & (norms > 0), W / jnp.where(norms > 0, norms, 1.0), 0.0))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("pin_directions needs the parameters: call tx.update(grads, state, params)")
+        W, u, d = params["W"][...], updates["W"][...], state.directions
+        coef = jnp.maximum(jnp.sum(d * (W + u), axis=0), 0.0)
+        u_pinned = d * coef - W
+        new = nnx.State(dict(updates))
+        new["W"] = updates["W"].replace(jnp.where(mask, u_pinned, u))
+        return new, state
+
+    return optax.GradientTransformation(init, update)
+
+
+def pretraining_optimizer(cfg: Config) -> optax.GradientTransformation:
+    """The pretraining optimiser, with :func:`pin_directions` appended when geometry is ``pinned``."""
+    tx = optimizer(cfg.train)
+    if cfg.features is not None and cfg.features.geometry == "pinned":
+        pinned = np.arange(cfg.data.n_features) < len(cfg.features.names)
+        tx = optax.chain(tx, pin_directions(pinned))
+    return tx
+
+
+def init_params(cfg: Config, n_total: int, key: jax.Array, restarts: int = 1):
+    """TMS init of ``n_total = n_inst * restarts`` instances, with the named features planted
+    (instance ``s * restarts + r`` is setting s, restart r) unless the geometry is ``free``."""
+    graphdef, params = init_instances(cfg.model, cfg.data.n_features, n_total, key)
+    f = cfg.features
+    if f is None or f.geometry == "free":
+        return graphdef, params
+    D = planted_directions(f, cfg.model.d_hidden, cfg.n_inst)          # (n_inst, m, k)
+    if f.basis == "random":  # the same cosines, at a random angle to the hidden axes
+        D = np.einsum("iab,ibk->iak", random_rotations(cfg.n_inst, cfg.model.d_hidden, [cfg.seed, BASIS_SEED_OFFSET]), D)
+    W_named = D * planted_norms(f, cfg.n_inst)[:, None, :]
+    W_named = np.repeat(W_named, restarts, axis=0)
+    return graphdef, plant(params, jnp.asarray(W_named, jnp.float32))
+
+
+def geometry_summary(cfg: Config, W: np.ndarray) -> dict:
+    """The named features' measured geometry for ``summary.json``: norms, pairwise cosines and angles
+    (degrees) per instance, and the requested cosines when the geometry was planted."""
+    k = len(cfg.features.names)
+    Wk = np.asarray(W, np.float64)[:, :, :k]
+    U = Wk / np.maximum(np.linalg.norm(Wk, axis=1, keepdims=True), 1e-300)
+    out = {
+        "names": list(cfg.features.names),
+        "harmful": list(cfg.features.harmful),
+        "geometry": cfg.features.geometry,
+        "norms": np.linalg.norm(Wk, axis=1),
+        "cosines": np.einsum("imk,iml->ikl", U, U),
+        "angles_deg": np.stack([pairwise_angles_deg(w) for w in Wk]),
+    }
+    if cfg.features.geometry != "free":
+        D = planted_directions(cfg.features, cfg.model.d_hidden, cfg.n_inst)
+        out["requested_cosines"] = np.einsum("imk,iml->ikl", D, D)
+        out["max_cosine_error"] = float(np.abs(out["cosines"] - out["requested_cosines"]).max())
+    return out
+
+
+def rotate_hidden(params, O):
+    """The same model with its hidden space rotated: W → O W for every instance; O (n_inst, d, d).
+    Other leaves (b_final) are unchanged. For ``relu_output`` and ``linear`` the function is the same."""
+    new = nnx.State(dict(params))
+    W = params["W"][...]
+    new["W"] = params["W"].replace(jnp.einsum("iab,ibn->ian", jnp.asarray(O, W.dtype), W))
+    return new

@@ -1,0 +1,45 @@
+"""The fine-tuning objective for one instance, and the target's read-out (its progress on the task)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ..core.engine import Objective, model_loss
+from .trainable import full_state
+
+
+# --- the objective ------------------------------------------------------------------------------------
+def finetune_inputs(sample: Callable, key: jax.Array, inst) -> jax.Array:
+    """One instance's fine-tuning batch: drawn with the regime's probabilities, then every feature
+    the regime excludes is set to 0 explicitly, so a harmful feature is absent from narrow and task
+    data by construction (also when it shares a correlated set's activity draw with the target)."""
+    x = sample(key, inst["feature_probability"])
+    return jnp.where(inst["present"] > 0, x, 0.0)
+
+
+def finetune_objective(graphdef, sample: Callable, task: str, trainable: str) -> Objective:
+    """L = mean_{batch,i} w_i (s_i target(x)_i − x'_i)² for ONE instance (:mod:`toymodels.lab.plan`),
+    through :func:`toymodels.core.engine.model_loss` (feature-major: the pretraining engine's fast path).
+    ``inst``: feature_probability, present, out_scale, loss_weight (n,) [+ base for LoRA]."""
+
+    def objective(params, key, inst):
+        x = finetune_inputs(sample, key, inst)
+        model = nnx.merge(graphdef, full_state(params, inst, trainable))
+        return model_loss(model, x, task, inst["loss_weight"], inst["out_scale"])
+
+    return objective
+
+
+def target_readout(graphdef, trainable: str):
+    """``readout(params, inst)``: the target's output x'_t on the unit target input e_t, for ONE instance
+    (the probe's ``target_readout``; the gain is its ratio to the pretrained value)."""
+
+    def readout(params, inst):
+        e_t = inst["target"][None, :]
+        return (nnx.merge(graphdef, full_state(params, inst, trainable))(e_t)[0] * inst["target"]).sum()
+
+    return readout
