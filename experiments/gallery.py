@@ -34,6 +34,7 @@ AUDIT_PRESETS = ("sae-recovery", "risk-prediction")
 PRESETS = TMS_PRESETS + LAB_PRESETS + AUDIT_PRESETS
 SMALL = 2_000_000  # bytes: optional result files above this stay out of results/
 ESSENTIAL = ("config.json", "summary.json", "weights.npz", "env.json")  # always copied: a run needs them
+METRICS_FIGURES = ("loss", "defence_curves", "amplification_curves", "finetune_gif")  # drawn from metrics.jsonl
 RESULT_FILES = ESSENTIAL + ("weights_pretrained.npz", "weights_finetuned.npz", "weights_trajectory.npz",
                             "weights_sae.npz", "audit.md")
 
@@ -85,9 +86,11 @@ def copy_results(name: str, run_dir: Path) -> None:
     for m in members(run_dir):
         out = dest / m.relative_to(run_dir)
         out.mkdir(parents=True, exist_ok=True)
-        wanted = RESULT_FILES + (("metrics.jsonl",) if "loss" in runs.load(m).config.plots else ())
-        for f in wanted:
-            if (m / f).exists() and (f in ESSENTIAL or (m / f).stat().st_size < SMALL):
+        # metrics.jsonl whatever its size when a figure is drawn from it: every committed figure redraws from results/
+        reads_metrics = set(runs.load(m).config.plots) & set(METRICS_FIGURES)
+        needed = ESSENTIAL + (("metrics.jsonl",) if reads_metrics else ())
+        for f in dict.fromkeys(RESULT_FILES + needed):
+            if (m / f).exists() and (f in needed or (m / f).stat().st_size < SMALL):
                 shutil.copy2(m / f, out / f)
     copy_figures(name, sorted(p for ext in ("png", "gif") for p in run_dir.glob(f"**/figures/*.{ext}")))
 

@@ -298,7 +298,7 @@ def audit() -> str:
         parts += ["", "### `risk-prediction`: can the harmful spike be predicted before fine-tuning?", "",
                   f"`toymodels run risk-prediction`: {t['n']} fine-tunes of {t['n_models']} pretrained models; "
                   f"{t['n_rose']} raised the harmful output rate by more than {risk['threshold_pp']:g} pp.", "",
-                  *rows, "", risk["seed_claim"], ""]
+                  *rows, "", risk["seed_claim"], "", _regime_sentence(t), ""]
         for member, d in risk.get("diff", {}).items():
             drow = ["| crosscoder | AUROC (pooled / mean) | precision@1, @3 | recall@1, @3 | 'new' latents per "
                     "fine-tune | fine-tunes with an amplified feature |", "|---|---|---|---|---|---|"]
@@ -320,6 +320,22 @@ def audit() -> str:
                       "directions at the same budget (mean over seeds):", "", *frow, "", _filter_sentence(f), ""]
         parts.append(" ".join(_img(p.name, 420) for p in sorted((ROOT / "figures").glob("risk-prediction_*.png"))))
     return "\n".join(parts).strip()
+
+
+def _regime_sentence(t: dict) -> str:
+    """Where the before-fine-tuning geometric scores work: their AUROC per regime, and scores below 0.5."""
+    by = t.get("auroc_by_regime") or {}
+    geo = ("true_cos", "sae_cos")
+    parts = [f"`{reg}`: " + ", ".join(f"`{k}` {v[k]:.2f}" for k in geo if v.get(k) is not None)
+             for reg, v in by.items()]
+    low = [f"`{k}` ({r['auroc']:.2f})" for k, r in t["scores"].items() if r["auroc"] is not None and r["auroc"] < 0.5]
+    out = ("Split by the fine-tune's regime, the geometry predicts where the claim's regime holds and not elsewhere "
+           "(AUROC per regime, " + "; ".join(parts) + "): an auditor needs to know the fine-tuning data, "
+           "not only the geometry.") if parts else ""
+    if low:
+        out += (" Below 0.5, a score ranks the other way round: " + ", ".join(low) +
+                " (more crowded models rose less often here).")
+    return out
 
 
 def _filter_sentence(f: dict) -> str:

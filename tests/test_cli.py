@@ -188,13 +188,14 @@ def test_plot_redraws_figures_without_training(capsys, copy_run, monkeypatch):
     data_files = {n: snapshot(run_dir)[n] for n in ("config.json", "summary.json", "weights.npz", "metrics.jsonl")}
     shutil.rmtree(run_dir / "figures")
 
-    import toymodels.train
+    from toymodels.core import engine, pretrain
 
     def no_training(*a, **k):
         raise AssertionError("toymodels plot must not train")
 
-    monkeypatch.setattr(toymodels.train, "pretrain", no_training)
-    monkeypatch.setattr(toymodels.train, "fit", no_training)
+    monkeypatch.setattr(pretrain, "pretrain", no_training)
+    monkeypatch.setattr(pretrain, "train", no_training)
+    monkeypatch.setattr(engine, "fit", no_training)
     code, out, err = run_cli(capsys, "plot", run_dir)
     assert code == 0, err
     redrawn = {p.name: p.read_bytes() for p in (run_dir / "figures").glob("*.png")}
