@@ -4,8 +4,12 @@
 lab) and :mod:`.defences` register their presets into them when imported, which this package does.
 """
 
-from . import defences, lab, tms  # noqa: F401  (register their presets)
-from . import audit  # noqa: F401, I001  (registers the auditor's presets)
+from . import (  # noqa: F401  (register their presets)
+    audit,  # noqa: F401, I001  (registers the auditor's presets)
+    defences,
+    lab,
+    tms,
+)
 from .registry import PRESETS, SMOKE_OVERRIDES, SUITE_SUMMARIES, Preset, Suite, get, preset, suite_summary
 
 __all__ = ["PRESETS", "SMOKE_OVERRIDES", "SUITE_SUMMARIES", "Preset", "Suite", "get", "preset", "suite_summary"]
