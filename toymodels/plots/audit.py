@@ -175,8 +175,9 @@ def _roc(scores, labels) -> tuple[np.ndarray, np.ndarray]:
 
 @suite_figure("risk_roc")
 def risk_roc(members, suite: dict, out: Path) -> list[Path]:
-    rows = [r for m in members for r in (m.summary.get("audit") or {}).get("risk", {}).get("rows", [])
-            if r.get("defence", "none") == "none"]
+    # the rows of the suite's risk table: the risk sweep's members (risk-filter's fine-tunes are the filter's baselines)
+    rows = [r for m in members if not (m.config.audit and m.config.audit.filter_regimes)
+            for r in (m.summary.get("audit") or {}).get("risk", {}).get("rows", []) if r.get("defence", "none") == "none"]
     if not rows:
         return []
     thr = next(m.summary["audit"]["risk"]["threshold_pp"] for m in members if "risk" in m.summary.get("audit", {}))
@@ -215,7 +216,7 @@ def risk_roc(members, suite: dict, out: Path) -> list[Path]:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
-    fig.suptitle(f"does a score computed before fine-tuning say whether the harmful output rate will rise by more "
+    fig.suptitle(f"{suite['suite']}: does a score computed before fine-tuning say whether the harmful output rate will rise by more "
                  f"than {s['threshold_pp']:g} pp?", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return [save(fig, Path(out), f"{suite['suite']}_risk_roc")]
