@@ -61,6 +61,7 @@ IGNORED_KEYS = frozenset({
     # defences.measure_overhead (summary rows' "overhead") and the regularisation-cost suite summary
     "ratio_median", "ratios", "step_ms", "step_ms_median", "reference_step_ms", "reference_step_ms_median",
     "extra_ms_median",
+    "seconds",  # audit: the crosscoder diff's wall time per variant
 })
 COMPARED_JSON = ("summary.json", "metrics.jsonl")
 EXACT_JSON = ("config.json", "suite.json")
