@@ -9,7 +9,8 @@
 For each preset it runs the preset afresh into ``runs/<preset>`` (replacing what a previous gallery run left
 there; ``--reuse`` keeps a finished one, and PRESET=RUN_DIR names one), so ``results/`` never mixes code
 versions; then replaces ``results/<preset>/`` with the run's result files (``toymodels plot
-results/<preset>`` redraws the figures from them), copies its figures to ``figures/<preset>_<figure>.png``,
+results/<preset>`` redraws the figures from them), draws its figures from those files alone into
+``figures/<preset>_<figure>.png``,
 and writes the markdown table ``figures/GALLERY.md`` over every preset in ``results/`` (paths relative to
 the repository root, for the README). ``python experiments/reproduce.py`` then checks that the current code
 reproduces every committed result.
@@ -92,7 +93,16 @@ def copy_results(name: str, run_dir: Path) -> None:
         for f in dict.fromkeys(RESULT_FILES + needed):
             if (m / f).exists() and (f in needed or (m / f).stat().st_size < SMALL):
                 shutil.copy2(m / f, out / f)
-    copy_figures(name, sorted(p for ext in ("png", "gif") for p in run_dir.glob(f"**/figures/*.{ext}")))
+    redraw(name)  # figures/ is drawn from results/ alone, so every committed figure redraws from what is committed
+
+
+def preset_figures(name: str) -> list[Path]:
+    """The files in figures/ that belong to preset ``name`` (``<name>_*`` or ``<name>-<member>_*``), not to a
+    preset whose name extends it."""
+    longer = [q for q in PRESETS if q != name and q.startswith(name)]
+    return sorted(p for p in (ROOT / "figures").iterdir()
+                  if p.suffix in (".png", ".gif") and p.name.startswith(name) and p.name[len(name)] in "_-"
+                  and not any(p.name.startswith(q) and p.name[len(q)] in "_-" for q in longer))
 
 
 def copy_figures(name: str, pngs: list[Path]) -> None:
@@ -103,7 +113,9 @@ def copy_figures(name: str, pngs: list[Path]) -> None:
 
 
 def redraw(name: str) -> None:
-    """Redraw a preset's figures from results/<name>/ alone (``toymodels plot``) into figures/."""
+    """Replace a preset's figures in figures/ by those drawn from results/<name>/ alone (``toymodels plot``)."""
+    for old in preset_figures(name):
+        old.unlink()
     with tempfile.TemporaryDirectory() as tmp:
         copy_figures(name, plots.draw(ROOT / "results" / name, tmp))
 
