@@ -172,7 +172,7 @@ def _fake_run(path, cfg: Config):
 
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(cfg.to_dict()))
-    (path / "summary.json").write_text("{}")
+    (path / "summary.json").write_text(json.dumps({"instances": [{} for _ in range(cfg.n_inst)]}))
     W = np.zeros((cfg.n_inst, cfg.model.d_hidden, cfg.data.n_features), np.float32)
     np.savez(path / "weights.npz", W=W, b_final=np.zeros((cfg.n_inst, cfg.data.n_features), np.float32))
     return path
@@ -184,7 +184,7 @@ def _args(run_dir, **kw):
 
 
 def test_audit_command_reports_bad_input_in_one_line(tmp_path):
-    from toymodels.audit import main_audit
+    from toymodels.audit_command import main_audit
     from toymodels.errors import RunFileError
 
     cases = [(_args(tmp_path / "nope"), RunFileError, "no such run directory"),

@@ -38,7 +38,7 @@ LAYERS = [
     {"toymodels.lab"},
     {"toymodels.defences", "toymodels.audit"},
     {"toymodels.presets", "toymodels.plots", "toymodels.io"},
-    {"toymodels.experiment", "toymodels.api"},
+    {"toymodels.experiment", "toymodels.api", "toymodels.audit_command"},
     {"toymodels.cli", "toymodels.reproduce", "toymodels"},
 ]
 

@@ -145,7 +145,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    """Audit a finished run's pretrained models (:func:`toymodels.audit.command.main_audit`); the run
+    """Audit a finished run's pretrained models (:func:`toymodels.audit_command.main_audit`); the run
     directory is locked while audit.md is written into it."""
     from .io import runs
 
@@ -158,7 +158,7 @@ def cmd_audit(args) -> int:
     if args.out is not None:
         args.out = str(runs.check_out_path(args.out))
     _files_backend()
-    from .audit.command import main_audit
+    from .audit_command import main_audit
 
     with runs.attach_run(args.run_dir) if args.out is None else contextlib.nullcontext():
         return main_audit(args)

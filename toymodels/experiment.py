@@ -218,7 +218,7 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
         from .audit import Stage
 
         stage = Stage(cfg, graphdef, params, run_dir, write_npz=runs.write_npz, write_text=runs.write_text,
-                      progress=progress)
+                      read_npz=runs.read_npz, read_metrics=runs.read_metrics, progress=progress)
         summary.update(stage.before_finetune())
     if cfg.finetune is not None:
         summary["finetune"] = _finetune(cfg, graphdef, params, run_dir, progress, on_log, resume, checkpoint_seconds,

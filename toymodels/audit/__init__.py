@@ -18,13 +18,13 @@ the truth, so every step can be scored.
 * :mod:`.crosscoder`: model diffing before/after fine-tuning, scored against the truly amplified features;
 * :mod:`.risk`: candidate risk scores against fine-tuning outcomes; the AUROC table;
 * :mod:`.hooks`: the geometric data filter with recovered directions (a plug-in of the lab);
-* :mod:`.stage`: all of it as a stage of a run (``[sae]``, ``[audit]``); :mod:`.command`: ``toymodels audit``.
+* :mod:`.stage`: all of it as a stage of a run (``[sae]``, ``[audit]``); the ``toymodels audit`` command is
+  :mod:`toymodels.audit_command`, above the run I/O.
 
 The package sits beside :mod:`toymodels.defences`: it imports the core and the lab, never the other way.
 """
 
-from .command import main_audit, run_audit
 from .metrics import auroc, auroc_ci, mcc, mean_max_cosine, precision_recall_at_k
 from .stage import Stage
 
-__all__ = ["Stage", "auroc", "auroc_ci", "main_audit", "mcc", "mean_max_cosine", "precision_recall_at_k", "run_audit"]
+__all__ = ["Stage", "auroc", "auroc_ci", "mcc", "mean_max_cosine", "precision_recall_at_k"]

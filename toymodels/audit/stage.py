@@ -24,7 +24,7 @@ import numpy as np
 from ..config import Config
 from ..config.sae import AuditConfig
 from ..core.planting import harmful_indices, names
-from . import auditor, crosscoder, dictionary, files, risk
+from . import auditor, crosscoder, dictionary, risk
 from . import train as T
 from .hooks import SAEFilterHooks
 
@@ -72,11 +72,13 @@ def best_by_variant(rows: list[dict]) -> dict:
 class Stage:
     """The ``[sae]`` / ``[audit]`` stage of one run (see the module docstring). ``write_npz(path, **arrays)``
     and ``write_text(path, text)`` are the run's writers (:mod:`toymodels.io.runs`: atomic, registered in
-    the run's manifest); the stage reads the run's other files itself (:mod:`.files`)."""
+    the run's manifest); ``read_npz`` and ``read_metrics`` its checked readers, for the files the run wrote."""
 
-    def __init__(self, cfg: Config, graphdef, params, run_dir: Path, *, write_npz, write_text, progress=True):
+    def __init__(self, cfg: Config, graphdef, params, run_dir: Path, *, write_npz, write_text, read_npz, read_metrics,
+                 progress=True):
         self.cfg, self.graphdef, self.params, self.run_dir = cfg, graphdef, params, Path(run_dir)
         self.write_npz, self.write_text, self.progress = write_npz, write_text, progress
+        self.read_npz, self.read_metrics = read_npz, read_metrics
         self.W = np.asarray(params["W"][...], np.float64)
         self.audits: list[dict] = []
 
@@ -131,11 +133,11 @@ class Stage:
         ft, out = summary["finetune"], dict(summary["audit"])
         traj = self.run_dir / "weights_trajectory.npz"
         out["risk"] = risk.member_rows(cfg, self.graphdef, ft, self.audits, self.arrays,
-                                       files.read_npz(traj) if traj.exists() else None,
-                                       files.read_metrics(self.run_dir / "metrics.jsonl"))
+                                       self.read_npz(traj) if traj.exists() else None,
+                                       self.read_metrics(self.run_dir / "metrics.jsonl"))
         if cfg.audit.diff:
-            pre = files.read_npz(self.run_dir / "weights_pretrained.npz")
-            post = files.read_npz(self.run_dir / "weights_finetuned.npz")
+            pre = self.read_npz(self.run_dir / "weights_pretrained.npz")
+            post = self.read_npz(self.run_dir / "weights_finetuned.npz")
             idx = np.array([e["pretrain_instance"] for e in ft["instances"]])
             out["diff"] = {v: crosscoder.diff_summary(cfg, v, pre["W"], post["W"], idx, progress=self.progress)
                            for v in cfg.audit.diff}

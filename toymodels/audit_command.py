@@ -1,5 +1,9 @@
 """``toymodels audit RUN_DIR``: audit a finished run's pretrained models from its saved files.
 
+It sits above :mod:`toymodels.io` (beside :mod:`toymodels.experiment`), so it reads runs with the checked
+readers there and writes ``audit.md`` with the run's atomic, manifest-registering writer; the audit itself
+(:mod:`toymodels.audit`) never touches files.
+
 :func:`run_audit` does the work and :func:`main_audit` is the command (argparse-free: it takes the parsed
 arguments). The dictionary comes from, in order: ``--sae-run DIR`` (a run with ``[sae]`` whose pretrained
 weights are the same), the run itself when it has ``weights_sae.npz``, or a fresh one trained on the run's
@@ -18,22 +22,33 @@ import jax
 import numpy as np
 from flax import nnx
 
-from ..config import ConfigError
-from ..config.checks import check_choice
-from ..config.sae import SAE_VARIANTS, AuditConfig, SAEConfig
-from ..core.models import init_instances
-from ..core.planting import harmful_indices, names
-from ..errors import RunFileError
-from . import auditor, dictionary, files
-from . import stage as st
-from . import train as T
+from .audit import auditor, dictionary
+from .audit import stage as st
+from .audit import train as T
+from .config import ConfigError
+from .config.checks import check_choice
+from .config.sae import SAE_VARIANTS, AuditConfig, SAEConfig
+from .core.models import init_instances
+from .core.planting import harmful_indices, names
+from .errors import RunFileError
+from .io import runs
 
 # The dictionary trained when the run has none: BatchTopK, 2 latents per feature, three sparsities (the
 # auditor keeps the sparsest one that explains >= 90% of the variance, :func:`.stage.select`).
 DEFAULT_SAE = SAEConfig(variants=("batch_topk",), batch_k=(0.25, 0.5, 1.0), steps=4000)
 
 
-def load_models(run: files.SavedRun):
+def load(path: str | Path) -> runs.Run:
+    """A finished run (:func:`toymodels.io.runs.load`: every file checked, one-line errors); a suite is not a
+    run: name a member."""
+    path = Path(path)
+    if path.is_dir() and (path / "suite.json").exists() and not (path / "config.json").exists():
+        members = runs.read_json(path / "suite.json").get("members", [])
+        raise RunFileError(path, f"is a suite; audit one of its members ({', '.join(map(str, members))})")
+    return runs.load(path)
+
+
+def load_models(run: runs.Run):
     """(graphdef, params) of a loaded run's pretrained models (``weights.npz``)."""
     cfg = run.config
     graphdef, params = init_instances(cfg.model, cfg.data.n_features, cfg.n_inst, jax.random.key(0))
@@ -41,11 +56,11 @@ def load_models(run: files.SavedRun):
     return graphdef, params
 
 
-def _sae_source(run: files.SavedRun, sae_run: str | Path | None, variant: str):
+def _sae_source(run: runs.Run, sae_run: str | Path | None, variant: str):
     """(arrays, rows, where) of an existing dictionary, or None when the run has none."""
     src = None
     if sae_run is not None:
-        src = files.load(sae_run)
+        src = load(sae_run)
         if src.config.sae is None or not (src.path / "weights_sae.npz").exists():
             raise RunFileError(src.path, "has no SAEs (no [sae] section / weights_sae.npz): pass a run made with [sae]")
         if set(src.weights) != set(run.weights) or not all(np.array_equal(src.weights[k], run.weights[k])
@@ -56,7 +71,7 @@ def _sae_source(run: files.SavedRun, sae_run: str | Path | None, variant: str):
         src = run
     if src is None:
         return None
-    arrays = files.read_npz(src.path / "weights_sae.npz")
+    arrays = runs.read_npz(src.path / "weights_sae.npz")
     if variant not in dictionary.variants_in(arrays):
         raise ConfigError("--variant", variant, f"{src.path} has SAEs of {', '.join(dictionary.variants_in(arrays))}")
     return arrays, src.summary["sae"]["instances"], str(src.path)
@@ -67,7 +82,7 @@ def run_audit(run_dir: str | Path, sae_run: str | Path | None = None, *, variant
               progress: bool = True) -> tuple[str, list[Path]]:
     """Audit every pretrained model of the run in ``run_dir`` (see the module docstring). Returns the printed
     text and the files written ([audit.md])."""
-    run = files.load(run_dir)
+    run = load(run_dir)
     cfg = run.config
     a_cfg = cfg.audit or AuditConfig()
     if variant is not None:
@@ -116,7 +131,7 @@ def run_audit(run_dir: str | Path, sae_run: str | Path | None = None, *, variant
     md = "\n\n".join([f"# audit: {cfg.name}", head] + [auditor.markdown_audit(a, st.model_title(cfg, a)) for a in audits])
     out = Path(out_dir) if out_dir is not None else run.path
     out.mkdir(parents=True, exist_ok=True)
-    path = files.write_text(out / "audit.md", md + "\n")
+    path = runs.write_text(out / "audit.md", md + "\n")  # atomic; in the run's manifest when written there
     return text, [path]
 
 
