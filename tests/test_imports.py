@@ -32,14 +32,15 @@ sys.exit(1 if failed else 0)
 
 # Layers, bottom first; a module may import its own layer's modules (no cycles) and lower layers only.
 LAYERS = [
-    {"toymodels.errors", "toymodels.registry", "toymodels.stats", "toymodels.directions", "toymodels.faults"},
+    {"toymodels.errors", "toymodels.registry", "toymodels.stats", "toymodels.directions", "toymodels.faults",
+     "toymodels.machine"},
     {"toymodels.config"},
     {"toymodels.core"},
     {"toymodels.lab"},
     {"toymodels.defences", "toymodels.audit"},
     {"toymodels.presets", "toymodels.plots", "toymodels.io"},
     {"toymodels.experiment", "toymodels.api", "toymodels.audit_command"},
-    {"toymodels.cli", "toymodels.reproduce", "toymodels"},
+    {"toymodels.cli", "toymodels.reproduce", "toymodels.compare", "toymodels.drift", "toymodels"},
 ]
 
 

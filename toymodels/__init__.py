@@ -5,13 +5,16 @@ and changes no global state: no matplotlib backend, no JAX flags):
 
 * configs and presets: ``Config`` (and its sections), ``load_toml``, ``get_preset``, ``list_presets``;
 * training: ``pretrain`` (planted features honoured), ``finetune``, ``summarize``, ``run``;
-* models: ``apply`` (instance i on a batch), ``instance_model``;
+* models: ``apply`` (instance i on a batch), ``hidden`` (its hidden activations h = W x), ``instance_model``;
+* plug-ins: ``FineTuneHooks`` (what a defence, audit or data attack may change in fine-tuning; see
+  ``examples/custom_hook.py``), ``NO_HOOKS``;
 * metrics: ``feature_norms``, ``feature_dimensionality``, ``dimensions_per_feature``, ``n_represented``,
   ``cosine_matrix``, ``feature_interference``, ``first_order_prediction``, ``toxic_output_rate``,
   ``overlap_score``, ``superposition_density``;
 * figures: ``plot_features_in_2d``, ``plot_finetune_2d``, ``plot_loss`` (arrays in, Figure out),
   ``draw`` (a run directory's figures to files);
-* results: ``load_run`` (tidy pandas tables), ``format_table`` (the printed fine-tuning table).
+* results: ``load_run`` (tidy pandas tables of a run, or of each member of a suite), ``format_table``
+  (the printed fine-tuning table).
 
 Packages, bottom to top (nothing imports upward): ``errors``/``registry``/``stats``/``directions`` →
 ``config`` → ``core`` → ``lab`` → ``defences`` → ``presets``, ``plots``, ``io`` → ``experiment`` → ``cli``.
@@ -34,7 +37,10 @@ _API = {
     "ConfigError": ("toymodels.errors", "ConfigError"),
     "TrainingDiverged": ("toymodels.errors", "TrainingDiverged"),
     **{n: ("toymodels.api", n) for n in ("get_preset", "list_presets", "finetune", "summarize", "run", "apply",
-                                          "instance_model")},
+                                          "hidden", "instance_model")},
+    "FineTuneHooks": ("toymodels.lab.hooks", "FineTuneHooks"),
+    "NO_HOOKS": ("toymodels.lab.hooks", "NO_HOOKS"),
+    "RepresentationWarning": ("toymodels.errors", "RepresentationWarning"),
     "pretrain": ("toymodels.core.pretrain", "pretrain"),
     **{n: ("toymodels.core.geometry", n) for n in ("feature_norms", "feature_dimensionality", "dimensions_per_feature",
                                                     "n_represented", "cosine_matrix", "feature_interference")},

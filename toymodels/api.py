@@ -4,6 +4,7 @@
     cfg = tm.get_preset("analogy-15deg").replace(**{"train.steps": 2000})
     graphdef, params, info = tm.pretrain(cfg)               # planted features honoured
     y = tm.apply(graphdef, params, x, instance=0)            # the model of instance 0 on a batch
+    h = tm.hidden(graphdef, params, x, instance=0)           # its hidden activations h = W x
     result = tm.finetune(cfg, graphdef, params)             # defences' hooks chosen from the config
     summary = tm.summarize(cfg, result)                     # the summary.json "finetune" section
     run_dir = tm.run(cfg)                                   # a whole run on disk, as the CLI does
@@ -47,6 +48,16 @@ def apply(graphdef, params, x, instance: int | None = None):
     if instance is not None:
         return instance_model(graphdef, params, instance)(x)
     return jax.vmap(lambda p: nnx.merge(graphdef, p)(x))(params)
+
+
+def hidden(graphdef, params, x, instance: int | None = None):
+    """The hidden activations on a batch x (batch, n_features): h = W x (ReLU(W x) for the models with a
+    privileged hidden basis), of ``instance`` (→ (batch, d_hidden)), or of every instance when None
+    (→ (n_inst, batch, d_hidden)). This is what an SAE or a probe reads (TMS §Demonstrating
+    Superposition: the d_hidden-dimensional bottleneck)."""
+    if instance is not None:
+        return instance_model(graphdef, params, instance).hidden(x)
+    return jax.vmap(lambda p: nnx.merge(graphdef, p).hidden(x))(params)
 
 
 def finetune(cfg: Config, graphdef, params, **kwargs):

@@ -1,12 +1,13 @@
 """toymodels command line: list, show, run, plot, audit.
 
     toymodels list
-    toymodels show PRESET|CONFIG.toml [key=value ...]
-    toymodels run  PRESET|CONFIG.toml [--out DIR] [--overwrite | --resume] [--quiet] [key=value ...]
-    toymodels plot RUN_DIR
+    toymodels show PRESET|CONFIG.toml|CONFIG.json [key=value ...]
+    toymodels run  PRESET|CONFIG.toml|CONFIG.json [--out DIR] [--overwrite | --resume] [--quiet] [key=value ...]
+    toymodels plot RUN_DIR [--out DIR]
     toymodels audit RUN_DIR [--sae-run DIR] [--variant NAME] [--target F] [--harmful F ...] [--out DIR]
 
-Overrides are dotted config keys, e.g. train.steps=200 data.batch_size=256 seed=3; values are
+CONFIG.json is a run's own config.json (or suite.json), or what ``toymodels show`` printed: any run
+can be run again from the files it wrote. Overrides are dotted config keys, e.g. train.steps=200 data.batch_size=256 seed=3; values are
 read as TOML ([0.1, 0.2], 1e-3, "cosine" or a bare word). Every failure prints one line,
 ``toymodels: error: <field or file>=<value>: <what is allowed>``, and exits with code 2 (a diverged
 loss: code 1; Ctrl-C: 130); the whole config (the output directory, the source run of
@@ -47,7 +48,9 @@ def _resolve(target: str, overrides: list[str]):
     if "\x00" in target:
         raise ConfigError("CONFIG", target, "contains a NUL byte; must be a preset name or a TOML file")
     given: dict = {}
-    if target.endswith(".toml") or Path(target).is_file():
+    if target.endswith(".json"):
+        cfg = _from_json(Path(target))
+    elif target.endswith(".toml") or Path(target).is_file():
         if not Path(target).is_file():
             raise ConfigError("CONFIG", target, "no such TOML file")
         table = read_toml(target)
@@ -61,6 +64,33 @@ def _resolve(target: str, overrides: list[str]):
         given.update(pairs)
         cfg = cfg.replace(**pairs)
     return cfg, given
+
+
+def _from_json(path: Path):
+    """A run's ``config.json`` (or ``suite.json``, its members read beside it), or what ``toymodels show``
+    printed, as a Config or a Suite: every run can be run again from the file it wrote."""
+    from .io import runs
+    from .presets import Suite
+
+    if not path.is_file():
+        raise ConfigError("CONFIG", str(path), "no such JSON file; must be a run's config.json or suite.json, or "
+                                              "what toymodels show printed")
+    d = runs.read_json(path)
+    if not isinstance(d, dict):
+        raise ConfigError("CONFIG", str(path), "is not a JSON object; must be a run's config.json or suite.json")
+    if "suite" not in d:
+        return Config.from_dict(d)
+    members = d.get("members")
+    if not isinstance(members, list) or not members:
+        raise ConfigError("CONFIG", str(path), "a suite's 'members' must be a non-empty list")
+    if all(isinstance(m, dict) for m in members):      # toymodels show SUITE: the members inline
+        configs = tuple(Config.from_dict(m) for m in members)
+    elif all(isinstance(m, str) and m not in ("", ".", "..") and "/" not in m for m in members):
+        configs = tuple(Config.from_dict(runs.read_json(path.parent / m / "config.json")) for m in members)
+    else:
+        raise ConfigError("CONFIG", str(path), "a suite's 'members' must be member names or member configs")
+    return Suite(d["suite"], configs, tuple(d.get("plots", ())), d.get("notes", ""), d.get("meta", {}),
+                 d.get("summary", ""))
 
 
 def check_plots(cfg) -> None:
@@ -188,13 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the presets, one line each").set_defaults(fn=cmd_list)
 
     p = sub.add_parser("show", help="print a preset's or TOML file's fully resolved config as JSON")
-    p.add_argument("target", metavar="PRESET|CONFIG.toml")
+    p.add_argument("target", metavar="PRESET|CONFIG.toml|CONFIG.json")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(fn=cmd_show)
 
     p = sub.add_parser("run", help="run a preset or a TOML config",
                        epilog="example: toymodels run tms-intro train.steps=2000 --out runs/quick")
-    p.add_argument("target", metavar="PRESET|CONFIG.toml")
+    p.add_argument("target", metavar="PRESET|CONFIG.toml|CONFIG.json")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=200")
     p.add_argument("--out", help="run directory (default: runs/<name>-seed<seed>-<timestamp>)")
     p.add_argument("--overwrite", action="store_true",

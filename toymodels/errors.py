@@ -2,6 +2,7 @@
 
 * :class:`ConfigError`: a config value is out of range (the CLI exits with code 2).
 * :class:`ConfigWarning`: a config value has no effect, where an error would break existing configs.
+* :class:`RepresentationWarning`: a planted feature ended pretraining barely represented.
 * :class:`TrainingDiverged`: a loss became NaN or inf (the CLI exits with code 1).
 * :class:`RunExistsError`: an output directory already holds results, or is not a run that
   ``--overwrite``/``--resume`` may touch (exit code 2).
@@ -42,6 +43,12 @@ class ConfigWarning(UserWarning):
     def __init__(self, field_name: str, value: Any, why: str):
         self.field = field_name
         super().__init__(f"{field_name}={short(value)}: {why}")
+
+
+class RepresentationWarning(ConfigWarning):
+    """A planted feature ended pretraining barely represented (norm below
+    :data:`toymodels.core.planting.REPRESENTED_NORM`): numbers measured on it (rates, gains, spill-over)
+    describe a feature the model does not carry. The CLI prints it as one line, like a ConfigWarning."""
 
 
 class TrainingDiverged(RuntimeError):

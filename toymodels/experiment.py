@@ -21,6 +21,7 @@ import dataclasses
 import json
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from flax import nnx
 
 from . import faults, plots
 from .config import Config, ConfigError
+from .errors import RepresentationWarning
 from .core import geometry, stationarity
 from .core import pretrain as pt
 from .core.models import init_instances
@@ -213,6 +215,7 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
         summary["pretrained_from"] = str(source.path)
     if cfg.features is not None:
         summary["features"] = geometry_summary(cfg, weights["W"])
+        warn_barely_represented(summary["features"])
     stage = None
     if cfg.sae is not None:  # SAEs on the pretrained activations, and the audit (toymodels.audit)
         from .audit import Stage
@@ -242,6 +245,36 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
         echo(f"  figure: {p}")
     echo(f"{cfg.name}: done in {time.perf_counter() - t0:.1f}s")
     return run_dir
+
+
+def warn_barely_represented(features: dict) -> list[str]:
+    """One :class:`RepresentationWarning` per planted feature that ended pretraining barely represented
+    (norm < ``represented_norm``) in some instance; returns the messages."""
+    msgs = []
+    per_inst = features.get("barely_represented") or []
+    names, norms = features["names"], np.asarray(features["norms"])
+    for k, name in enumerate(names):
+        where = [i for i, weak in enumerate(per_inst) if name in weak]
+        if not where:
+            continue
+        role = "harmful " if name in features.get("harmful", []) else ""
+        w = RepresentationWarning(
+            "features.names", name,
+            f"the {role}feature ended pretraining barely represented (norm {_span(norms[where, k])} < "
+            f"{features['represented_norm']:g}) in {len(where)} of {len(per_inst)} models (instances "
+            f"{_ids(where)}); its rates, gains and spill-over describe a feature the model hardly carries, so a "
+            f"0.00 -> 0.00 is no evidence of no spill-over (summary.json: features.barely_represented)")
+        warnings.warn(w, stacklevel=2)
+        msgs.append(str(w))
+    return msgs
+
+
+def _span(v) -> str:
+    return f"{v.min():.2f}" if v.max() - v.min() < 0.005 else f"{v.min():.2f}-{v.max():.2f}"
+
+
+def _ids(ix: list[int]) -> str:
+    return ", ".join(map(str, ix[:8])) + (f", ... ({len(ix)})" if len(ix) > 8 else "")
 
 
 def _finetune(cfg: Config, graphdef, params, run_dir: Path, progress, on_log=None, resume: bool = False,

@@ -127,9 +127,23 @@ def init_params(cfg: Config, n_total: int, key: jax.Array, restarts: int = 1):
     return graphdef, plant(params, jnp.asarray(W_named, jnp.float32))
 
 
+# A feature j is "barely represented" when ||W_j|| < 0.5. Why 0.5: alone on a unit input, j's own share of
+# its read-out is ||W_j||^2 (x'_j = ReLU(||W_j||^2 x_j + b_j)), so below 0.5 the model passes on less than a
+# quarter of the feature before its bias and its neighbours' interference; a gain or a rate measured on it
+# is then mostly the weak start (ENGINEERING.md), and a collapsed feature (norm ~0.01) reads 0.00 -> 0.00,
+# as if nothing spilled over. The weakly represented starts of the lab (norm ~0.44) fall under it on purpose.
+REPRESENTED_NORM = 0.5
+
+
+def barely_represented(names, norms, threshold: float = REPRESENTED_NORM) -> list[list[str]]:
+    """Per instance, the named features whose norm is below ``threshold``; norms (n_inst, k)."""
+    return [[n for n, v in zip(names, row) if v < threshold] for row in np.asarray(norms)]
+
+
 def geometry_summary(cfg: Config, W: np.ndarray) -> dict:
     """The named features' measured geometry for ``summary.json``: norms, pairwise cosines and angles
-    (degrees) per instance, and the requested cosines when the geometry was planted."""
+    (degrees) per instance, the requested cosines when the geometry was planted, and per instance the
+    features that ended barely represented (norm < ``REPRESENTED_NORM``)."""
     k = len(cfg.features.names)
     Wk = np.asarray(W, np.float64)[:, :, :k]
     U = Wk / np.maximum(np.linalg.norm(Wk, axis=1, keepdims=True), 1e-300)
@@ -145,6 +159,8 @@ def geometry_summary(cfg: Config, W: np.ndarray) -> dict:
         D = planted_directions(cfg.features, cfg.model.d_hidden, cfg.n_inst)
         out["requested_cosines"] = np.einsum("imk,iml->ikl", D, D)
         out["max_cosine_error"] = float(np.abs(out["cosines"] - out["requested_cosines"]).max())
+    out["represented_norm"] = REPRESENTED_NORM
+    out["barely_represented"] = barely_represented(out["names"], out["norms"])
     return out
 
 

@@ -7,12 +7,16 @@
     r.finetunes    # one row per (fine-tune, harmful feature): before/after numbers, flattened
     r.config, r.summary, r.path
 
+    s = tm.load_run("results/robustness")    # a suite: the same tables, each with a "member" column
+    s.members["robustness-weak"].finetunes   # one member's tables
+
 ``metrics.jsonl`` stores per-instance lists; here each value gets its own row with the columns that say
 what the instance is: ``phase`` (pretrain/finetune), ``kind`` (loss/probe), ``step``, ``instance`` (the
 engine's flat index), and for pretraining ``setting`` and ``restart`` (instance = setting · restarts +
 restart), for fine-tuning ``pretrained`` (the pretrained model), ``regime``, ``optimizer``,
 ``orientation``; probe metrics about harmful features carry ``feature``. pandas is an optional
-dependency (``pip install toymodels[notebook]``); the rest of toymodels does not need it.
+dependency, in the ``notebook`` extra (``pip install -e ".[notebook]"`` from a clone); the rest of toymodels
+does not need it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ def _pandas():
     try:
         import pandas
     except ImportError:
-        raise ImportError("toymodels.load_run needs pandas: pip install pandas (or toymodels[notebook])") from None
+        raise ImportError("toymodels.load_run needs pandas, which is in the 'notebook' extra: "
+                          "pip install -e \".[notebook]\" (from a clone of toymodels) or pip install pandas") from None
     return pandas
 
 
@@ -83,9 +88,52 @@ def metrics_rows(run: runs.Run) -> list[dict]:
     return out
 
 
-def load_run(path: str | Path) -> RunTables:
-    """Load a finished run directory as tidy tables (:class:`RunTables`)."""
+@dataclass
+class SuiteTables:
+    """A loaded suite: each member's :class:`RunTables`, and their tables stacked with a ``member``
+    column first; ``summary`` is the suite's own summary.json (None if it writes none)."""
+
+    path: Path
+    suite: dict
+    summary: dict | None
+    members: dict[str, RunTables]
+    metrics: Any
+    settings: Any
+    finetunes: Any
+
+
+def load_run(path: str | Path) -> RunTables | SuiteTables:
+    """Load a finished run directory as tidy tables (:class:`RunTables`); a suite directory (one with
+    ``suite.json``) as :class:`SuiteTables`, every member loaded."""
     pd = _pandas()
+    path = Path(path)
+    if (path / "suite.json").is_file() and not (path / "config.json").exists():
+        return _load_suite(pd, path)
+    return _load_one(pd, path)
+
+
+def _load_suite(pd, path: Path) -> SuiteTables:
+    suite = runs.read_json(path / "suite.json")
+    names = suite.get("members") if isinstance(suite, dict) else None
+    # member names come from an untrusted file: plain directory names inside the suite, nothing else
+    if not isinstance(names, list) or not all(isinstance(n, str) and n not in ("", ".", "..") and "/" not in n
+                                              and "\x00" not in n for n in names):
+        raise runs.RunFileError(path / "suite.json", "'members' must list the suite's member directory names")
+    members = {n: _load_one(pd, path / n) for n in names}
+
+    def stack(attr):
+        frames = [getattr(t, attr).assign(member=n) for n, t in members.items() if len(getattr(t, attr))]
+        if not frames:
+            return pd.DataFrame()
+        df = pd.concat(frames, ignore_index=True)
+        return df[["member"] + [c for c in df.columns if c != "member"]]
+
+    summary = runs.read_json(path / "summary.json") if (path / "summary.json").is_file() else None
+    return SuiteTables(path=path, suite=suite, summary=summary, members=members, metrics=stack("metrics"),
+                       settings=stack("settings"), finetunes=stack("finetunes"))
+
+
+def _load_one(pd, path: Path) -> RunTables:
     run = runs.load(path)
     settings = pd.DataFrame([{"setting": s["index"], **{k: v for k, v in s.items() if k != "index"
                                                         and not isinstance(v, list)}}

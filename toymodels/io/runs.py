@@ -33,6 +33,7 @@ import numpy as np
 
 from ..config import Config, ConfigError
 from ..errors import RunExistsError, RunFileError, RunLockedError
+from ..machine import cpu_info
 from .files import (
     MetricsLog,
     _atomic,
@@ -68,7 +69,8 @@ __all__ = ["FINISHED", "LOCK", "MARKER", "NOT_A_RUN", "RUN_FILES", "MetricsLog",
 
 
 def env_info() -> dict:
-    """Library versions, devices and the command line, for ``env.json``."""
+    """Library versions, devices, the CPU as XLA sees it (:func:`toymodels.machine.cpu_info`: model, ISA
+    flags, ``XLA_FLAGS``) and the command line, for ``env.json``."""
     import flax
     import jax
     import optax
@@ -83,6 +85,7 @@ def env_info() -> dict:
         "numpy": np.__version__,
         "devices": [str(d) for d in jax.devices()],
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_info(),
         "argv": sys.argv,
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -10,6 +10,7 @@ def format_table(summary: dict) -> str:
     per regime and harmful feature, means over the regime's instances (``up`` counts instances whose
     toxic output rate rose)."""
     ft = summary.get("finetune", summary)   # a run's summary.json, or just its "finetune" section
+    weak = weak_features(summary)
 
     def m(stat, scale=1.0, fmt="{:.3f}"):
         return "n/a" if stat is None or stat.get("mean") is None else fmt.format(scale * stat["mean"])
@@ -29,7 +30,7 @@ def format_table(summary: dict) -> str:
                           {"mean": h["preact_before"]["mean"] + h["predicted_change"]["mean"]})
             n_up = round(h["fraction_rate_up"] * r["n"])
             lines.append(
-                f"{rname:<12} {r['data']:<7}{r['loss_scope']:<7}{hname[:8]:<9}{r['n']:>3} "
+                f"{rname:<12} {r['data']:<7}{r['loss_scope']:<7}{(hname[:7] + '!' if hname in weak else hname[:8]):<9}{r['n']:>3} "
                 f"{m(r['target_gain'], fmt='{:.2f}'):>6}  "
                 f"{m(h['angle_before'], fmt='{:.1f}') + '°→' + m(h['angle_after'], fmt='{:.1f}') + '°':>12}  "
                 f"{m(h['preact_before'], fmt='{:+.3f}') + '→' + m(h['preact_after'], fmt='{:+.3f}'):>15} "
@@ -54,6 +55,9 @@ def format_table(summary: dict) -> str:
         names_ = feats["names"]
         norms = " ".join("(" + ", ".join(f"{v:.2f}" for v in row) + ")" for row in feats["norms"])
         lines += ["", f"pretrained norms ({', '.join(names_)}) per model: {norms}"]
+        for name, (k, n) in weak.items():
+            lines.append(f"! {name} ended pretraining barely represented (norm < {feats.get('represented_norm', 0.5):g}) "
+                         f"in {k} of {n} models: its row describes a feature the model hardly carries")
     if ft.get("by_group"):
         K = ft.get("orientations", 1)
         lines += ["", "the robustness axes: regime x optimiser x orientation (axis-aligned; rotated = the same "
@@ -61,3 +65,13 @@ def format_table(summary: dict) -> str:
                       "resamples pretrained models. The table above is the axis-aligned run of the first optimiser.",
                   text_table(ft)]
     return "\n".join(lines)
+
+
+def weak_features(summary: dict) -> dict[str, tuple[int, int]]:
+    """{feature: (models where it is barely represented, models)} from ``features.barely_represented``."""
+    per_inst = (summary.get("features") or {}).get("barely_represented") or []
+    out: dict[str, tuple[int, int]] = {}
+    for weak in per_inst:
+        for name in weak:
+            out[name] = (out.get(name, (0, 0))[0] + 1, len(per_inst))
+    return out

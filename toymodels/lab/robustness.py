@@ -149,7 +149,8 @@ def member_section(run) -> dict:
     return {"name": run.config.name, "target": ft["target"], "harmful": ft["harmful"][0],
             "optimizers": [o["name"] for o in ft["optimizers"]], "orientations": ft["orientations"],
             "matched_gains": ft["matched_gains"], "n_pretrained": run.config.n_inst,
-            "pretrained_norms": {"names": feats.get("names"), "norms": feats.get("norms")},
+            "pretrained_norms": {"names": feats.get("names"), "norms": feats.get("norms"),
+                                 "barely_represented": feats.get("barely_represented")},
             "rows": rows, "verdicts": verdicts(rows)}
 
 
@@ -164,9 +165,17 @@ def robustness_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
     for s, m in zip(sections, members):
         norms = "; ".join("(" + ", ".join(f"{v:.2f}" for v in row) + ")" for row in s["pretrained_norms"]["norms"])
         md += [f"## `{s['name']}`", "", f"Pretrained norms ({', '.join(s['pretrained_norms']['names'])}) per model: "
-               f"{norms}.", "", markdown_table(m.summary["finetune"]), ""]
+               f"{norms}.", *_weak_note(s), "", markdown_table(m.summary["finetune"]), ""]
     (Path(run_dir) / "robustness_table.md").write_text("\n".join(md))
     return summary, report(summary)
+
+
+def _weak_note(section: dict) -> list[str]:
+    """A marked line when a named feature ended pretraining barely represented in some model."""
+    per = section["pretrained_norms"].get("barely_represented") or []
+    names = sorted({n for weak in per for n in weak})
+    return ["", "**Barely represented** (norm < 0.5, so its rows describe a feature the model hardly carries): "
+            + "; ".join(f"{n} in {sum(n in w for w in per)} of {len(per)} models" for n in names) + "."] if names else []
 
 
 def report(summary: dict) -> str:
