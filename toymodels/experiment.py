@@ -31,13 +31,13 @@ from flax import nnx
 
 from . import faults, plots
 from .config import Config, ConfigError
-from .errors import RepresentationWarning
 from .core import geometry, stationarity
 from .core import pretrain as pt
 from .core.models import init_instances
 from .core.planting import geometry_summary
 from .core.pretrain import active_penalty
 from .defences import hooks_for
+from .errors import RepresentationWarning
 from .io import checkpoint, runs
 from .lab import finetune as lab_finetune
 from .lab import summary as lab_summary
