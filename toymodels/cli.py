@@ -166,9 +166,19 @@ def cmd_plot(args) -> int:
     members = plots.read_suite(run_dir / "suite.json")["members"] if (run_dir / "suite.json").exists() else ["."]
     for m in members:
         runs.load(run_dir / m)
+    out = None
+    if args.out is not None:   # a new or empty directory: nothing already there is overwritten
+        out = runs.check_out_path(args.out)
+        if out.exists() and (not out.is_dir() or out.is_symlink() or any(out.iterdir())):
+            raise ConfigError("--out", args.out, "exists and is not an empty directory; name a new or empty "
+                                                 "directory for the figures")
     _files_backend()
-    with runs.attach_run(run_dir):
-        paths = plots.draw(run_dir)
+    if out is not None:   # the run directory is only read: no lock on it
+        out.mkdir(parents=True, exist_ok=True)
+        paths = plots.draw(run_dir, out)
+    else:
+        with runs.attach_run(run_dir):
+            paths = plots.draw(run_dir)
     for p in paths:
         print(p)
     return 0
@@ -235,8 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     p.set_defaults(fn=cmd_run)
 
-    p = sub.add_parser("plot", help="redraw a run's figures from its saved results")
+    p = sub.add_parser("plot", help="redraw a run's figures from its saved results",
+                       epilog="example: toymodels plot results/analogy-15deg --out /tmp/figs")
     p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", metavar="DIR", help="write the figures to DIR (new or empty) instead of RUN_DIR/figures")
     p.set_defaults(fn=cmd_plot)
 
     p = sub.add_parser("audit", help="audit a finished run's pretrained models with sparse autoencoders",

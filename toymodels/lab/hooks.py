@@ -7,6 +7,21 @@ other way round. :data:`NO_HOOKS` changes nothing, so an undefended run is exact
 
 A plug-in that only adds loss terms must keep strength 0 bit-identical: ``wrap_objective`` receives the
 undefended objective and may call it, so adding nothing leaves it as it was.
+
+Example (the whole of ``examples/custom_hook.py``'s plug-in): anchor W to its pretrained value,
+L' = L + λ Σ (W − W₀)², and pass it as ``tm.finetune(cfg, graphdef, params, hooks=Anchor(1.0))``::
+
+    class Anchor(tm.FineTuneHooks):
+        def __init__(self, strength):
+            self.strength = strength
+
+        def instance_arrays(self, plan, base):          # per fine-tune: its pretrained W
+            return {"W0": jnp.asarray(base["W"][...])}
+
+        def wrap_objective(self, undefended, graphdef, sample):
+            def objective(params, key, inst):           # one instance; the engine vmaps it
+                return undefended(params, key, inst) + self.strength * jnp.sum((params["W"][...] - inst["W0"]) ** 2)
+            return objective
 """
 
 from __future__ import annotations

@@ -29,6 +29,14 @@ def _as_instances(W) -> np.ndarray:
     return W
 
 
+def _check_len(arg: str, seq, n: int, what: str) -> None:
+    """A per-feature (or per-panel) argument of the wrong length is a one-line ValueError naming it, not an
+    IndexError deep inside matplotlib."""
+    if seq is not None and len(seq) != n:
+        raise ValueError(f"{arg} has {len(seq)} entries; W has {n} {what}: give one per {what[:-1]} "
+                         f"(e.g. {arg}=[...{n} items])")
+
+
 def draw_feature_lines(ax, W: np.ndarray, colors, markers=None, lim: float = 1.3) -> None:
     """Each column W_i (2,) of a 2-D hidden space as a line from the origin, on a faint unit circle."""
     from matplotlib.collections import LineCollection
@@ -59,6 +67,14 @@ def plot_features_in_2d(W, *, colors=None, markers=None, titles: Sequence[str] |
         cmap = plt.get_cmap("viridis")
         colors = tuple(cmap(j / max(n - 1, 1)) for j in range(n))
     per_inst = lambda v, i: v[i] if v is not None and isinstance(v[0], list) else v  # per instance: a list
+    for arg, v in (("colors", colors), ("markers", markers)):
+        if v is not None and isinstance(v[0], list):
+            _check_len(arg, v, n_inst, "instances")
+            for row in v:
+                _check_len(arg + "[i]", row, n, "features")
+        else:
+            _check_len(arg, v, n, "features")
+    _check_len("titles", titles, n_inst, "instances")
     cols = min(n_inst, max_cols)
     blocks = int(np.ceil(n_inst / cols))
     rows = 2 if gram else 1
@@ -121,6 +137,13 @@ def plot_finetune_2d(W_before, W_after, *, names: Sequence[str], colors: Sequenc
     panel per pair; W_before, W_after: (2, n) or (k, 2, n); ``colors`` one per feature (default:
     :func:`feature_colors` with the first name as target and the second as harmful)."""
     W0, W1 = _as_instances(W_before), _as_instances(W_after)
+    if W0.shape != W1.shape:
+        raise ValueError(f"W_before has shape {W0.shape} and W_after {W1.shape}; they must match")
+    if isinstance(names, str):
+        raise ValueError(f"names={names!r} is a string; give a list with one name per feature")
+    _check_len("names", names, W0.shape[2], "features")
+    _check_len("colors", colors, W0.shape[2], "features")
+    _check_len("titles", titles, W0.shape[0], "panels")
     colors = colors or feature_colors(names, names[0], names[1:2])
     lim = 1.15 * max(np.abs(W0).max(), np.abs(W1).max())
     fig, axes = plt.subplots(1, len(W0), figsize=(3.3 * len(W0), 3.9), squeeze=False)
