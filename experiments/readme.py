@@ -404,7 +404,8 @@ def fill(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 
-def main() -> None:
+def render() -> dict[Path, str]:
+    """Every page's text with its generated blocks filled in (nothing written)."""
     texts = {path: path.read_text() for path in pages()}
     for name, make in BLOCKS.items():
         holders = [path for path, text in texts.items() if _pattern(name).search(text)]
@@ -412,7 +413,11 @@ def main() -> None:
             where = ", ".join(str(p.relative_to(ROOT)) for p in holders) or "no page"
             raise SystemExit(f"block {name!r} must be in exactly one of README.md, docs/*.md; found in {where}")
         texts[holders[0]] = fill(texts[holders[0]], name, relink(make(), holders[0]))
-    for path, text in texts.items():
+    return texts
+
+
+def main() -> None:
+    for path, text in render().items():
         if path.read_text() != text:
             path.write_text(text)
             print(f"wrote {path.relative_to(ROOT)}")

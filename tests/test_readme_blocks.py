@@ -165,3 +165,30 @@ def test_every_link_points_into_the_repository(page):
         elif frag and dest.suffix == ".md" and frag not in anchors(dest):
             bad.append(f"{target}: no heading or anchor #{frag} in {dest.relative_to(ROOT)}")
     assert not bad, f"{page.relative_to(ROOT)}: " + "; ".join(bad)
+
+
+# --- the generated blocks -----------------------------------------------------------------------------
+def _readme_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_script", ROOT / "experiments" / "readme.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_blocks_are_current():
+    """Each generated block is in exactly one page and reads as ``python experiments/readme.py`` would write
+    it from the committed results: a changed table or result shows up here until the pages are regenerated."""
+    stale = [str(path.relative_to(ROOT)) for path, text in _readme_script().render().items() if path.read_text() != text]
+    assert not stale, f"run `python experiments/readme.py`: generated blocks out of date in {stale}"
+
+
+def test_relink_makes_paths_relative_to_the_page():
+    readme = _readme_script()
+    body = ('<a href="figures/a.png"><img src="figures/a.png"></a> [t](results/x/t.md) [r](docs/robustness.md) '
+            "[h](#here) [u](https://example.org/x)")
+    assert readme.relink(body, ROOT / "README.md") == body
+    assert readme.relink(body, ROOT / "docs" / "lab.md") == (
+        '<a href="../figures/a.png"><img src="../figures/a.png"></a> [t](../results/x/t.md) [r](robustness.md) '
+        "[h](#here) [u](https://example.org/x)")
