@@ -96,7 +96,7 @@ def _tail(p: subprocess.CompletedProcess) -> str:
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_every_block_runs_as_pasted(page, tmp_path, env):
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    ran = 0
+    failed, ran = [], 0
     for i, (lang, body, line) in enumerate(blocks(page)):
         where = f"{page.relative_to(ROOT)}:{line}"
         assert lang in RUN_LANGS | TEXT_LANGS, (f"{where}: a fenced block needs a language tag, one of "
@@ -105,8 +105,9 @@ def test_every_block_runs_as_pasted(page, tmp_path, env):
             script = tmp_path / f"block_{i}.py"
             script.write_text(body)
             p = _run([sys.executable, str(script)], tmp_path, env)
-            assert p.returncode == 0, f"{where}: the python block exited with {p.returncode}\n{_tail(p)}"
             ran += 1
+            if p.returncode != 0:
+                failed.append(f"{where}: the python block exited with {p.returncode}\n{_tail(p)}")
         elif lang == "bash":
             for cmd in commands(body):
                 if not_run_reason(cmd):
@@ -115,9 +116,10 @@ def test_every_block_runs_as_pasted(page, tmp_path, env):
                 assert w[0] == "toymodels" and not {"&&", "||", "|", ";", ">", "<"} & set(w), (
                     f"{where}: {cmd!r} is neither one toymodels command nor listed in NOT_RUN with a reason")
                 p = _run(["bash", "-c", cmd], tmp_path, env)
-                assert p.returncode == 0, f"{where}: `{cmd}` exited with {p.returncode}\n{_tail(p)}"
                 ran += 1
-    print(f"{page.relative_to(ROOT)}: {ran} blocks and commands ran")
+                if p.returncode != 0:
+                    failed.append(f"{where}: `{cmd}` exited with {p.returncode}\n{_tail(p)}")
+    assert not failed, f"{len(failed)} of {ran} blocks and commands failed:\n\n" + "\n\n".join(failed)
 
 
 def test_not_run_is_small_and_every_entry_is_on_a_page():
