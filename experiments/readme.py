@@ -1,6 +1,10 @@
-"""Fill the README's generated blocks from committed results, so no number in it is typed by hand.
+"""Fill the generated blocks of README.md and docs/*.md from committed results, so no number in them is
+typed by hand.
 
     python experiments/readme.py          # rewrites the blocks between <!-- NAME:start --> and <!-- NAME:end -->
+
+Each block lives in exactly one page (README.md or a page of docs/); it is found wherever it is, and its
+links and image paths, written here relative to the repository root, are rewritten relative to that page.
 
 Blocks: ``main-result`` (the analogy-15deg table, as ``toymodels run analogy-15deg`` prints it),
 ``gallery`` (figures/GALLERY.md, written by experiments/gallery.py), and ``lab`` / ``defences`` (one
@@ -11,6 +15,7 @@ markdown tables the presets write), ``audit`` (sae-recovery and risk-prediction)
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -100,7 +105,7 @@ def headline() -> str:
     counter_down = [reg for reg in counter if v[reg]["survives"] and set(v[reg]["directions"].values()) == {"down"}]
     early = [reg for reg in counter if v[reg]["flips_with_stopping"]]
     out = [f"**What holds across optimisers, orientations and stopping points** "
-           f"([`robustness`](#what-survives-the-optimiser-the-basis-and-the-stopping-point): {rep['n_pretrained']} "
+           f"([`robustness`](docs/robustness.md): {rep['n_pretrained']} "
            f"pretrained models x {len(rep['optimizers'])} optimisers ({', '.join(rep['optimizers'])}) x "
            f"{rep['orientations']} orientations of the hidden basis, read at matched target gains).", ""]
     out.append(f"- **The claim's regime** (`narrow`: only *helpful* in the data, loss only on *helpful*): the toxic "
@@ -363,20 +368,61 @@ BLOCKS = {"main-result": main_result, "headline": headline, "robustness": robust
           "lab": lab, "defences": defences, "audit": audit}
 
 
+def pages() -> list[Path]:
+    """Where generated blocks may live: the README and every page of docs/."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+# a relative link target: markdown ](target) or an HTML href="target" / src="target"
+_LINK = re.compile(r'(\]\(|(?:href|src)=")([^)"\s]+)')
+
+
+def relink(body: str, page: Path) -> str:
+    """``body``'s relative links (written relative to the repository root) made relative to ``page``."""
+    base = page.parent
+    if base == ROOT:
+        return body
+
+    def sub(m: re.Match) -> str:
+        target = m.group(2)
+        if target.startswith("#") or re.match(r"[a-z][a-z+.-]*:", target):  # an anchor on the page, or a URL
+            return m.group(0)
+        path, hash_, frag = target.partition("#")
+        return m.group(1) + os.path.relpath(ROOT / path, base).replace(os.sep, "/") + hash_ + frag
+
+    return _LINK.sub(sub, body)
+
+
+def _pattern(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+
+
 def fill(text: str, name: str, body: str) -> str:
-    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+    pattern = _pattern(name)
     if not pattern.search(text):
-        raise SystemExit(f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> block")
+        raise SystemExit(f"no <!-- {name}:start --> ... <!-- {name}:end --> block")
     return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 
-def main() -> None:
-    path = ROOT / "README.md"
-    text = path.read_text()
+def render() -> dict[Path, str]:
+    """Every page's text with its generated blocks filled in (nothing written)."""
+    texts = {path: path.read_text() for path in pages()}
     for name, make in BLOCKS.items():
-        text = fill(text, name, make())
-    path.write_text(text)
-    print(f"wrote {path}")
+        holders = [path for path, text in texts.items() if _pattern(name).search(text)]
+        if len(holders) != 1:
+            where = ", ".join(str(p.relative_to(ROOT)) for p in holders) or "no page"
+            raise SystemExit(f"block {name!r} must be in exactly one of README.md, docs/*.md; found in {where}")
+        texts[holders[0]] = fill(texts[holders[0]], name, relink(make(), holders[0]))
+    return texts
+
+
+def main() -> None:
+    for path, text in render().items():
+        if path.read_text() != text:
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
+        else:
+            print(f"unchanged {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
