@@ -364,7 +364,24 @@ def _num(v, spec: str = ".3f") -> str:
     return "n/a" if v is None else format(v, spec)
 
 
-BLOCKS = {"main-result": main_result, "headline": headline, "robustness": robustness_section, "gallery": lambda: (ROOT / "figures" / "GALLERY.md").read_text().strip(),
+def drift() -> str:
+    """The measured drift envelopes (results/<name>/drift.json): per result and file, the largest |Δ| over
+    XLA CPU targets, and the machine they were measured on."""
+    rows = []
+    for path in sorted(RESULTS.glob("*/drift.json")):
+        d = json.loads(path.read_text())
+        cpu = d["measured_on"]["cpu"]
+        for file, env in d["envelope"].items():
+            top = max(env.items(), key=lambda kv: kv[1])
+            rows.append(f"| `{path.parent.name}` | `{file}` | {len(env)} | {top[1]:.2g} (`{top[0]}`) |")
+        where = f"{cpu['model']}, {cpu['cores']} cores, jax {d['measured_on']['jax']}; targets {', '.join(d['targets'])}"
+    if not rows:
+        return "_(no drift.json yet: `python experiments/reproduce.py --cheap --drift`)_"
+    return "\n".join([f"Measured by `python experiments/reproduce.py --cheap --drift` on {where}:", "",
+                      "| result | file | numbers or arrays that moved | largest drift |", "|---|---|---|---|", *rows])
+
+
+BLOCKS = {"drift": drift, "main-result": main_result, "headline": headline, "robustness": robustness_section, "gallery": lambda: (ROOT / "figures" / "GALLERY.md").read_text().strip(),
           "lab": lab, "defences": defences, "audit": audit}
 
 
