@@ -5,6 +5,7 @@
     python experiments/reproduce.py tms-phase crowding --keep runs/reproduce   # keep the reruns
     python experiments/reproduce.py --cheap --json drift-report.json          # every number's drift, as JSON
     python experiments/reproduce.py --cheap --drift       # (re)measure results/<name>/drift.json: the envelope
+    python experiments/reproduce.py --from runs/other --json drift.json   # compare existing reruns, no compute
 
 Each result is rerun from its own committed config.json (suite.json for a suite) and compared file by
 file (toymodels/compare.py: what is compared and to what tolerance); its config is also checked
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   "there) instead of a temporary directory")
     ap.add_argument("--results", metavar="DIR", default=str(ROOT / "results"), help="where the committed results are")
     ap.add_argument("--json", metavar="FILE", help="write every compared number's drift (|Δ| per path) to FILE")
+    ap.add_argument("--from", dest="from_dir", metavar="DIR",
+                    help="compare the finished reruns DIR/<preset> (e.g. made on another machine) instead of rerunning")
     ap.add_argument("--drift", action="store_true",
                     help="measure results/<name>/drift.json (one rerun per XLA CPU target) before comparing")
     args = ap.parse_args(argv)
@@ -56,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"measuring the drift envelope of {name} ...", flush=True)
             drift.measure(results / name)
+        if args.from_dir:
+            reports.append(reproduce.compare_existing(results / name, Path(args.from_dir) / name))
+            continue
         print(f"rerunning {name} from {results / name} ...", flush=True)
         reports.append(reproduce.check(results / name, keep=args.keep))
     print(reproduce.format_report(reports))

@@ -238,6 +238,22 @@ def check(result_dir: str | Path, keep: str | Path | None = None,
     return report
 
 
+def compare_existing(result_dir: str | Path, rerun_dir: str | Path) -> Report:
+    """Compare a finished rerun (e.g. made on another machine, or by a gallery run) with the committed
+    result, in the mode the two ``env.json``\ s call for; nothing is recomputed."""
+    result_dir, rerun_dir = Path(result_dir), Path(rerun_dir)
+    mode, report = mode_for(result_dir, committed_fingerprint(rerun_dir))
+    if committed_fingerprint(rerun_dir) is None:
+        mode, report.machine = Mode(envelope=mode.envelope), "unknown"
+    report.rerun_on = machine.describe(committed_fingerprint(rerun_dir))
+    report.preset_diffs = preset_diffs(result_dir)
+    if not rerun_dir.is_dir():
+        report.error = f"no rerun at {rerun_dir}"
+        return report
+    report.files = compare_dirs(result_dir, rerun_dir, mode)
+    return report
+
+
 _MODE_TEXT = {
     "same": "same machine class as the committed run: compared exactly (bit for bit)",
     "other": "another machine than the committed run's: cross-machine tolerance",
