@@ -239,7 +239,7 @@ def check(result_dir: str | Path, keep: str | Path | None = None,
 
 
 def compare_existing(result_dir: str | Path, rerun_dir: str | Path) -> Report:
-    """Compare a finished rerun (e.g. made on another machine, or by a gallery run) with the committed
+    r"""Compare a finished rerun (e.g. made on another machine, or by a gallery run) with the committed
     result, in the mode the two ``env.json``\ s call for; nothing is recomputed."""
     result_dir, rerun_dir = Path(result_dir), Path(rerun_dir)
     mode, report = mode_for(result_dir, committed_fingerprint(rerun_dir))
