@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import warnings
 
+import jax
 import jax.numpy as jnp
 
 EPS = 1e-12
+# Above this many features the (n, n) products of feature_dimensionality and feature_interference are
+# computed BLOCK rows at a time (an (n, n) float32 array at n = 16,384 is 1 GiB); below it, in one piece.
+DENSE_MAX = 4096
+BLOCK = 1024
+
+
+def _row_sq_sums(U, W):
+    """Σ_j (U_i · W_j)² for every i: (n,), without an (n, n) array when n > DENSE_MAX."""
+    n, m = W.shape[1], W.shape[0]
+    pad = (-n) % BLOCK
+    blocks = jnp.pad(U, ((0, 0), (0, pad))).T.reshape(-1, BLOCK, m)
+    return jax.lax.map(lambda u: jnp.sum((u @ W) ** 2, axis=1), blocks).reshape(-1)[:n]
 
 
 def feature_norms(W):
@@ -44,6 +57,8 @@ def feature_interference(W):
     which the paper calls the feature's superposition with the others). Not *polysemanticity*, which in
     interpretability belongs to neurons (the tms-privileged figure, :func:`toymodels.plots.tms.neuron_loadings`)."""
     U = unit_directions(W)
+    if W.shape[1] > DENSE_MAX:
+        return _row_sq_sums(U, W) - jnp.sum(U * W, axis=0) ** 2
     P = (U.T @ W) ** 2
     return jnp.sum(P, axis=1) - jnp.diagonal(P)
 
@@ -62,7 +77,7 @@ def feature_dimensionality(W):
     (k >= 3), 0 for an unrepresented (zero) feature. Σ_i D_i <= d_hidden.
     """
     U = unit_directions(W)
-    denom = jnp.sum((U.T @ W) ** 2, axis=1)
+    denom = _row_sq_sums(U, W) if W.shape[1] > DENSE_MAX else jnp.sum((U.T @ W) ** 2, axis=1)
     num = jnp.sum(W**2, axis=0)
     return jnp.where(denom > EPS, num / jnp.where(denom > EPS, denom, 1.0), 0.0)
 
