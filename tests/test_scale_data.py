@@ -87,7 +87,7 @@ def test_bad_generator_options_name_the_field(over, field):
 
 
 def test_chunked_geometry_equals_the_dense_one():
-    """Above DENSE_MAX features the (n, n) products are computed in blocks; same numbers (float32 sums
+    """Above DENSE_MAX features the row sums come from the (m, m) Gram matrix; same numbers (float32 sums
     in another order: relative 1e-5)."""
     W = np.random.default_rng(0).normal(size=(16, geometry.DENSE_MAX + 300)).astype(np.float32)
     U = np.asarray(geometry.unit_directions(W), np.float64)
