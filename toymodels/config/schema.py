@@ -36,9 +36,9 @@ from .checks import (
     listy,
     warn_unused,
 )
+from .structure import check_structure
 
-# A batch that core draws in one piece (an evaluation batch, a chunk of one) is a data batch: it obeys
-# data.batch_size's limit.
+# A batch core draws in one piece (an evaluation batch, a chunk of one) obeys data.batch_size's limit.
 MAX_BATCH = 1_000_000
 
 MODEL_KINDS = ("relu_output", "linear", "relu_hidden", "abs_computation")
@@ -87,12 +87,11 @@ class DataConfig:
     correlated: tuple[int, ...] = ()
     anticorrelated: tuple[int, ...] = ()
     rng: Literal["hash", "threefry"] = "hash"
-    # SynthSAEBench-style structure (toymodels.core.scale_data); all off by default
-    power_law: float = 0.0          # α: feature i fires with p·(i+1)^(−α)
-    correlation: float = 0.0        # ρ: a feature uses its group's shared activity draw with probability ρ
-    correlation_groups: int = 0     # G: feature i is in group i mod G
-    parents: int = 0                # P: features 0..P−1 are parents ...
-    children: int = 0               # C: ... of C children each (features P + a·C + j), firing only with them
+    power_law: float = 0.0  # these five: SynthSAEBench-style structure, off by default (config.structure)
+    correlation: float = 0.0
+    correlation_groups: int = 0
+    parents: int = 0
+    children: int = 0
 
     def __post_init__(self):
         for f in ("feature_probability", "importance", "correlated", "anticorrelated"):
@@ -108,22 +107,7 @@ class DataConfig:
             ok = isinstance(sizes, tuple) and all(isinstance(s, int) and s >= 2 for s in sizes)
             check(ok, f"data.{name}", list(sizes) if isinstance(sizes, tuple) else sizes,
                    "must be a list of set sizes, each an integer >= 2")
-        used = sum(self.correlated) + sum(self.anticorrelated)
-        check(used <= self.n_features, "data.correlated", list(self.correlated),
-               f"correlated + anticorrelated set sizes sum to {used}, more than n_features={self.n_features}")
-        check_float("data.power_law", self.power_law, 0.0, 10.0)
-        check_float("data.correlation", self.correlation, 0.0, 1.0)
-        check_int("data.correlation_groups", self.correlation_groups, 0, self.n_features)
-        check(self.correlation == 0 or self.correlation_groups >= 1, "data.correlation", self.correlation,
-              "needs data.correlation_groups >= 1 (the groups that share activity)")
-        check_int("data.parents", self.parents, 0, self.n_features)
-        check_int("data.children", self.children, 0, self.n_features)
-        check(self.parents * (1 + self.children) <= self.n_features, "data.children", self.children,
-              f"parents x (1 + children) = {self.parents * (1 + self.children)} must be <= n_features={self.n_features}")
-        rich = self.power_law > 0 or self.correlation > 0 or self.parents > 0
-        check(not (rich and (self.correlated or self.anticorrelated)), "data.correlated",
-              list(self.correlated or self.anticorrelated),
-              "feature sets cannot be combined with power_law, correlation or parents; use one or the other")
+        check_structure(self)
 
 
 @dataclass(frozen=True)
