@@ -22,11 +22,11 @@ def config(name: str):
     from toymodels import presets
 
     if name == "analogy":
-        return presets.get("analogy-15deg").replace(**{"train.steps": 600, "finetune.steps": 300})
+        return presets.get("analogy-15deg").replace(**{"train.steps": 600, "finetune.steps": 300, "plots": []})
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import tiny_config
 
-    return tiny_config(**{"n_inst": 10, "train.steps": 400, "train.chunk_size": 100,
+    return tiny_config(**{"n_inst": 10, "train.steps": 400, "train.chunk_size": 100, "plots": [],
                           "data.feature_probability": [float(p) for p in np.geomspace(1, 0.01, 10)]})
 
 
