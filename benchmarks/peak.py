@@ -9,7 +9,8 @@ def measure_matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
     """Best-of-``repeats`` fp32 GFLOP/s of a jitted ``a @ b`` with ``a, b`` of shape ``(n, n)``.
 
     One matmul counts ``2 * n**3`` FLOPs. The call is compiled and run once before timing, and every timed
-    call waits with ``block_until_ready``. About 350 GFLOP/s on this project's 2-core machine.
+    call waits with ``block_until_ready``. About 185-215 GFLOP/s on this project's 2-core machine when idle,
+    100-110 under its usual load (``shared/ENGINEERING.md``).
     """
     import jax
     import jax.numpy as jnp
@@ -25,6 +26,25 @@ def measure_matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
         matmul(a, b).block_until_ready()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
+
+
+def measure_matmul_gflops(b: int, n: int, m: int, repeats: int = 5) -> float:
+    """Best-of-``repeats`` fp32 GFLOP/s of one jitted dense ``(b, n) @ (n, m)`` product (2 b n m FLOPs):
+    the roofline of a step whose work is products of that shape, measured on this machine now."""
+    import jax
+    import jax.numpy as jnp
+
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(ka, (b, n), jnp.float32)
+    w = jax.random.normal(kb, (n, m), jnp.float32)
+    matmul = jax.jit(lambda a, w: a @ w)
+    matmul(a, w).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, w).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * b * n * m / best / 1e9
 
 
 def tms_step_flops(n_inst: int, n_features: int, d_hidden: int, batch: int) -> float:
@@ -49,3 +69,7 @@ if __name__ == "__main__":
         flops = tms_step_flops(n_inst, n, m, 1024)
         per_inst = flops / n_inst
         print(f"{name}: {flops / 1e6:.2f} MFLOP/step; at peak, {peak * 1e9 / per_inst:,.0f} instance-steps/s")
+    b, n, m = 1024, 16_384, 768
+    shape = measure_matmul_gflops(b, n, m)
+    print(f"16k x 768, batch {b}: {tms_step_flops(1, n, m, b) / 1e9:.1f} GFLOP/step; one ({b}x{n})@({n}x{m}) "
+          f"matmul runs at {shape:.0f} GFLOP/s, so a step takes >= {tms_step_flops(1, n, m, b) / shape / 1e9:.2f} s")

@@ -1,7 +1,13 @@
 """toymodels against plain PyTorch eager on the same TMS workloads, side by side in one process.
 
-    python benchmarks/run.py            # about 2 minutes on the quiet 2-core machine, 3-4 under load
+    python benchmarks/run.py            # about 2 minutes on the quiet 2-core machine, 3-4 under load,
+                                        # plus the scale workloads (benchmarks/scale.py)
     python benchmarks/run.py --quick    # a few seconds of timing (smoke test; numbers are rough)
+
+The last line printed is one JSON object: the toymodels/torch ratios ``intro``, ``sweep``, ``finetune``
+and ``sae`` (samples/s), ``scale_16k_peak_fraction`` (16k x 768 training GFLOP/s over the fp32 matmul
+peak measured in the same run) and ``cached_compile_s`` (the sweep's chunk program compiled in a fresh
+process with a warm persistent compilation cache).
 
 Workloads (TMS ReLU-output model, batch 1024, AdamW lr 1e-3 wd 0.01, fresh data every step):
 
@@ -30,7 +36,7 @@ ratio measured under the same load. We report medians over rounds.
 Reported per workload: instance-steps/s of each side, their ratio, the first chunk's time (compile +
 run) and the compile time (first chunk minus a steady chunk), and achieved GFLOP/s (matmul FLOPs of
 ``peak.tms_step_flops``) against the measured fp32 matmul peak. The last line printed is one JSON
-object with the ratios, e.g. ``{"intro": 5.3, "sweep": 6.1, "finetune": 7.0}``.
+object with the ratios and the scale numbers (above).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `toymode
 
 import numpy as np
 
+from benchmarks import scale
 from benchmarks.peak import measure_matmul_peak_gflops, tms_step_flops
 from benchmarks.torch_reference import FINETUNE_WORKLOADS as TORCH_FINETUNE_WORKLOADS
 from benchmarks.torch_reference import WORKLOADS as TORCH_WORKLOADS
@@ -346,33 +353,82 @@ def report(res: Result, peak_gflops: float) -> dict:
     return row
 
 
+SCALE_PLANS = {  # scale_16k: (batch, chunk_size, rounds); sae: Plan as the TMS workloads
+    "full": {"scale_16k": (1024, 2, 3), "sae": Plan(rounds=5, chunk_size=20, torch_steps=20)},
+    "quick": {"scale_16k": (128, 2, 2), "sae": Plan(rounds=2, chunk_size=5, torch_steps=5)},
+}
+ALL = ("intro", "sweep", "finetune", "scale_16k", "sae", "cache")
+
+
+def run_sae(plan: Plan) -> dict:
+    """The top-k SAE (width 4096, k 25, d 768) under engine.fit, interleaved with the torch SAE."""
+    from toymodels.core import engine
+
+    res = Result("sae", 1, scale.SAE_D, scale.SAE_WIDTH)
+    bench = functools.partial(scale.bench_torch_sae, batch=scale.SAE_BATCH)
+    res.torch_threads, res.torch_trial = torch_threads(bench, max(plan.torch_steps // 4, 2))
+    state, objective, tx, inst = scale.jax_sae(scale.SAE_BATCH)
+    engine.fit(state, objective, tx, inst, plan.steps, chunk_size=plan.chunk_size, progress=False,
+               on_chunk=interleaved(res, plan, bench))
+    jax_med, torch_med = statistics.median(res.jax_rate), statistics.median(res.torch_rate)
+    row = {"workload": f"sae: top-k, width {scale.SAE_WIDTH}, k {scale.SAE_K}, d {scale.SAE_D}, "
+                       f"batch {scale.SAE_BATCH}",
+           "toymodels_samples_per_s": round(jax_med * scale.SAE_BATCH),
+           "torch_samples_per_s": round(torch_med * scale.SAE_BATCH),
+           "ratio_median_of_rounds": round(statistics.median(res.ratios), 2),
+           "ratio_range": [round(min(res.ratios), 2), round(max(res.ratios), 2)],
+           "first_chunk_s": round(res.first_chunk_s, 2), "rounds": len(res.ratios), "torch_threads": res.torch_threads}
+    print(f"\n== {row['workload']}  ({row['rounds']} interleaved rounds, medians)")
+    print(f"  toymodels {row['toymodels_samples_per_s']:>9,} samples/s   torch {row['torch_samples_per_s']:>9,} "
+          f"samples/s ({res.torch_threads} thread(s))   ratio {row['ratio_median_of_rounds']:.2f}x "
+          f"(range {row['ratio_range'][0]}-{row['ratio_range'][1]})")
+    return row
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a short smoke run (rough numbers)")
-    ap.add_argument("--workloads", default="intro,sweep,finetune",
-                    help="comma-separated subset of intro,sweep,finetune")
+    ap.add_argument("--workloads", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
     ap.add_argument("--json-out", type=Path, help="also write the full report to this JSON file")
     args = ap.parse_args(argv)
+    names = [w for w in args.workloads.split(",") if w]
+    bad = [w for w in names if w not in ALL]
+    if bad:
+        ap.error(f"--workloads: unknown {', '.join(bad)}; allowed: {', '.join(ALL)}")
 
     import jax
     import torch
 
     jax.monitoring.register_event_duration_secs_listener(_on_jax_event)
-    plans = PLANS["quick" if args.quick else "full"]
-    names = [w for w in args.workloads.split(",") if w]
+    mode = "quick" if args.quick else "full"
+    plans = PLANS[mode]
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs, load average "
-          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} (a shared machine: numbers move with its load)")
     peak = measure_matmul_peak_gflops(repeats=5 if args.quick else 20)
     print(f"fp32 matmul peak (JAX, 1024^3): {peak:.0f} GFLOP/s")
     run = {name: run_workload if name in PRETRAIN else run_finetune for name in plans}
-    rows = {name: report(run[name](name, plans[name]), peak) for name in names}
+    rows = {name: report(run[name](name, plans[name]), peak) for name in names if name in plans}
+    out = {name: row["ratio_median_of_rounds"] for name, row in rows.items()}
+    if "scale_16k" in names:
+        rows["scale_16k"] = row = scale.bench_16k(*SCALE_PLANS[mode]["scale_16k"], peak_gflops=peak)
+        print(f"\n== {row['workload']}: {row['step_s']} s/step, {row['gflops']} GFLOP/s = "
+              f"{100 * row['peak_fraction']:.0f}% of the 1024^3 peak, {100 * row['same_shape_fraction']:.0f}% of one "
+              f"dense matmul of the step's shape ({row['same_shape_matmul_gflops']} GFLOP/s)")
+        out["scale_16k_peak_fraction"] = row["peak_fraction"]
+    if "sae" in names:
+        rows["sae"] = run_sae(SCALE_PLANS[mode]["sae"])
+        out["sae"] = rows["sae"]["ratio_median_of_rounds"]
+    if "cache" in names:
+        rows["cache"] = row = scale.bench_compile_cache()
+        print(f"\n== persistent compilation cache (sweep chunk, fresh processes): compile {row['cold_compile_s']} s "
+              f"cold, {row['cached_compile_s']} s cached")
+        out["cached_compile_s"] = row["cached_compile_s"]
     print(f"\nload average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     if args.json_out:
         args.json_out.write_text(json.dumps(rows, indent=2) + "\n")
-    ratios = {name: row["ratio_median_of_rounds"] for name, row in rows.items()}
-    print(json.dumps(ratios))
-    return ratios
+    print(json.dumps(out))
+    return out
 
 
 if __name__ == "__main__":

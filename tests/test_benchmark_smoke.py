@@ -31,12 +31,14 @@ def test_quick_benchmark_prints_ratio_json_last():
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     ratios = json.loads(lines[-1])
-    assert set(ratios) == {"intro", "sweep", "finetune"}
+    assert set(ratios) == {"intro", "sweep", "finetune", "scale_16k_peak_fraction", "sae", "cached_compile_s"}
     assert all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in ratios.values())
+    assert 0 < ratios["scale_16k_peak_fraction"] < 1.5  # a fraction of the same run's measured peak
     assert "instance-steps/s" in proc.stdout and "GFLOP/s" in proc.stdout and "compile" in proc.stdout
     # the fine-tuning workload is analogy-15deg's: 4 pretrained models x 4 regimes, fit's chunks only
     assert "== finetune: 16x(5->2) = 4 pretrained x 4 regimes (analogy-15deg)" in proc.stdout
     assert "probe at chunk boundaries is not timed" in proc.stdout
+    assert "== scale_16k: 1x(16384->768)" in proc.stdout and "samples/s" in proc.stdout
 
 
 def test_torch_finetune_reference_matches_its_definition():

@@ -54,6 +54,7 @@ IGNORED_KEYS = frozenset({
     "ratio_median", "ratios", "step_ms", "step_ms_median", "reference_step_ms", "reference_step_ms_median",
     "extra_ms_median",
     "seconds",  # audit: the crosscoder diff's wall time per variant
+    "devices", "processes",  # experiment.run: the devices and jax.distributed processes (the machine, not the result)
 })
 COMPARED_JSON = ("summary.json", "metrics.jsonl")
 EXACT_JSON = ("config.json", "suite.json")

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -31,7 +33,7 @@ from flax import nnx
 
 from . import faults, plots
 from .config import Config, ConfigError
-from .core import geometry, stationarity
+from .core import geometry, sharding, stationarity
 from .core import pretrain as pt
 from .core.models import init_instances
 from .core.planting import geometry_summary
@@ -168,7 +170,21 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
     Checkpoints (:mod:`toymodels.io.checkpoint`) are taken at most every ``checkpoint_seconds`` and at
     the end of pretraining and of fine-tuning. ``resume=True`` continues an unfinished run in
     ``run_dir`` from its latest checkpoint, with the same config; the result is bit-identical to an
-    uninterrupted run's (timings aside). The checkpoints are removed once the run is complete."""
+    uninterrupted run's (timings aside). The checkpoints are removed once the run is complete.
+
+    Several processes (``jax.distributed``, :mod:`toymodels.core.sharding`): every process trains its
+    slice of the instances and receives the whole result; process 0 writes ``run_dir``, the others
+    work in a private temporary directory that is removed (resuming is then not supported)."""
+    if jax.process_index() > 0:
+        with tempfile.TemporaryDirectory(prefix=f"toymodels-process{jax.process_index()}-") as tmp:
+            _run(cfg, tmp, progress=False, echo=lambda s: None, on_log=None, resume=False, checkpoint_seconds=math.inf)
+        return Path(run_dir)
+    return _run(cfg, run_dir, progress=progress, echo=echo, on_log=on_log, resume=resume,
+                checkpoint_seconds=checkpoint_seconds)
+
+
+def _run(cfg: Config, run_dir: str | Path, *, progress: bool, echo: Callable[[str], None],
+         on_log: Callable[[dict], None] | None, resume: bool, checkpoint_seconds: float) -> Path:
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     source = None
@@ -210,6 +226,7 @@ def run(cfg: Config, run_dir: str | Path, *, progress: bool = True, echo: Callab
                                            / max(info["seconds"], 1e-9), 1),
         "all_restart_eval_loss": info["all_eval_loss"],
         "instances": instances,
+        **sharding.topology(),  # devices and processes the instances were split over (not compared)
     }
     if source is not None:
         summary["pretrained_from"] = str(source.path)

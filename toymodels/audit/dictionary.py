@@ -54,7 +54,7 @@ def encode(dic: Dictionary, h: np.ndarray) -> np.ndarray:
     params = {k: jnp.asarray(v) for k, v in dic.params.items()}
     ht = jnp.asarray(np.asarray(h, np.float32).T) * dic.scale
     f = S.codes(params, ht, inst, dic.variant, dic.kmax, dic.bandwidth,
-                threshold=dic.threshold if dic.variant == "batch_topk" else None)
+                threshold=dic.threshold if dic.variant in S.THRESHOLDED else None)
     return np.asarray(f).T[:, : dic.size]
 
 

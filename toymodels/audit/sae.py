@@ -23,6 +23,12 @@ and is trained on the batch mean of L = ‖h − ĥ‖² + S(f), with the varian
       ∂/∂θ [z H(z − θ)] := −(θ/ε) K((z − θ)/ε),    ∂/∂θ H(z − θ) := −(1/ε) K((z − θ)/ε),
       ∂/∂z [z H(z − θ)] := H(z − θ),               ∂/∂z H(z − θ) := 0.
 
+* ``matryoshka`` (Bussmann et al. 2025, "Learning multi-level features with Matryoshka SAEs"): BatchTopK
+  codes, trained so that every nested prefix of the dictionary reconstructs h on its own:
+  L = (1/|M|) Σ_{m ∈ M} ‖h − Σ_{i < m} f_i d_i − b_dec‖², with prefixes m = size·(1/8, 1/4, 1/2, 1)
+  (:data:`MATRYOSHKA_FRACTIONS`) of the instance's dictionary size. The first latents must then carry
+  the broad, frequent features and later ones refine them; at inference it is BatchTopK (one threshold).
+
 Dictionary sizes share one program: a 0/1 ``mask`` (L,) per instance switches latents off (their
 pre-activations are −∞ for the top-k rules and their codes 0 everywhere). ``sparsity`` is per instance:
 λ (relu_l1, jumprelu) or k (topk, batch_topk). Dead latents are revived by :func:`revive`.
@@ -37,8 +43,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-VARIANTS = ("relu_l1", "topk", "batch_topk", "jumprelu")
-NORMALISED = ("topk", "batch_topk", "jumprelu")   # variants whose decoder directions are unit vectors
+# the order is part of the PRNG streams (fold_in(key, VARIANTS.index(variant))): append, never reorder
+VARIANTS = ("relu_l1", "topk", "batch_topk", "jumprelu", "matryoshka")
+NORMALISED = ("topk", "batch_topk", "jumprelu", "matryoshka")   # variants whose decoder directions are unit
+THRESHOLDED = ("batch_topk", "matryoshka")   # batch rule in training, one threshold θ at inference
+MATRYOSHKA_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 NEG = -1e9   # a masked latent's pre-activation for the top-k rules
 EPS = 1e-8
 
@@ -154,7 +163,7 @@ def codes(params: dict, ht, inst, variant: str, kmax: int = 1, eps: float = 0.05
         return jax.nn.relu(z)
     if variant == "topk":
         return topk_codes(z, inst["sparsity"], kmax)
-    if variant == "batch_topk":
+    if variant in THRESHOLDED:
         if threshold is not None:
             return jnp.where(z > threshold, jax.nn.relu(z), 0.0)
         return batch_topk_codes(z, inst["sparsity"])[0]
@@ -171,6 +180,8 @@ def decode(params: dict, ft, variant: str):
 def loss(params: dict, ht, inst, variant: str, kmax: int = 1, eps: float = 0.05):
     """The batch mean of ‖h − ĥ‖² + S(f) (module docstring) for one instance; ht = hᵀ (d, B), normalised."""
     f = codes(params, ht, inst, variant, kmax, eps)
+    if variant == "matryoshka":
+        return matryoshka_reconstruction(params, ht, f, inst["mask"])
     rec = jnp.mean(jnp.sum((ht - decode(params, f, variant)) ** 2, axis=0))
     if variant == "relu_l1":
         return rec + inst["sparsity"] * jnp.mean(jnp.linalg.norm(params["W_dec"], axis=1) @ f)
@@ -179,6 +190,18 @@ def loss(params: dict, ht, inst, variant: str, kmax: int = 1, eps: float = 0.05)
         l0 = step(z, jnp.exp(params["log_threshold"])[:, None], eps) * inst["mask"][:, None]
         return rec + inst["sparsity"] * jnp.mean(jnp.sum(l0, axis=0))
     return rec
+
+
+def matryoshka_reconstruction(params: dict, ht, f, mask):
+    """(1/|M|) Σ_m mean_b ‖h − Σ_{i < m} f_i d_i − b_dec‖² over the prefixes m = ⌈size · φ⌉, φ in
+    :data:`MATRYOSHKA_FRACTIONS`, size = Σ mask (the instance's dictionary size)."""
+    size = jnp.sum(mask)
+    idx = jnp.arange(f.shape[0])[:, None]
+    total = 0.0
+    for frac in MATRYOSHKA_FRACTIONS:
+        fm = jnp.where(idx < jnp.ceil(size * frac), f, 0.0)
+        total = total + jnp.mean(jnp.sum((ht - decode(params, fm, "matryoshka")) ** 2, axis=0))
+    return total / len(MATRYOSHKA_FRACTIONS)
 
 
 # --- dead latents ----------------------------------------------------------------------------------

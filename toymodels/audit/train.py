@@ -180,7 +180,7 @@ def evaluate(cfg: Config, graphdef, trained: Trained) -> dict[str, np.ndarray]:
     def one(p, inst, m):
         x = sample(jax.random.fold_in(jax.random.fold_in(key, 1), m), inst["feature_probability"])
         ht = hidden_t(inst["model"], x) * inst["scale"]
-        if variant == "batch_topk":
+        if variant in S.THRESHOLDED:
             f, thr = S.batch_topk_codes(S.preactivations(p, ht, inst["mask"]), inst["sparsity"])
         else:
             f, thr = S.codes(p, ht, inst, variant, k, eps), jnp.zeros(())

@@ -211,6 +211,8 @@ class Config:
         a = np.asarray(self.data.feature_probability, np.float64)
         if a.ndim == 1:
             a = a[:, None]
+        if self.data.power_law > 0:  # p_i = p (i+1)^(−α) (toymodels.core.scale_data)
+            a = a * np.arange(1, self.data.n_features + 1, dtype=np.float64) ** -float(self.data.power_law)
         return np.broadcast_to(a, (self.n_inst, self.data.n_features)).astype(np.float32)
 
     def importance(self) -> np.ndarray:

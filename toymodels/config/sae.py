@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from .checks import check, check_choice, check_float, check_int, check_name, freeze, is_number, listy
 
-SAE_VARIANTS = ("relu_l1", "topk", "batch_topk", "jumprelu")
+SAE_VARIANTS = ("relu_l1", "topk", "batch_topk", "jumprelu")   # the default set
+SAE_CHOICES = SAE_VARIANTS + ("matryoshka",)                     # every variant (toymodels.audit.sae)
 
 
 def _numbers(name: str, values, lo: float, hi: float, integer: bool = False, lo_open: bool = True) -> None:
@@ -48,7 +49,8 @@ def _names(name: str, values, choices: tuple[str, ...] | None = None, empty: boo
 class SAEConfig:
     """Sparse autoencoders on the pretrained models' hidden activations (:mod:`toymodels.audit.sae`).
 
-    * ``variants``: ``relu_l1``, ``topk``, ``batch_topk``, ``jumprelu`` (each a compiled sweep).
+    * ``variants``: ``relu_l1``, ``topk``, ``batch_topk``, ``jumprelu`` (the default), and ``matryoshka``
+      (BatchTopK codes with nested-prefix losses; its sparsity is ``batch_k``); each a compiled sweep.
     * ``dict_sizes``: latents per dictionary; every size is trained for every model (empty: 2 ×
       data.n_features). Sizes share one compiled program: smaller dictionaries mask their extra latents.
     * sparsity, one list per variant, every value trained: ``l1`` (λ of relu_l1), ``l0`` (λ of jumprelu),
@@ -82,7 +84,7 @@ class SAEConfig:
     def __post_init__(self):
         for f in ("variants", "dict_sizes", "l1", "l0", "k", "batch_k"):
             object.__setattr__(self, f, freeze(getattr(self, f)))
-        _names("sae.variants", self.variants, SAE_VARIANTS, empty=False)
+        _names("sae.variants", self.variants, SAE_CHOICES, empty=False)
         if self.dict_sizes != ():
             _numbers("sae.dict_sizes", self.dict_sizes, 0, 100_000, integer=True)
             check(len(set(self.dict_sizes)) == len(self.dict_sizes), "sae.dict_sizes", listy(self.dict_sizes),
@@ -108,7 +110,8 @@ class SAEConfig:
 
     def sparsities(self, variant: str) -> tuple[float, ...]:
         """The sparsity settings of ``variant``: its λ list, k list or batch_k list."""
-        return {"relu_l1": self.l1, "jumprelu": self.l0, "topk": self.k, "batch_topk": self.batch_k}[variant]
+        return {"relu_l1": self.l1, "jumprelu": self.l0, "topk": self.k, "batch_topk": self.batch_k,
+                "matryoshka": self.batch_k}[variant]
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ class AuditConfig:
     def __post_init__(self):
         for f in ("diff", "filter_regimes"):
             object.__setattr__(self, f, freeze(getattr(self, f)))
-        check_choice("audit.variant", self.variant, SAE_VARIANTS)
+        check_choice("audit.variant", self.variant, SAE_CHOICES)
         check_float("audit.min_explained_variance", self.min_explained_variance, -1e6, 1.0)
         check_int("audit.labelled", self.labelled, 1, 1_000_000)
         check_float("audit.threshold_pp", self.threshold_pp, -100.0, 100.0)

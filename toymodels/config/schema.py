@@ -36,9 +36,9 @@ from .checks import (
     listy,
     warn_unused,
 )
+from .structure import check_structure
 
-# A batch that core draws in one piece (an evaluation batch, a chunk of one) is a data batch: it obeys
-# data.batch_size's limit.
+# A batch core draws in one piece (an evaluation batch, a chunk of one) obeys data.batch_size's limit.
 MAX_BATCH = 1_000_000
 
 MODEL_KINDS = ("relu_output", "linear", "relu_hidden", "abs_computation")
@@ -87,6 +87,11 @@ class DataConfig:
     correlated: tuple[int, ...] = ()
     anticorrelated: tuple[int, ...] = ()
     rng: Literal["hash", "threefry"] = "hash"
+    power_law: float = 0.0  # these five: SynthSAEBench-style structure, off by default (config.structure)
+    correlation: float = 0.0
+    correlation_groups: int = 0
+    parents: int = 0
+    children: int = 0
 
     def __post_init__(self):
         for f in ("feature_probability", "importance", "correlated", "anticorrelated"):
@@ -102,9 +107,7 @@ class DataConfig:
             ok = isinstance(sizes, tuple) and all(isinstance(s, int) and s >= 2 for s in sizes)
             check(ok, f"data.{name}", list(sizes) if isinstance(sizes, tuple) else sizes,
                    "must be a list of set sizes, each an integer >= 2")
-        used = sum(self.correlated) + sum(self.anticorrelated)
-        check(used <= self.n_features, "data.correlated", list(self.correlated),
-               f"correlated + anticorrelated set sizes sum to {used}, more than n_features={self.n_features}")
+        check_structure(self)
 
 
 @dataclass(frozen=True)

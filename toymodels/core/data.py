@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import rng as trng
+from . import scale_data
 
 
 def feature_groups(n_features: int, correlated=(), anticorrelated=()) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +88,10 @@ def sample_features(
 
 
 def make_sampler(data_cfg) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """``sample(key, feature_probability) -> x`` for one instance, closed over a :class:`DataConfig`."""
+    """``sample(key, feature_probability) -> x`` for one instance, closed over a :class:`DataConfig`
+    (:mod:`.scale_data`'s generator when the config sets power_law, correlation or parents)."""
+    if scale_data.is_rich(data_cfg):
+        return scale_data.make_sampler(data_cfg)
     has_sets = bool(data_cfg.correlated) or bool(data_cfg.anticorrelated)
     groups = feature_groups(data_cfg.n_features, data_cfg.correlated, data_cfg.anticorrelated) if has_sets else None
     return partial(sample_features, batch_size=data_cfg.batch_size, task=data_cfg.task, rng=data_cfg.rng,

@@ -33,6 +33,7 @@ import optax
 from .. import faults
 from ..errors import TrainingDiverged
 from . import data as tdata
+from . import sharding
 
 __all__ = ["GROUP_ELEMENTS", "Objective", "Stop", "TrainState", "TrainingDiverged", "fit", "init_state", "make_chunk",
            "model_loss", "weighted_mse"]
@@ -91,7 +92,8 @@ Stop = Callable[[Any, Any], jax.Array]
 GROUP_ELEMENTS = 1 << 19
 
 
-def make_chunk(objective: Objective, tx: optax.GradientTransformation, chunk_size: int, stop: Stop | None = None):
+def make_chunk(objective: Objective, tx: optax.GradientTransformation, chunk_size: int, stop: Stop | None = None,
+               mesh=None):
     """Jitted ``chunk(params, opt_state, keys, inst, t0) -> (params, opt_state, losses)``, losses
     (n_inst, chunk_size). One compile serves every chunk of the run. With a ``stop`` hook (:data:`Stop`)
     it is ``chunk(params, opt_state, keys, inst, t0, stopped_at) -> (params, opt_state, losses,
@@ -104,6 +106,11 @@ def make_chunk(objective: Objective, tx: optax.GradientTransformation, chunk_siz
     batch) then stay in cache instead of streaming the whole sweep's arrays through memory several
     times a step: 2× faster there (``benchmarks/README.md``). A group's largest array is about
     ``GROUP_ELEMENTS`` numbers; small sweeps are one group.
+
+    With a ``mesh`` (:func:`.sharding.instance_mesh`, several devices) the chunk runs under
+    ``jax.shard_map``: every device runs this same program on its slice of the instances (grouped by
+    its own slice's size); every instance-axis argument must then be a multiple of the mesh size long.
+    Without one (one device) the program is exactly the unsharded one.
     """
 
     def one_instance(params, opt_state, key, inst, t0):
@@ -142,7 +149,11 @@ def make_chunk(objective: Objective, tx: optax.GradientTransformation, chunk_siz
         return jax.lax.map(lambda a: one(*a[:4], t0, *a[4:]), (params, opt_state, keys, inst, *stopped),
                            batch_size=group)
 
-    return jax.jit(chunk)
+    if mesh is None:
+        return jax.jit(chunk)
+    spec = sharding.PartitionSpec(sharding.AXIS)
+    in_specs = (spec, spec, spec, spec, sharding.PartitionSpec()) + ((spec,) if stop is not None else ())
+    return jax.jit(jax.shard_map(chunk, mesh=mesh, in_specs=in_specs, out_specs=spec, check_vma=False))
 
 
 def _group_size(objective: Objective, params, keys, inst, n_inst: int) -> int:
@@ -193,10 +204,17 @@ def fit(
     (checkpoints, probes). ``stop`` (:data:`Stop`) freezes each instance once it holds; the returned
     state's ``stopped_at`` says when. Raises :class:`TrainingDiverged` at the first non-finite loss,
     after logging the rows before it.
+
+    With several devices (or processes) the instances are split over all of them
+    (:mod:`.sharding`); ``on_chunk`` and the caller still see the whole state, on one device.
     """
     if stop is not None and state.stopped_at is None:
         state = TrainState(state.params, state.opt_state, state.keys, state.step,
                            jnp.full(state.keys.shape[:1], -1, jnp.int32))
+    mesh = sharding.instance_mesh()
+    n_inst = state.keys.shape[0]
+    if mesh is not None:
+        state, inst = _distribute(state, inst, mesh)
     chunk_size = max(1, min(chunk_size, steps)) if steps else 1
     n_chunks = math.ceil(steps / chunk_size) if steps else 0
     runners: dict[int, Callable] = {}
@@ -211,13 +229,13 @@ def fit(
             n = min(chunk_size, steps - done)
             if n not in runners:  # at most two compiles: the chunk size and the remainder
                 faults.point("compile")
-                runners[n] = make_chunk(objective, tx, n, stop)
+                runners[n] = make_chunk(objective, tx, n, stop, mesh)
             t0 = state.step
             extra = () if stop is None else (state.stopped_at,)
             out = runners[n](state.params, state.opt_state, state.keys, inst, jnp.asarray(t0, jnp.int32), *extra)
             params, opt_state, losses = out[:3]
             stopped_at = out[3] if stop is not None else None
-            losses = np.asarray(losses)
+            losses = np.asarray(losses if mesh is None else sharding.gather(losses))[:n_inst]
             bad = ~np.isfinite(losses)
             _log_rows(losses, t0, log_every, on_log, t_start, stop_at=bad)
             if bad.any():
@@ -226,14 +244,30 @@ def fit(
             state = TrainState(params, opt_state, state.keys, t0 + n, stopped_at)
             done += n
             if on_chunk is not None:
-                on_chunk(state)
+                on_chunk(state if mesh is None else _collect(state, n_inst))
             if bar is not None:
                 bar.update(n)
                 bar.set_postfix(loss=f"{losses[:, -1].mean():.4g}")
     finally:
         if bar is not None:
             bar.close()
-    return state
+    return state if mesh is None else _collect(state, n_inst)
+
+
+def _distribute(state: TrainState, inst, mesh) -> tuple[TrainState, Any]:
+    """The state and per-instance data padded to a multiple of the mesh size and split over it."""
+    n = state.keys.shape[0]
+    total = sharding.padded_size(n, mesh)
+    put = lambda tree: sharding.shard(sharding.pad(tree, n, total), mesh)
+    stopped = None if state.stopped_at is None else put(state.stopped_at)
+    return TrainState(put(state.params), put(state.opt_state), put(state.keys), state.step, stopped), put(inst)
+
+
+def _collect(state: TrainState, n: int) -> TrainState:
+    """The inverse of :func:`_distribute`: the first ``n`` instances, whole, on one device."""
+    whole = lambda tree: sharding.unpad(sharding.gather(tree), n)
+    stopped = None if state.stopped_at is None else whole(state.stopped_at)
+    return TrainState(whole(state.params), whole(state.opt_state), whole(state.keys), state.step, stopped)
 
 
 def _progress_bar(desc: str, steps: int, start: int):

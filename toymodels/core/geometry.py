@@ -12,6 +12,15 @@ import warnings
 import jax.numpy as jnp
 
 EPS = 1e-12
+# Above this many features, feature_dimensionality and feature_interference use the (m, m) Gram matrix
+# instead of the (n, n) products (an (n, n) float32 array at n = 16,384 is 1 GiB, and 20x the FLOPs).
+DENSE_MAX = 4096
+
+
+def _row_sq_sums(U, W):
+    """Σ_j (U_i · W_j)² for every i: (n,). Σ_j (U_iᵀ W_j)² = U_iᵀ (W Wᵀ) U_i, so only the (m, m) Gram
+    matrix W Wᵀ is built: O(m² n) work and memory O(m n), against O(n² m) and O(n²) for (UᵀW)²."""
+    return jnp.sum(U * ((W @ W.T) @ U), axis=0)
 
 
 def feature_norms(W):
@@ -44,6 +53,8 @@ def feature_interference(W):
     which the paper calls the feature's superposition with the others). Not *polysemanticity*, which in
     interpretability belongs to neurons (the tms-privileged figure, :func:`toymodels.plots.tms.neuron_loadings`)."""
     U = unit_directions(W)
+    if W.shape[1] > DENSE_MAX:
+        return _row_sq_sums(U, W) - jnp.sum(U * W, axis=0) ** 2
     P = (U.T @ W) ** 2
     return jnp.sum(P, axis=1) - jnp.diagonal(P)
 
@@ -62,7 +73,7 @@ def feature_dimensionality(W):
     (k >= 3), 0 for an unrepresented (zero) feature. Σ_i D_i <= d_hidden.
     """
     U = unit_directions(W)
-    denom = jnp.sum((U.T @ W) ** 2, axis=1)
+    denom = _row_sq_sums(U, W) if W.shape[1] > DENSE_MAX else jnp.sum((U.T @ W) ** 2, axis=1)
     num = jnp.sum(W**2, axis=0)
     return jnp.where(denom > EPS, num / jnp.where(denom > EPS, denom, 1.0), 0.0)
 

@@ -69,6 +69,11 @@ from . import pretrain as train
 SEED_OFFSET = 500          # fold_in(seed key, ·): the stationarity batch (no other part uses 500)
 N_SAMPLES = 1 << 21        # samples per instance, at most
 MIN_SAMPLES = 1 << 16      # ... and at least
+# ... except for large models (n_features·d_hidden >= LARGE_PARAMS, e.g. 16,384 x 768, where 2^16 samples
+# cost ~10 TFLOP, minutes on a CPU): there the budget may go down to LARGE_MIN_SAMPLES. No model of the
+# committed results is that large, so their N is unchanged.
+LARGE_PARAMS = 1 << 20
+LARGE_MIN_SAMPLES = 1 << 10
 SAMPLE_BUDGET = 1 << 30    # n_inst · n_features · d_hidden · N at most (2^30: ~3 s at the tms-phase size)
 MIN_CHUNKS = 16            # at least this many chunks, for the noise estimate
 CHUNK_ELEMENTS = 1 << 19   # at most this many numbers in one chunk's x (all instances): 2 MB, in cache
@@ -77,9 +82,10 @@ STATIONARY_Z = 8.0         # grad_z below this is stationary; see the module doc
 
 def n_samples_for(n_inst: int, n_features: int, d_hidden: int = 1) -> int:
     """N: the largest power of two ≤ N_SAMPLES with n_inst·n_features·d_hidden·N ≤ SAMPLE_BUDGET (the work
-    of one pass), and at least MIN_SAMPLES."""
+    of one pass), and at least MIN_SAMPLES (LARGE_MIN_SAMPLES for models of LARGE_PARAMS or more)."""
     n = N_SAMPLES
-    while n > MIN_SAMPLES and n_inst * n_features * max(d_hidden, 1) * n > SAMPLE_BUDGET:
+    least = LARGE_MIN_SAMPLES if n_features * max(d_hidden, 1) >= LARGE_PARAMS else MIN_SAMPLES
+    while n > least and n_inst * n_features * max(d_hidden, 1) * n > SAMPLE_BUDGET:
         n //= 2
     return n
 

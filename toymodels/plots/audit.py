@@ -23,7 +23,8 @@ from ..io import runs
 from .arrays import draw_feature_lines
 from .registry import figure, plt, run_label, save, suite_figure
 
-VARIANT_COLORS = {"relu_l1": "#1f77b4", "topk": "#d62728", "batch_topk": "#2ca02c", "jumprelu": "#9467bd"}
+VARIANT_COLORS = {"relu_l1": "#1f77b4", "topk": "#d62728", "batch_topk": "#2ca02c", "jumprelu": "#9467bd",
+                  "matryoshka": "#ff7f0e"}
 SCORE_COLORS = {"true_cos": "0.35", "true_first_order": "0.6", "sae_cos": "#1f77b4", "sae_first_order": "#17becf",
                 "features_per_dim": "#8c564b", "mean_cos2": "#bcbd22", "sae_monitor": "#d62728", "rate_monitor": "#ff7f0e"}
 
