@@ -14,10 +14,12 @@ of one run directory, under its one marker.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..errors import RunExistsError, RunLockedError, TrainingDiverged
-from .files import _ACTIVE, _atomic, _utc, _why, clean_temp_files
+from ..errors import RunExistsError, RunFileError, RunLockedError, TrainingDiverged
+from . import safe
+from .files import _ACTIVE, _atomic, _utc, _why, clean_temp_files, confined
+from .manifest import LOCK, MARKER, _delete_files, _has_files, _inside
+from .manifest import overwrite as overwrite_files
 
 
 def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
@@ -43,8 +48,6 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
 
 
 # --- run directories: marker, manifest, lock ------------------------------------------------------------
-MARKER = ".toymodels-run.json"
-LOCK = ".toymodels.lock"
 FINISHED = ("complete", "diverged")        # statuses of a run that ran to its end
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -109,12 +112,13 @@ def read_marker(path: str | Path) -> dict | None:
     """The marker of run directory ``path`` (None without one). A marker that is not a JSON object
     with a status and a file list is a :class:`RunExistsError` naming it."""
     f = Path(path) / MARKER
-    if not f.is_file():
+    if not os.path.lexists(f):
         return None
-    try:
-        marker = json.loads(f.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise RunExistsError(f, f"is not a readable toymodels marker ({_why(e)}); remove it by hand if the "
+    try:   # through safe: a marker that is a link, a FIFO, huge or nested deep is refused, not followed
+        marker = safe.load_json(f, path, limit=2**24)
+    except (OSError, RunFileError) as e:
+        why = str(e).removeprefix(f"{f}: ") if isinstance(e, RunFileError) else _why(e)
+        raise RunExistsError(f, f"is not a readable toymodels marker ({why}); remove it by hand if the "
                                 f"directory is yours", field_name="marker") from None
     ok = (isinstance(marker, dict) and isinstance(marker.get("status"), str)
           and isinstance(marker.get("files"), list) and all(isinstance(x, str) for x in marker["files"]))
@@ -123,14 +127,6 @@ def read_marker(path: str | Path) -> dict | None:
                                 "if the directory is yours", field_name="marker")
     return marker
 
-
-
-def _has_files(path: Path) -> bool:
-    """Whether ``path`` holds any file (empty sub-directories and our lock file do not count)."""
-    for root, _dirs, files in os.walk(path):
-        if any(not (Path(root) == path and f == LOCK) for f in files):
-            return True
-    return False
 
 
 def check_out_path(path: Any, field_name: str = "--out") -> Path:
@@ -153,12 +149,20 @@ def _lock(path: Path, create: bool, field_name: str = "--out") -> int | None:
     """Take the run directory's lock without waiting: the lock file's descriptor (None when ``create`` is
     False and there is no lock file). Held by another process: :class:`RunLockedError` with its PID."""
     lock = path / LOCK
-    try:
-        fd = os.open(lock, os.O_RDWR | (os.O_CREAT if create else 0), 0o666)
+    try:   # never through a link (its target would be truncated), never a FIFO (the open would block)
+        fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | (os.O_CREAT if create else 0), 0o666)
     except FileNotFoundError:
         if not create:
             return None
         raise
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENXIO):
+            raise RunExistsError(path, f"its {LOCK} is a symbolic link or a FIFO, not the lock file toymodels "
+                                       f"writes; remove it by hand", field_name) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RunExistsError(path, f"its {LOCK} is not a regular file; remove it by hand", field_name)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -205,32 +209,6 @@ def _refusal(path: Path, marker: dict | None, overwrite: bool, resume: bool) -> 
             f"to start it again")
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-def _delete_files(root: Path, rels: list[str], under: Path | None = None) -> list[str]:
-    """Delete the manifest files ``rels`` of run directory ``root`` (only those under ``under`` when given),
-    then the directories they leave empty. Names that would leave ``root`` are skipped. Returns the
-    deleted names."""
-    gone, parents = [], set()
-    for rel in rels:
-        if not rel or rel.startswith("/") or ".." in Path(rel).parts or rel in (MARKER, LOCK):
-            continue
-        p = root / rel
-        if under is not None and not _inside(p, under):
-            continue
-        if p.is_symlink() or p.is_file():
-            p.unlink()
-        gone.append(rel)
-        parents.update(q for q in p.parents if q != root and _inside(q, root))
-    for d in sorted(parents, key=lambda q: -len(q.parts)):  # deepest first
-        with contextlib.suppress(OSError):
-            d.rmdir()  # only when empty: a user's file keeps its directory
-    return gone
-
-
-
 def _claim(path: Any, overwrite: bool, resume: bool) -> RunHandle:
     """Validate, lock and prepare the run directory of :func:`open_run`; nothing is modified before
     every refusal has been checked."""
@@ -257,6 +235,9 @@ def _claim(path: Any, overwrite: bool, resume: bool) -> RunHandle:
             problem = _refusal(path, marker, overwrite, resume)
             if problem:
                 raise RunExistsError(path, problem)
+        if marker is not None and (link := safe.find_link(path)) is not None:
+            raise RunExistsError(path, f"holds {link.relative_to(path)}, a symbolic link or a FIFO; toymodels never "
+                                       f"writes, deletes or reads through one: remove it by hand")
         handle = RunHandle(path=path, started_utc=_utc(), _fd=fd)
         if marker is not None and resume:
             handle.files = list(marker["files"])
@@ -265,9 +246,9 @@ def _claim(path: Any, overwrite: bool, resume: bool) -> RunHandle:
                 return handle
             handle.resuming = True
         if marker is not None:
-            clean_temp_files(path)
+            clean_temp_files(path, list(marker["files"]))
         if marker is not None and overwrite:
-            _delete_files(path, list(marker["files"]))
+            overwrite_files(handle, list(marker["files"]))
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         (path / "figures").mkdir(exist_ok=True)
@@ -323,6 +304,9 @@ def open_run(path: str | Path, *, overwrite: bool = False, resume: bool = False)
     except TrainingDiverged:
         status = "diverged"
         raise
+    except KeyboardInterrupt:   # Ctrl-C, and SIGTERM as the CLI raises it: --resume continues the run
+        status = "interrupted"
+        raise
     except BaseException:
         status = "failed"
         raise
@@ -346,11 +330,15 @@ def attach_run(path: str | Path) -> Iterator[RunHandle | None]:
     nothing special. A suite member's directory belongs to the suite's marker, above it. Yields the
     handle, or None."""
     path = Path(path).resolve()
-    path = next((d for d in (path, *path.parents) if (d / MARKER).is_file()), path)
+    path = next((d for d in (path, *path.parents) if os.path.lexists(d / MARKER)), path)
     marker = read_marker(path)
     if marker is None:
-        yield None
+        with confined(path):   # no manifest to keep, but still no write through a link out of it
+            yield None
         return
+    if (link := safe.find_link(path)) is not None:
+        raise RunExistsError(path, f"holds {link.relative_to(path)}, a symbolic link or a FIFO; toymodels never "
+                                   f"writes through one: remove it by hand", field_name="RUN_DIR")
     try:
         fd = _lock(path, create=True, field_name="RUN_DIR")
     except RunLockedError:
@@ -361,7 +349,8 @@ def attach_run(path: str | Path) -> Iterator[RunHandle | None]:
                        started_utc=marker.get("started_utc", ""), _fd=fd)
     token = _ACTIVE.set(handle)
     try:
-        yield handle
+        with confined(path):
+            yield handle
     finally:
         _ACTIVE.reset(token)
         _unlock(fd)
