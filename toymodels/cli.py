@@ -57,10 +57,23 @@ def _resolve(target: str, overrides: list[str]):
     else:
         cfg = presets.get(target)
     if overrides:
-        pairs = dict(parse_override(o) for o in overrides)
+        pairs = _merge_sections(cfg, dict(parse_override(o) for o in overrides))
         given.update(pairs)
         cfg = cfg.replace(**pairs)
     return cfg, given
+
+
+def _merge_sections(cfg, pairs: dict) -> dict:
+    """``train={steps=50}`` sets train.steps and keeps the section's other fields (it used to replace the
+    whole section: the preset's restarts went from 4 to 1, its regimes from 4 to 1)."""
+    base = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
+    out: dict = {}
+    for key, value in pairs.items():
+        if "." not in key and isinstance(value, dict) and isinstance(base.get(key), dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
 
 def check_plots(cfg) -> None:
