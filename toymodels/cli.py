@@ -22,12 +22,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
 
-from .config import Config, ConfigError, parse_override, read_toml
-from .errors import ConfigWarning, TrainingDiverged
+# Only the light errors module at import: the config pulls in numpy and scipy (about 2 s on a loaded
+# machine), and until main() has installed its signal handlers a Ctrl-C would print a traceback.
+from .errors import ConfigError, ConfigWarning, TrainingDiverged
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -43,6 +45,7 @@ def resolve(target: str, overrides: list[str]):
 def _resolve(target: str, overrides: list[str]):
     """(Config or Suite, {dotted key: value} the user gave: the overrides and the TOML file's fields)."""
     from . import presets
+    from .config import Config, parse_override, read_toml
 
     if "\x00" in target:
         raise ConfigError("CONFIG", target, "contains a NUL byte; must be a preset name or a TOML file")
@@ -118,8 +121,9 @@ def cmd_run(args) -> int:
     out = args.out if args.out is not None else runs.default_run_dir(cfg)
     api.check_run(cfg, given=given, out=out, resume=args.resume)   # everything that can fail before compute
     _files_backend()
-    from . import experiment
+    from . import experiment, faults
 
+    faults.check()   # a signal during the imports and checks: stop before the run directory is created
     echo = (lambda s: None) if args.quiet else print
     run_dir = out
     try:
@@ -169,12 +173,37 @@ def cmd_audit(args) -> int:
             raise ConfigError(flag, value, "is not a directory; must be a toymodels run directory"
                               if "\x00" not in value and Path(value).exists() else "no such directory")
     if args.out is not None:
-        args.out = str(runs.check_out_path(args.out))
+        args.out = str(_audit_out(runs.check_out_path(args.out)))
     _files_backend()
     from .audit_command import main_audit
 
     with runs.attach_run(args.run_dir) if args.out is None else contextlib.nullcontext():
         return main_audit(args)
+
+
+def _audit_out(out: Path) -> Path:
+    """``audit --out DIR``, checked before the SAEs train: a directory (or to be created), and an audit.md
+    in it only if toymodels wrote it (a run's manifest lists it, or it is a regular file that begins as
+    every toymodels audit.md does); a user's own audit.md is never replaced."""
+    from .io import runs, safe
+
+    for p in (out, *out.parents):
+        if os.path.lexists(p) and not p.is_dir():
+            raise ConfigError("--out", str(out), f"{'is' if p == out else f'lies under {p}, which is'} not a "
+                                                 f"directory; --out names the directory audit.md is written to")
+        if p.exists():
+            break
+    f = out / "audit.md"
+    if os.path.lexists(f):
+        marker = runs.read_marker(out)
+        try:
+            ours = safe.read_bytes(f, 2**24, out).startswith(b"# audit: ")
+        except (OSError, ConfigError):
+            ours = False
+        if not ours and (marker is None or "audit.md" not in marker["files"] or f.is_symlink() or not f.is_file()):
+            raise ConfigError("--out", str(out), "already holds an audit.md that no toymodels run there wrote; choose "
+                                                 "another --out or move it")
+    return out
 
 
 def _version() -> str:
@@ -236,7 +265,52 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _install_signal_handlers() -> dict:
+    """SIGINT and SIGTERM end a run the same way: one line, the lock released, the marker ``interrupted``
+    (:func:`toymodels.faults.on_signal`); ``--resume`` continues it. Returns the handlers replaced."""
+    import signal
+
+    from . import faults
+
+    faults._PENDING.clear()
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError):   # not the main thread: leave the defaults
+            old[sig] = signal.signal(sig, faults.on_signal)
+    return old
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    old = {}
+    from . import faults
+
+    try:
+        old = _install_signal_handlers()
+        code = _main(argv)
+        return _interrupted() if faults.pending() else code   # a signal after the last safe point
+    except BaseException:
+        if faults.pending():   # whatever the signal turned into (KeyboardInterrupt, an ImportError, ...)
+            return _interrupted()
+        raise
+    finally:
+        for sig, handler in old.items():   # an in-process caller (a test, a notebook) gets its own back
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(sig, handler)
+
+
+def _interrupted() -> int:
+    import signal
+
+    from . import faults
+
+    sig = faults.pending() or signal.SIGINT
+    return _fail(f"interrupted ({signal.Signals(sig).name}); files written so far are kept, and toymodels run "
+                 f"--resume continues an interrupted run", code=128 + int(sig))
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     # Overrides (key=value) may stand anywhere after the target, also between options.
     args, extra = ap.parse_known_args(argv)
@@ -256,8 +330,6 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(_one_line(e))
     except TrainingDiverged as e:
         return _fail(_one_line(e), code=1)
-    except KeyboardInterrupt:
-        return _fail("interrupted; files written so far are kept", code=130)
     except MemoryError:
         return _fail("memory: the run ran out of memory; use a smaller n_inst, batch size or eval_batch_size")
     except OSError as e:   # the disk: full, read-only, permissions

@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import re
+import signal
 import stat
 import time
 from collections.abc import Iterator
@@ -279,6 +280,21 @@ def _make_dirs(path: Path) -> None:
 
 
 @contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (then they are delivered as usual)."""
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (ValueError, OSError, AttributeError):
+        old = None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
 def open_run(path: str | Path, *, overwrite: bool = False, resume: bool = False) -> Iterator[RunHandle]:
     """Open run directory ``path`` for writing: ``with open_run(out) as run: experiment.run(cfg, run.path)``.
 
@@ -313,11 +329,12 @@ def open_run(path: str | Path, *, overwrite: bool = False, resume: bool = False)
     finally:
         _ACTIVE.reset(token)
         try:
-            if not handle.complete:  # a finished run that resume found is left as it was
-                handle.status = status
-                # files the run wrote and deleted again (its checkpoints) leave the manifest
-                handle.files = [f for f in handle.files if os.path.lexists(handle.path / f)]
-                handle.write_marker()
+            with _signals_deferred():   # a signal now would leave the marker saying running
+                if not handle.complete:  # a finished run that resume found is left as it was
+                    handle.status = status
+                    # files the run wrote and deleted again (its checkpoints) leave the manifest
+                    handle.files = [f for f in handle.files if os.path.lexists(handle.path / f)]
+                    handle.write_marker()
         finally:
             _unlock(handle._fd)
             handle._fd = None
