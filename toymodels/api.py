@@ -84,7 +84,7 @@ def check_run(cfg, *, given: dict | None = None, out: str | Path | None = None, 
     ignore; the memory and compute the run needs against the machine's (:mod:`toymodels.io.budget`); names
     and values that must become file names and JSON; with ``resume``, that the run in ``out`` was started
     with this config (:mod:`toymodels.io.preflight`). Raises a one-line ConfigError."""
-    from .io import budget, preflight
+    from .io import budget, compute, preflight
 
     preflight.check_names(cfg)
     preflight.check_serialisable(cfg)
@@ -95,6 +95,7 @@ def check_run(cfg, *, given: dict | None = None, out: str | Path | None = None, 
         if m.finetune is not None and m.finetune.from_run:
             m = _check_from_run(m, given or {}, out)
         budget.check(m)
+        compute.check(m)
 
 
 def runs_path(out: str | Path) -> Path:
