@@ -51,7 +51,7 @@ def _resolve(target: str, overrides: list[str]):
         raise ConfigError("CONFIG", target, "contains a NUL byte; must be a preset name or a TOML file")
     given: dict = {}
     if target.endswith(".toml") or Path(target).is_file():
-        if not Path(target).is_file():
+        if not os.path.lexists(target):
             raise ConfigError("CONFIG", target, "no such TOML file")
         table = read_toml(target)
         for k, v in table.items():

@@ -104,6 +104,8 @@ def overwrite(handle, files: list[str]) -> None:
     gone: list[str] = []
     try:
         _delete_files(handle.path, files, gone=gone)
+    except RunExistsError:   # refused before the first deletion: the old marker stays as it was
+        raise
     except OSError as e:
         handle.files, handle.status = [f for f in files if f not in gone], "failed"
         handle.write_marker()

@@ -230,15 +230,15 @@ def _claim(path: Any, overwrite: bool, resume: bool) -> RunHandle:
         problem = _refusal(path, marker, overwrite, resume)
         if problem:
             raise RunExistsError(path, problem)
+        if marker is not None and (link := safe.find_link(path)) is not None:   # before the lock file is made
+            raise RunExistsError(path, f"holds {link.relative_to(path)}, a symbolic link or a FIFO; toymodels never "
+                                       f"writes, deletes or reads through one: remove it by hand")
         if fd is None:
             fd = _lock(path, create=True)
             marker = read_marker(path)           # decided again under the lock
             problem = _refusal(path, marker, overwrite, resume)
             if problem:
                 raise RunExistsError(path, problem)
-        if marker is not None and (link := safe.find_link(path)) is not None:
-            raise RunExistsError(path, f"holds {link.relative_to(path)}, a symbolic link or a FIFO; toymodels never "
-                                       f"writes, deletes or reads through one: remove it by hand")
         handle = RunHandle(path=path, started_utc=_utc(), _fd=fd)
         if marker is not None and resume:
             handle.files = list(marker["files"])

@@ -1,0 +1,296 @@
+"""Issue 16: a run directory is untrusted input. The catalogue of :mod:`test_bad_inputs` (one stderr line,
+exit 2, no traceback, nothing that existed modified) extended with each class the red-team pass found:
+symbolic links (lock, sub-directories, metrics, figures, checkpoints, suite members), data loss
+(--overwrite, audit --out), crafted files (deep JSON and TOML, npz members that are not arrays or that
+lie about their size, datetimes), FIFOs (which used to hang), late validation (long names, days of
+compute) and --resume with a changed config.
+
+Every case also has ``outside/``, a directory beside the run directories that links point into: the
+snapshot compared before and after covers it byte for byte, with modification times and link targets
+(:func:`snapshot`), so a file outside the run directory that is created, rewritten (even with the same
+bytes), truncated or deleted fails the case. Signals are :func:`test_signals_*` (real processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_bad_inputs import MEMORY, ROOT, check_error, copy_run, expand
+from toymodels import cli
+from toymodels.io import budget, runs, safe
+
+
+def snapshot(d: Path) -> dict:
+    """Every path under ``d`` without following links: kind, bytes (regular files), mtime, link target."""
+    out = {}
+    for root, dirs, files in os.walk(d):
+        for name in dirs + files:
+            p = Path(root) / name
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[str(p.relative_to(d))] = ("link", os.readlink(p))
+            elif stat.S_ISREG(st.st_mode):
+                out[str(p.relative_to(d))] = ("file", p.read_bytes(), st.st_mtime_ns)
+            else:
+                out[str(p.relative_to(d))] = (stat.S_IFMT(st.st_mode),)
+    return out
+
+
+def outside(d: Path) -> Path:
+    """Files that are not the run's: links in the cases point here."""
+    o = d / "outside"
+    (o / "sub").mkdir(parents=True, exist_ok=True)
+    for name in ("secret.txt", "metrics.jsonl", "config.json", "summary.json", "weights.npz"):
+        (o / name).write_text("the user's own file\n")
+    (o / "sub" / "summary.json").write_text("mine\n")
+    return o
+
+
+def mark(run: Path, status: str) -> Path:
+    """Give a copied run a marker listing every file in it (as a finished or killed run has)."""
+    files = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file() and not p.is_symlink())
+    (run / runs.MARKER).write_text(json.dumps({"toymodels": "0", "status": status, "pid": 1, "started_utc": "",
+                                               "files": files}))
+    return run
+
+
+def intro_run(d: Path, status: str, **edits) -> Path:
+    """A marked run directory whose config.json is tms-intro's (for --resume against the preset)."""
+    r = d / "run"
+    r.mkdir()
+    cfg = cli.resolve("tms-intro", [f"{k}={v}" for k, v in edits.items()])
+    (r / "config.json").write_text(json.dumps(cfg.to_dict()))
+    return mark(r, status)
+
+
+def setup(fn):
+    """A case setup: ``fn(d, trained)`` after ``outside/`` exists."""
+    def run(d: Path, trained: Path):
+        outside(d)
+        fn(d, trained)
+    return run
+
+
+def link(rel: str, target: str, status: str | None = "complete", intro: bool = False):
+    """The trained run copied to d/run (``intro``: a tms-intro run for --resume), ``rel`` replaced by a link
+    to ``outside/<target>``, marked."""
+    def fn(d: Path, trained: Path):
+        r = intro_run(d, "complete") if intro else copy_run(d, trained)
+        p = r / rel
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if status is not None:
+            mark(r, status)
+        p.symlink_to(d / "outside" / target)
+    return setup(fn)
+
+
+def fifo(rel: str, status: str | None = None, intro: bool = False):
+    def fn(d: Path, trained: Path):
+        r = intro_run(d, "complete") if intro else copy_run(d, trained)
+        (r / rel).unlink(missing_ok=True)
+        os.mkfifo(r / rel)
+        if status is not None:
+            mark(r, status)
+    return setup(fn)
+
+
+def crafted(rel: str, data: bytes | None = None, how=None):
+    def fn(d: Path, trained: Path):
+        r = copy_run(d, trained)
+        if how is not None:
+            how(r / rel)
+        else:
+            (r / rel).write_bytes(data)
+    return setup(fn)
+
+
+def deep(n: int = 5000) -> bytes:
+    return ("[" * n + "]" * n).encode()
+
+
+def npz_with_text_member(p: Path) -> None:
+    with zipfile.ZipFile(p, "a") as z:
+        z.writestr("notes.txt", "not an array")
+
+
+def npz_lying_header(p: Path) -> None:
+    """A member whose .npy header declares 4 TB in a few bytes (numpy would allocate it before reading)."""
+    with zipfile.ZipFile(p, "a") as z:
+        header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000,), }"
+        header += " " * (63 - len(header) % 64) + "\n"
+        z.writestr("extra.npy", b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + b"\0" * 16)
+
+
+def npz_big_extra(p: Path) -> None:
+    """An extra array larger than the bound (the bound is lowered to 64 KB for the case)."""
+    arrays = dict(np.load(p))
+    np.savez_compressed(p, **arrays, extra=np.zeros(40_000, np.float32))
+
+
+def not_deletable(d: Path, trained: Path) -> None:
+    """A marked run whose manifest lists a directory (not a regular file toymodels wrote)."""
+    r = copy_run(d, trained)
+    (r / "member").mkdir()
+    (r / "member" / "mine.txt").write_text("mine")
+    mark(r, "complete")
+    m = json.loads((r / runs.MARKER).read_text())
+    (r / runs.MARKER).write_text(json.dumps({**m, "files": m["files"] + ["member"]}))
+
+
+def lock_link_only(d: Path, trained: Path) -> None:
+    (d / "L").mkdir()
+    (d / "L" / runs.LOCK).symlink_to(d / "outside" / "secret.txt")
+
+
+def suite_with_link(d: Path, trained: Path) -> None:
+    copy_run(d, trained)
+    (d / "s").mkdir()
+    shutil.copytree(trained, d / "s" / "a")
+    (d / "s" / "b").symlink_to(d / "run")
+    (d / "s" / "suite.json").write_text(json.dumps({"members": ["a", "b"], "plots": []}))
+
+
+def audit_md(d: Path, trained: Path) -> None:
+    copy_run(d, trained)
+    (d / "mine").mkdir()
+    (d / "mine" / "audit.md").write_text("my notes\n")
+
+
+def checkpoint_without_config(d: Path, trained: Path) -> None:
+    r = intro_run(d, "running")
+    (r / "config.json").unlink()
+    (r / ".checkpoint").mkdir()
+    (r / ".checkpoint" / "pretrain.npz").write_bytes(b"PK")
+
+
+RUN = ["run", "tms-intro", "--quiet"]
+CASES = [
+    # --- symbolic links: nothing is written, deleted or read through one --------------------------------
+    ("link-lock-only", [*RUN, "--out", "{d}/L"], "--out=", ("symbolic link",), setup(lock_link_only)),
+    ("link-member-overwrite", [*RUN, "--out", "{d}/run", "--overwrite"], "--out=", ("symbolic link",),
+     link("member", "sub")),
+    ("link-metrics-overwrite", [*RUN, "--out", "{d}/run", "--overwrite"], "--out=", ("metrics.jsonl",),
+     link("metrics.jsonl", "metrics.jsonl")),
+    ("link-metrics-resume", [*RUN, "--out", "{d}/run", "--resume"], "--out=", ("metrics.jsonl",),
+     link("metrics.jsonl", "metrics.jsonl", "running", intro=True)),
+    ("link-checkpoint-resume", [*RUN, "--out", "{d}/run", "--resume"], "--out=", (".checkpoint",),
+     link(".checkpoint", "sub", "running", intro=True)),
+    ("link-figures-plot", ["plot", "{d}/run"], "{d}/run/figures/", ("outside the run directory",),
+     link("figures", "sub", None)),
+    ("link-figures-plot-marked", ["plot", "{d}/run"], "RUN_DIR=", ("figures", "symbolic link"),
+     link("figures", "sub")),
+    ("link-config-plot", ["plot", "{d}/run"], "{d}/run/config.json:", ("symbolic link",),
+     link("config.json", "config.json", None)),
+    ("link-suite-member-plot", ["plot", "{d}/s"], "{d}/s/b:", ("symbolic link",), setup(suite_with_link)),
+    ("link-from-run-weights", ["run", "analogy-15deg", "finetune.from_run={d}/run", "--out", "{d}/o", "--quiet"],
+     "finetune.from_run=", ("symbolic link",), link("weights.npz", "weights.npz", None)),
+    # --- data loss ---------------------------------------------------------------------------------------
+    ("overwrite-not-deletable", [*RUN, "--out", "{d}/run", "--overwrite"], "--out=", ("deletes nothing",),
+     setup(not_deletable)),
+    ("audit-out-user-file", ["audit", "{d}/run", "--out", "{d}/mine"], "--out=", ("audit.md",), setup(audit_md)),
+    ("audit-out-a-file", ["audit", "{d}/run", "--out", "{d}/outside/secret.txt"], "--out=", ("not a directory",),
+     setup(lambda d, t: copy_run(d, t))),
+    # --- FIFOs: refused, never opened for a blocking read --------------------------------------------------
+    ("fifo-summary-plot", ["plot", "{d}/run"], "{d}/run/summary.json:", ("FIFO",), fifo("summary.json")),
+    ("fifo-weights-plot", ["plot", "{d}/run"], "{d}/run/weights.npz:", ("FIFO",), fifo("weights.npz")),
+    ("fifo-metrics-plot", ["plot", "{d}/run"], "{d}/run/metrics.jsonl:", ("FIFO",), fifo("metrics.jsonl")),
+    ("fifo-config-from-run", ["run", "analogy-15deg", "finetune.from_run={d}/run", "--out", "{d}/o", "--quiet"],
+     "finetune.from_run=", ("FIFO",), fifo("config.json")),
+    ("fifo-config-resume", [*RUN, "--out", "{d}/run", "--resume"], "{d}/run/config.json:", ("FIFO",),
+     fifo("config.json", "running", intro=True)),
+    ("fifo-marker", [*RUN, "--out", "{d}/run", "--overwrite"], "marker=", ("FIFO",), fifo(runs.MARKER)),
+    ("fifo-toml", ["run", "{d}/c.toml", "--quiet"], "{d}/c.toml=", ("regular file",),
+     setup(lambda d, t: os.mkfifo(d / "c.toml"))),
+    # --- crafted files: one line, no RecursionError or numpy allocation ----------------------------------
+    ("deep-summary", ["plot", "{d}/run"], "{d}/run/summary.json:", ("deeper",), crafted("summary.json", deep())),
+    ("deep-config", ["plot", "{d}/run"], "{d}/run/config.json:", ("deeper",), crafted("config.json", deep())),
+    ("deep-metrics", ["plot", "{d}/run"], "{d}/run/metrics.jsonl:", ("line 1",), crafted("metrics.jsonl", deep())),
+    ("deep-marker", [*RUN, "--out", "{d}/run", "--overwrite"], "marker=", ("deeper",), crafted(runs.MARKER, deep())),
+    ("deep-toml", ["run", "{d}/c.toml", "--quiet"], "{d}/c.toml=", ("deep",),
+     setup(lambda d, t: (d / "c.toml").write_bytes(b"x = " + deep(3000)))),
+    ("deep-override", ["show", "tms-intro", "name=" + "[" * 3000 + "]" * 3000], "name=", ("deeper",), None),
+    ("override-newline", ["show", "tms-intro", "train.steps=5\nseed=3"], "train.steps=", ("line break",), None),
+    ("npz-text-member", ["plot", "{d}/run"], "{d}/run/weights.npz:", ("notes.txt",),
+     crafted("weights.npz", how=npz_with_text_member)),
+    ("npz-lying-header", ["plot", "{d}/run"], "{d}/run/weights.npz:", ("declares",),
+     crafted("weights.npz", how=npz_lying_header)),
+    ("npz-too-big", ["plot", "{d}/run"], "{d}/run/weights.npz:", ("more than",),
+     crafted("weights.npz", how=npz_big_extra)),
+    ("toml-datetime-meta", ["run", "{d}/c.toml", "--out", "{d}/new", "--quiet"], "meta.when=", ("datetime",),
+     setup(lambda d, t: (d / "c.toml").write_text("name = \"dt\"\n[meta]\nwhen = 2024-01-01T00:00:00Z\n"))),
+    # --- late validation: refused before the run directory exists -------------------------------------------
+    ("long-name", [*RUN, "name=" + "n" * 250, "--out", "{d}/new"], "name=", ("bytes",), None),
+    ("compute-days", [*RUN, "train.steps=10000000", "data.batch_size=100000", "--out", "{d}/new"], "train.steps=",
+     ("days",), None),
+    # --- --resume with another config ------------------------------------------------------------------------
+    ("resume-changed-override", [*RUN, "train.steps=7", "--out", "{d}/run", "--resume"], "train.steps=7",
+     ("differs", "--overwrite"), setup(lambda d, t: intro_run(d, "running"))),
+    ("resume-complete-changed", [*RUN, "seed=5", "--out", "{d}/run", "--resume"], "seed=5", ("differs",),
+     setup(lambda d, t: intro_run(d, "complete"))),
+    ("resume-config-deleted", [*RUN, "--out", "{d}/run", "--resume"], "--resume=", ("config.json is missing",),
+     setup(checkpoint_without_config)),
+    ("resume-corrupt-config", [*RUN, "--out", "{d}/run", "--resume"], "{d}/run/config.json:", ("JSON",),
+     setup(lambda d, t: (intro_run(d, "running") / "config.json").write_text("{\"name\": "))),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_hostile_run_directory(case, tmp_path, trained_run, capsys, monkeypatch):
+    _id, argv, start, contains, fn = case
+    monkeypatch.setattr(budget, "available_memory", lambda: MEMORY)
+    monkeypatch.setattr(safe, "MAX_NPZ_BYTES", 64 * 1024)   # npz-too-big: a small file over a small bound
+    outside(tmp_path)
+    if fn is not None:
+        fn(tmp_path, trained_run[1])
+    before = snapshot(tmp_path)
+    t0 = time.perf_counter()
+    try:
+        code = cli.main([expand(a, tmp_path) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    _out, err = capsys.readouterr()
+    check_error(code, err, expand(start, tmp_path), [expand(c, tmp_path) for c in contains])
+    assert snapshot(tmp_path) == before, "a refused command created, changed or deleted a file"
+    assert time.perf_counter() - t0 < 60, "refused only after compute"
+
+
+def test_no_file_outside_the_run_directory_changes_in_any_case(tmp_path, trained_run, monkeypatch, capsys):
+    """All the cases one after another in one directory tree, and a sibling tree of the user's files that
+    nothing names: byte for byte, mtimes and links the same at the end."""
+    monkeypatch.setattr(budget, "available_memory", lambda: MEMORY)
+    home = tmp_path / "home"
+    outside(home)
+    before = snapshot(home)
+    for i, (_id, argv, _start, _c, fn) in enumerate(CASES):
+        d = tmp_path / f"case{i}"
+        d.mkdir()
+        outside(d)
+        if fn is not None:
+            fn(d, trained_run[1])
+        monkeypatch.setattr(safe, "MAX_NPZ_BYTES", 64 * 1024)
+        assert cli.main([expand(a, d) for a in argv]) == 2
+        capsys.readouterr()
+        assert not os.path.lexists("/toymodels.lock")
+    assert snapshot(home) == before
+
+
+def test_the_new_catalogue_covers_every_class():
+    ids = [c[0] for c in CASES]
+    assert len(ids) == len(set(ids))
+    for prefix in ("link-", "fifo-", "deep-", "npz-", "resume-", "audit-out-", "overwrite-"):
+        assert sum(i.startswith(prefix) for i in ids) >= 1, prefix
