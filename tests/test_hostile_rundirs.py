@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_bad_inputs import MEMORY, ROOT, check_error, copy_run, expand
+
 from toymodels import cli
 from toymodels.io import budget, runs, safe
 
@@ -294,3 +294,81 @@ def test_the_new_catalogue_covers_every_class():
     assert len(ids) == len(set(ids))
     for prefix in ("link-", "fifo-", "deep-", "npz-", "resume-", "audit-out-", "overwrite-"):
         assert sum(i.startswith(prefix) for i in ids) >= 1, prefix
+
+
+# --- signals: real processes ------------------------------------------------------------------------------
+def _start(out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "toymodels.cli", "run", "tms-intro", "plots=[]", "--quiet",
+                             "--out", str(out), *extra], env=env, stderr=subprocess.PIPE, text=True)
+
+
+def _marker_status(out: Path) -> str | None:
+    try:
+        return json.loads((out / runs.MARKER).read_text())["status"]
+    except (OSError, ValueError):
+        return None
+
+
+def _lock_is_free(out: Path) -> bool:
+    import fcntl
+
+    fd = os.open(out / runs.LOCK, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _one_line(err: str, sig: signal.Signals) -> None:
+    assert "Traceback" not in err, err
+    assert err.count("\n") == 1 and err.startswith(f"toymodels: error: interrupted ({sig.name})"), err
+
+
+# one signal of each kind in the default suite (each process pays JAX's import); the other pairing is slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
+def test_signals_at_start_up_give_one_line_and_no_run_directory(sig, tmp_path):
+    """At 0.3 s the CLI is importing numpy, scipy and JAX: a KeyboardInterrupt raised there used to be a
+    40-line traceback (or an ImportError, or an abort); now the signal is acted on at the next safe point."""
+    p = _start(tmp_path / "out", "train.steps=100000")
+    time.sleep(0.3)
+    p.send_signal(sig)
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 128 + sig, err
+    _one_line(err, sig)
+    assert _marker_status(tmp_path / "out") in (None, "interrupted")
+
+
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM])
+def test_signals_mid_run_leave_the_marker_interrupted_and_the_lock_free(sig, tmp_path):
+    out = tmp_path / "out"
+    p = _start(out, "train.steps=100000")
+    deadline = time.time() + 120
+    while _marker_status(out) != "running" or not (out / "metrics.jsonl").exists():
+        assert time.time() < deadline and p.poll() is None, p.stderr.read() if p.poll() is not None else "slow"
+        time.sleep(0.05)
+    p.send_signal(sig)
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 128 + sig, err
+    _one_line(err, sig)
+    assert _marker_status(out) == "interrupted"
+    assert _lock_is_free(out)
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    assert _start(ref, "train.steps=3000").wait(timeout=600) == 0
+    p = _start(out, "train.steps=3000")
+    while _marker_status(out) != "running" or not (out / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=120) == 128 + signal.SIGTERM
+    assert _start(out, "train.steps=3000", "--resume").wait(timeout=600) == 0
+    assert _marker_status(out) == "complete"
+    with np.load(ref / "weights.npz") as a, np.load(out / "weights.npz") as b:
+        np.testing.assert_array_equal(a["W"], b["W"])
