@@ -372,3 +372,65 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert _marker_status(out) == "complete"
     with np.load(ref / "weights.npz") as a, np.load(out / "weights.npz") as b:
         np.testing.assert_array_equal(a["W"], b["W"])
+
+
+# --- the library's own paths (no CLI in between) ---------------------------------------------------------
+def test_a_section_table_override_merges_into_the_presets_section():
+    """``train={steps=50}`` used to replace the whole section (restarts 4 -> 1, regimes 4 -> 1)."""
+    base = cli.resolve("tms-intro", [])
+    cfg = cli.resolve("tms-intro", ["train={steps=50}"])
+    assert cfg.train.steps == 50 and base.train.restarts == 4 and cfg.train.restarts == 4
+    an = cli.resolve("analogy-15deg", ["finetune={lr=0.5}"])
+    assert an.finetune.lr == 0.5 and an.finetune.regimes == cli.resolve("analogy-15deg", []).finetune.regimes
+
+
+def test_the_metrics_log_never_writes_through_a_link(tmp_path):
+    (tmp_path / "target").write_text("mine\n")
+    (tmp_path / "metrics.jsonl").symlink_to(tmp_path / "target")
+    with pytest.raises(runs.RunFileError, match="symbolic link"):
+        runs.MetricsLog(tmp_path / "metrics.jsonl")({"step": 1})
+    assert (tmp_path / "target").read_text() == "mine\n"
+
+
+def test_a_writer_refuses_a_path_that_a_link_carries_out_of_the_run(tmp_path):
+    (tmp_path / "outside").mkdir()
+    with runs.open_run(tmp_path / "r") as run:
+        (run.path / "sub").symlink_to(tmp_path / "outside")
+        with pytest.raises(runs.RunFileError, match="outside the run directory"):
+            runs.write_json(run.path / "sub" / "x.json", {"a": 1})
+        (run.path / "sub").unlink()
+    assert list((tmp_path / "outside").iterdir()) == []
+
+
+def test_a_deletion_that_fails_midway_leaves_a_truthful_marker(tmp_path, monkeypatch):
+    with runs.open_run(tmp_path / "r") as run:
+        for name in ("a.json", "b.json", "c.json"):
+            runs.write_json(run.path / name, {})
+    real_unlink, calls = Path.unlink, []
+
+    def flaky(self, missing_ok=False):
+        calls.append(self.name)
+        if len(calls) == 2:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", flaky)
+    with pytest.raises(runs.RunExistsError, match="could not delete"):
+        with runs.open_run(tmp_path / "r", overwrite=True):
+            pass
+    marker = json.loads((tmp_path / "r" / runs.MARKER).read_text())
+    assert marker["status"] == "failed"
+    left = {n for n in ("a.json", "b.json", "c.json") if (tmp_path / "r" / n).exists()}
+    assert set(marker["files"]) == left and len(left) == 2
+
+
+def test_resume_with_a_corrupt_checkpoint_is_one_line(tmp_path, make_config):
+    from toymodels import experiment
+
+    cfg = make_config()
+    d = tmp_path / "r"
+    (d / ".checkpoint").mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(cfg.to_dict()))
+    np.savez(d / ".checkpoint" / "pretrain.npz", leaf0=np.zeros(3))   # no __meta__
+    with pytest.raises(runs.RunFileError, match="pretrain.npz.*not a checkpoint"):
+        experiment.run(cfg, d, progress=False, echo=lambda s: None, resume=True)
