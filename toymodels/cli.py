@@ -9,8 +9,9 @@
 Overrides are dotted config keys, e.g. train.steps=200 data.batch_size=256 seed=3; values are
 read as TOML ([0.1, 0.2], 1e-3, "cosine" or a bare word). Every failure prints one line,
 ``toymodels: error: <field or file>=<value>: <what is allowed>``, and exits with code 2 (a diverged
-loss: code 1; Ctrl-C: 130); the whole config (the output directory, the source run of
-``finetune.from_run``, the memory the run needs) is checked before any compute. JAX is imported only
+loss: code 1; Ctrl-C: 130 and SIGTERM: 143, both leaving the run ``interrupted`` for --resume); the
+whole config (the output directory, the source run of ``finetune.from_run``, the memory and compute the
+run needs, names and values that become files) is checked before any compute or directory is created. JAX is imported only
 by the commands that need it, so --help and list are instant.
 
 The CLI is the only part of toymodels that chooses a matplotlib backend (Agg, for files); the library

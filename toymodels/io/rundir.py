@@ -5,10 +5,16 @@
 marker, ``.toymodels-run.json``: ``{"toymodels": version, "status", "pid", "started_utc", "files": [...]}``.
 ``files`` is the manifest: every file the run wrote, relative to the run directory, registered by the
 writers of :mod:`.files` (and ``plots.registry.save``) before they write it. ``status`` is ``running``
-while the run is open and ``complete``, ``diverged`` or ``failed`` once it is closed. ``overwrite``
-deletes the files of the old manifest and nothing else, and only in a directory that carries a marker;
-a non-empty directory without one is never written into. A suite's members write into sub-directories
-of one run directory, under its one marker.
+while the run is open and ``complete``, ``diverged``, ``interrupted`` or ``failed`` once it is closed.
+``overwrite`` deletes the files of the old manifest and nothing else, and only in a directory that carries
+a marker; a non-empty directory without one is never written into. A suite's members write into
+sub-directories of one run directory, under its one marker.
+
+A run directory is untrusted input (issue 16): one holding a symbolic link, FIFO or device anywhere is
+refused for ``overwrite``, ``resume`` and ``toymodels plot`` (:func:`~toymodels.io.safe.find_link`); the
+lock is opened without following a link; writers refuse a path whose real location leaves the run
+directory (:func:`~toymodels.io.files.confined`); ``--overwrite`` checks every deletion before the first
+(:mod:`.manifest`); reads go through :mod:`.safe`.
 """
 
 from __future__ import annotations
@@ -300,7 +306,7 @@ def open_run(path: str | Path, *, overwrite: bool = False, resume: bool = False)
 
     * A new or empty directory is created and marked; a non-empty directory without a marker is refused
       (also with ``overwrite``: nothing is deleted); so is a finished run without ``overwrite``, and an
-      unfinished one (status ``running`` or ``failed``) without ``resume`` or ``overwrite``.
+      unfinished one (status ``running``, ``interrupted`` or ``failed``) without ``resume`` or ``overwrite``.
     * ``overwrite``: the files in the old marker's manifest are deleted (and the directories they leave
       empty); everything else stays.
     * ``resume``: an unfinished run is continued (``run.resuming``); a finished one is left alone
@@ -309,8 +315,9 @@ def open_run(path: str | Path, *, overwrite: bool = False, resume: bool = False)
       Temporary files left by a killed run's atomic writes are deleted.
 
     While open, the writers here register every file they write in the manifest. On exit the marker's
-    status becomes ``complete`` (no exception), ``diverged`` (:class:`TrainingDiverged`) or ``failed``
-    (any other exception, Ctrl-C included), and the lock is released. Refusals are
+    status becomes ``complete`` (no exception), ``diverged`` (:class:`TrainingDiverged`), ``interrupted``
+    (KeyboardInterrupt: Ctrl-C, or SIGTERM as the CLI raises it) or ``failed`` (any other exception), with
+    SIGINT/SIGTERM held back while it is written, and the lock is released. Refusals are
     :class:`RunExistsError` (one line, naming ``--out``)."""
     handle = _claim(path, overwrite, resume)
     token = _ACTIVE.set(handle)
