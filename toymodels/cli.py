@@ -120,7 +120,7 @@ def cmd_run(args) -> int:
     from .io import runs
 
     out = args.out if args.out is not None else runs.default_run_dir(cfg)
-    api.check_run(cfg, given=given, out=out, resume=args.resume)   # everything that can fail before compute
+    api.check_run(cfg, given=given, out=out, resume=args.resume and not args.overwrite)   # everything that can fail before compute
     _files_backend()
     from . import experiment, faults
 

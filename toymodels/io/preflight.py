@@ -46,9 +46,13 @@ def _as_dict(cfg) -> dict:
 def check_resume(cfg, out: str | Path) -> None:
     """``--resume`` into ``out``: the run there must have been started with ``cfg`` (a Config or a Suite).
     Nothing to compare (no run there yet) passes: :func:`toymodels.io.rundir.open_run` refuses that."""
+    from .rundir import _lock, _unlock, read_marker
+
     out = Path(out)
-    if not os.path.lexists(out / MARKER):
-        return
+    marker = read_marker(out) if os.path.lexists(out / MARKER) else None
+    if marker is None or marker["status"] == "diverged":
+        return   # nothing to resume: open_run says so, naming --out
+    _unlock(_lock(out, create=False))   # a live writer is named first (RunLockedError), as open_run would
     members = getattr(cfg, "members", None)
     dirs = [(out / m.name, m) for m in members] if members is not None else [(out, cfg)]
     for d, c in dirs:
