@@ -434,3 +434,18 @@ def test_resume_with_a_corrupt_checkpoint_is_one_line(tmp_path, make_config):
     np.savez(d / ".checkpoint" / "pretrain.npz", leaf0=np.zeros(3))   # no __meta__
     with pytest.raises(runs.RunFileError, match="pretrain.npz.*not a checkpoint"):
         experiment.run(cfg, d, progress=False, echo=lambda s: None, resume=True)
+
+
+@pytest.mark.parametrize("sae", ["broken", {"instances": "x"}, {"instances": [1]}, None])
+def test_an_sae_run_with_a_broken_sae_summary_is_one_line(tmp_path, sae):
+    """``toymodels audit`` of an [sae] run: a summary.json whose sae section is not what toymodels writes
+    used to be a KeyError/TypeError traceback."""
+    from types import SimpleNamespace
+
+    from toymodels import audit_command
+
+    np.savez(tmp_path / "weights_sae.npz", **{"batch_topk.W_dec": np.zeros((1, 2, 3), np.float32)})
+    run = SimpleNamespace(path=tmp_path, config=SimpleNamespace(sae=object()), weights={},
+                          summary={} if sae is None else {"sae": sae})
+    with pytest.raises(runs.RunFileError, match="'sae' section"):
+        audit_command._sae_source(run, None, "batch_topk")
