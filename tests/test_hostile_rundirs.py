@@ -449,3 +449,16 @@ def test_an_sae_run_with_a_broken_sae_summary_is_one_line(tmp_path, sae):
                           summary={} if sae is None else {"sae": sae})
     with pytest.raises(runs.RunFileError, match="'sae' section"):
         audit_command._sae_source(run, None, "batch_topk")
+
+
+@pytest.mark.parametrize("exc", [OverflowError("cannot convert float infinity to integer"), StopIteration()])
+def test_a_figure_failing_on_crafted_numbers_is_one_line(tmp_path, exc):
+    """e.g. phase_diagram's ``int(grad_samples)`` on an ``Infinity`` in summary.json, or lab's ``next(...)``
+    over regimes that a hand-edited summary lacks: a RunFileError naming the run and the figure."""
+    from toymodels import plots
+
+    def figure(*args):
+        raise exc
+
+    with pytest.raises(runs.RunFileError, match="figure 'x' cannot be drawn"):
+        plots._drawn(figure, tmp_path, "x")
