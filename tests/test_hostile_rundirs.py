@@ -152,6 +152,11 @@ def not_deletable(d: Path, trained: Path) -> None:
     (r / runs.MARKER).write_text(json.dumps({**m, "files": m["files"] + ["member"]}))
 
 
+def hard_lock(run: Path) -> None:
+    (run / runs.LOCK).unlink(missing_ok=True)
+    os.link(run.parent / "outside" / "secret.txt", run / runs.LOCK)
+
+
 def lock_link_only(d: Path, trained: Path) -> None:
     (d / "L").mkdir()
     (d / "L" / runs.LOCK).symlink_to(d / "outside" / "secret.txt")
@@ -182,6 +187,8 @@ RUN = ["run", "tms-intro", "--quiet"]
 CASES = [
     # --- symbolic links: nothing is written, deleted or read through one --------------------------------
     ("link-lock-only", [*RUN, "--out", "{d}/L"], "--out=", ("symbolic link",), setup(lock_link_only)),
+    ("hardlink-lock", [*RUN, "--out", "{d}/run", "--overwrite"], "--out=", ("hard link",),
+     setup(lambda d, t: hard_lock(mark(copy_run(d, t), "complete")))),
     ("link-member-overwrite", [*RUN, "--out", "{d}/run", "--overwrite"], "--out=", ("symbolic link",),
      link("member", "sub")),
     ("link-metrics-overwrite", [*RUN, "--out", "{d}/run", "--overwrite"], "--out=", ("metrics.jsonl",),
@@ -422,6 +429,15 @@ def test_a_deletion_that_fails_midway_leaves_a_truthful_marker(tmp_path, monkeyp
     assert marker["status"] == "failed"
     left = {n for n in ("a.json", "b.json", "c.json") if (tmp_path / "r" / n).exists()}
     assert set(marker["files"]) == left and len(left) == 2
+
+
+def test_the_metrics_log_never_appends_to_a_hard_link(tmp_path):
+    """A hard link shares its bytes with the user's file: --resume's truncation would cut that file."""
+    (tmp_path / "mine.txt").write_text("mine\n")
+    os.link(tmp_path / "mine.txt", tmp_path / "metrics.jsonl")
+    with pytest.raises(runs.RunFileError, match="hard"):
+        runs.MetricsLog(tmp_path / "metrics.jsonl")({"step": 1})
+    assert (tmp_path / "mine.txt").read_text() == "mine\n"
 
 
 def test_resume_with_a_corrupt_checkpoint_is_one_line(tmp_path, make_config):

@@ -167,9 +167,11 @@ def _lock(path: Path, create: bool, field_name: str = "--out") -> int | None:
             raise RunExistsError(path, f"its {LOCK} is a symbolic link or a FIFO, not the lock file toymodels "
                                        f"writes; remove it by hand", field_name) from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:   # a hard link: the PID would be written elsewhere too
         os.close(fd)
-        raise RunExistsError(path, f"its {LOCK} is not a regular file; remove it by hand", field_name)
+        raise RunExistsError(path, f"its {LOCK} is not a regular file of its own (a FIFO, device or hard link); "
+                                   f"remove it by hand", field_name)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -225,9 +225,11 @@ def open_append(path: str | Path, truncate_to: int | None = None, fresh: bool = 
             raise RunFileError(path, "is a FIFO, not a regular file; toymodels writes only regular files") from None
         raise
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
         os.close(fd)
-        raise RunFileError(path, "is not a regular file; toymodels writes only regular files")
+        # a hard link shares its bytes with a file elsewhere: appending or truncating would change that file
+        raise RunFileError(path, "is not a regular file of its own (a FIFO, device, or a file with other hard "
+                                 "links); toymodels writes in place only into its own files")
     if fresh:
         os.ftruncate(fd, 0)
     elif truncate_to is not None and st.st_size > truncate_to:
