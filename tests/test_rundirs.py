@@ -94,7 +94,7 @@ def test_status_records_how_the_run_ended(tmp_path):
     assert marker(tmp_path / "f")["status"] == "failed"
     with pytest.raises(KeyboardInterrupt), runs.open_run(tmp_path / "k"):
         raise KeyboardInterrupt
-    assert marker(tmp_path / "k")["status"] == "failed"
+    assert marker(tmp_path / "k")["status"] == "interrupted"   # issue 16: --resume continues it
 
 
 def test_unfinished_finished_and_resumed_runs(tmp_path):
@@ -239,14 +239,19 @@ def test_stale_temporary_files_are_cleaned_on_the_next_run(tmp_path):
         write_some(run.path)
         raise RuntimeError  # killed
     d = run.path
-    stale = [d / ".summary.json.x1y2z3.tmp", d / "figures" / ".x_finetune.abc123.tmp.gif",
-             d / "member" / ".weights.npz.q.tmp"]
+    stale = [d / ".config.json.x1y2z3ab.tmp", d / "figures" / ".x_loss.abc123_z.tmp.png",
+             d / "member" / ".summary.json.q0000000.tmp"]
     for f in stale:
         f.write_bytes(b"half")
     (d / ".my_hidden.tmp.txt.bak").write_text("mine")   # not a temporary name of ours
+    # issue 16: a name like ours whose file is not in the run's manifest is the user's, and stays
+    users = [d / ".notes.abcdefgh.tmp", d / "figures" / ".mine.abcdefgh.tmp.png"]
+    for f in users:
+        f.write_text("mine")
     with runs.open_run(d, resume=True):
         assert not any(f.exists() for f in stale)
     assert (d / ".my_hidden.tmp.txt.bak").read_text() == "mine"
+    assert all(f.read_text() == "mine" for f in users)
 
 
 def test_a_figure_that_fails_midway_leaves_no_file(tmp_path, monkeypatch):

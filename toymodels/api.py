@@ -88,19 +88,31 @@ def check_plots(cfg) -> None:
 FROM_RUN_IGNORES = ("data", "model", "train", "features", "seed", "n_inst")
 
 
-def check_run(cfg, *, given: dict | None = None, out: str | Path | None = None) -> None:
+def check_run(cfg, *, given: dict | None = None, out: str | Path | None = None, resume: bool = False) -> None:
     """Everything about a run of ``cfg`` (a Config or a Suite) that can fail before compute: figure names;
     with ``finetune.from_run``, the source run (a finished run, that this ``[finetune]`` can fine-tune,
     not inside ``out``) and the fields the user gave (``given``: dotted key -> value) that it would
-    ignore; and the memory the run needs against the machine's (:mod:`toymodels.io.budget`). Raises a
-    one-line ConfigError."""
-    from .io import budget
+    ignore; the memory and compute the run needs against the machine's (:mod:`toymodels.io.budget`); names
+    and values that must become file names and JSON; with ``resume``, that the run in ``out`` was started
+    with this config (:mod:`toymodels.io.preflight`). Raises a one-line ConfigError."""
+    from .io import budget, compute, preflight
 
+    preflight.check_names(cfg)
+    preflight.check_serialisable(cfg)
+    if resume and out is not None:
+        preflight.check_resume(cfg, runs_path(out))
     check_plots(cfg)
     for m in getattr(cfg, "members", (cfg,)):
         if m.finetune is not None and m.finetune.from_run:
             m = _check_from_run(m, given or {}, out)
         budget.check(m)
+        compute.check(m)
+
+
+def runs_path(out: str | Path) -> Path:
+    from .io import runs
+
+    return runs.check_out_path(out)
 
 
 def _check_from_run(cfg: Config, given: dict, out) -> Config:
@@ -152,7 +164,7 @@ def run(cfg, out: str | Path | None = None, *, overwrite: bool = False, resume: 
     if resume and out is None:
         raise ConfigError("out", None, "resume=True needs the directory of the run to continue")
     out = out if out is not None else runs.default_run_dir(cfg)
-    check_run(cfg, out=out)
+    check_run(cfg, out=out, resume=resume)
     with runs.open_run(out, overwrite=overwrite, resume=resume) as handle:
         if handle.complete:
             echo(f"{handle.path}: the run is complete; nothing to resume")

@@ -43,7 +43,9 @@ def load(path: str | Path) -> runs.Run:
     run: name a member."""
     path = Path(path)
     if path.is_dir() and (path / "suite.json").exists() and not (path / "config.json").exists():
-        members = runs.read_json(path / "suite.json").get("members", [])
+        suite = runs.read_json(path / "suite.json", path)
+        members = suite.get("members", []) if isinstance(suite, dict) else []
+        members = members if isinstance(members, list) else []
         raise RunFileError(path, f"is a suite; audit one of its members ({', '.join(map(str, members))})")
     return runs.load(path)
 
@@ -71,10 +73,19 @@ def _sae_source(run: runs.Run, sae_run: str | Path | None, variant: str):
         src = run
     if src is None:
         return None
-    arrays = runs.read_npz(src.path / "weights_sae.npz")
-    if variant not in dictionary.variants_in(arrays):
-        raise ConfigError("--variant", variant, f"{src.path} has SAEs of {', '.join(dictionary.variants_in(arrays))}")
-    return arrays, src.summary["sae"]["instances"], str(src.path)
+    arrays = runs.read_npz(src.path / "weights_sae.npz", src.path)
+    try:
+        variants = dictionary.variants_in(arrays)
+    except (KeyError, ValueError, TypeError, IndexError):
+        raise RunFileError(src.path / "weights_sae.npz", "does not hold the SAE arrays toymodels writes") from None
+    if variant not in variants:
+        raise ConfigError("--variant", variant, f"{src.path} has SAEs of {', '.join(variants)}")
+    sae = src.summary.get("sae")
+    rows = sae.get("instances") if isinstance(sae, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise RunFileError(src.path / "summary.json", "has no 'sae' section with an 'instances' list of objects: not "
+                                                      "the summary.json of a toymodels run with [sae]")
+    return arrays, rows, str(src.path)
 
 
 def run_audit(run_dir: str | Path, sae_run: str | Path | None = None, *, variant: str | None = None,

@@ -10,8 +10,9 @@ CONFIG.json is a run's own config.json (or suite.json), or what ``toymodels show
 can be run again from the files it wrote. Overrides are dotted config keys, e.g. train.steps=200 data.batch_size=256 seed=3; values are
 read as TOML ([0.1, 0.2], 1e-3, "cosine" or a bare word). Every failure prints one line,
 ``toymodels: error: <field or file>=<value>: <what is allowed>``, and exits with code 2 (a diverged
-loss: code 1; Ctrl-C: 130); the whole config (the output directory, the source run of
-``finetune.from_run``, the memory the run needs) is checked before any compute. JAX is imported only
+loss: code 1; Ctrl-C: 130 and SIGTERM: 143, both leaving the run ``interrupted`` for --resume); the
+whole config (the output directory, the source run of ``finetune.from_run``, the memory and compute the
+run needs, names and values that become files) is checked before any compute or directory is created. JAX is imported only
 by the commands that need it, so --help and list are instant.
 
 The CLI is the only part of toymodels that chooses a matplotlib backend (Agg, for files); the library
@@ -23,12 +24,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
 
-from .config import Config, ConfigError, parse_override, read_toml
-from .errors import ConfigWarning, TrainingDiverged
+# Only the light errors module at import: the config pulls in numpy and scipy (about 2 s on a loaded
+# machine), and until main() has installed its signal handlers a Ctrl-C would print a traceback.
+from .errors import ConfigError, ConfigWarning, TrainingDiverged
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -44,6 +47,7 @@ def resolve(target: str, overrides: list[str]):
 def _resolve(target: str, overrides: list[str]):
     """(Config or Suite, {dotted key: value} the user gave: the overrides and the TOML file's fields)."""
     from . import presets
+    from .config import Config, parse_override, read_toml
 
     if "\x00" in target:
         raise ConfigError("CONFIG", target, "contains a NUL byte; must be a preset name or a TOML file")
@@ -51,7 +55,7 @@ def _resolve(target: str, overrides: list[str]):
     if target.endswith(".json"):
         cfg = _from_json(Path(target))
     elif target.endswith(".toml") or Path(target).is_file():
-        if not Path(target).is_file():
+        if not os.path.lexists(target):
             raise ConfigError("CONFIG", target, "no such TOML file")
         table = read_toml(target)
         for k, v in table.items():
@@ -60,7 +64,7 @@ def _resolve(target: str, overrides: list[str]):
     else:
         cfg = presets.get(target)
     if overrides:
-        pairs = dict(parse_override(o) for o in overrides)
+        pairs = _merge_sections(cfg, dict(parse_override(o) for o in overrides))
         given.update(pairs)
         cfg = cfg.replace(**pairs)
     return cfg, given
@@ -69,6 +73,7 @@ def _resolve(target: str, overrides: list[str]):
 def _from_json(path: Path):
     """A run's ``config.json`` (or ``suite.json``, its members read beside it), or what ``toymodels show``
     printed, as a Config or a Suite: every run can be run again from the file it wrote."""
+    from .config import Config
     from .io import runs
     from .presets import Suite
 
@@ -91,6 +96,19 @@ def _from_json(path: Path):
         raise ConfigError("CONFIG", str(path), "a suite's 'members' must be member names or member configs")
     return Suite(d["suite"], configs, tuple(d.get("plots", ())), d.get("notes", ""), d.get("meta", {}),
                  d.get("summary", ""))
+
+
+def _merge_sections(cfg, pairs: dict) -> dict:
+    """``train={steps=50}`` sets train.steps and keeps the section's other fields (it used to replace the
+    whole section: the preset's restarts went from 4 to 1, its regimes from 4 to 1)."""
+    base = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
+    out: dict = {}
+    for key, value in pairs.items():
+        if "." not in key and isinstance(value, dict) and isinstance(base.get(key), dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
 
 def check_plots(cfg) -> None:
@@ -133,10 +151,11 @@ def cmd_run(args) -> int:
     from .io import runs
 
     out = args.out if args.out is not None else runs.default_run_dir(cfg)
-    api.check_run(cfg, given=given, out=out)   # everything that can fail before compute
+    api.check_run(cfg, given=given, out=out, resume=args.resume and not args.overwrite)   # everything that can fail before compute
     _files_backend()
-    from . import experiment
+    from . import experiment, faults
 
+    faults.check()   # a signal during the imports and checks: stop before the run directory is created
     echo = (lambda s: None) if args.quiet else print
     run_dir = out
     try:
@@ -196,12 +215,37 @@ def cmd_audit(args) -> int:
             raise ConfigError(flag, value, "is not a directory; must be a toymodels run directory"
                               if "\x00" not in value and Path(value).exists() else "no such directory")
     if args.out is not None:
-        args.out = str(runs.check_out_path(args.out))
+        args.out = str(_audit_out(runs.check_out_path(args.out)))
     _files_backend()
     from .audit_command import main_audit
 
     with runs.attach_run(args.run_dir) if args.out is None else contextlib.nullcontext():
         return main_audit(args)
+
+
+def _audit_out(out: Path) -> Path:
+    """``audit --out DIR``, checked before the SAEs train: a directory (or to be created), and an audit.md
+    in it only if toymodels wrote it (a run's manifest lists it, or it is a regular file that begins as
+    every toymodels audit.md does); a user's own audit.md is never replaced."""
+    from .io import runs, safe
+
+    for p in (out, *out.parents):
+        if os.path.lexists(p) and not p.is_dir():
+            raise ConfigError("--out", str(out), f"{'is' if p == out else f'lies under {p}, which is'} not a "
+                                                 f"directory; --out names the directory audit.md is written to")
+        if p.exists():
+            break
+    f = out / "audit.md"
+    if os.path.lexists(f):
+        marker = runs.read_marker(out)
+        try:
+            ours = safe.read_bytes(f, 2**24, out).startswith(b"# audit: ")
+        except (OSError, ConfigError):
+            ours = False
+        if not ours and (marker is None or "audit.md" not in marker["files"] or f.is_symlink() or not f.is_file()):
+            raise ConfigError("--out", str(out), "already holds an audit.md that no toymodels run there wrote; choose "
+                                                 "another --out or move it")
+    return out
 
 
 def _version() -> str:
@@ -265,7 +309,52 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _install_signal_handlers() -> dict:
+    """SIGINT and SIGTERM end a run the same way: one line, the lock released, the marker ``interrupted``
+    (:func:`toymodels.faults.on_signal`); ``--resume`` continues it. Returns the handlers replaced."""
+    import signal
+
+    from . import faults
+
+    faults._PENDING.clear()
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError):   # not the main thread: leave the defaults
+            old[sig] = signal.signal(sig, faults.on_signal)
+    return old
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    old = {}
+    from . import faults
+
+    try:
+        old = _install_signal_handlers()
+        code = _main(argv)
+        return _interrupted() if faults.pending() else code   # a signal after the last safe point
+    except BaseException:
+        if faults.pending():   # whatever the signal turned into (KeyboardInterrupt, an ImportError, ...)
+            return _interrupted()
+        raise
+    finally:
+        for sig, handler in old.items():   # an in-process caller (a test, a notebook) gets its own back
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(sig, handler)
+
+
+def _interrupted() -> int:
+    import signal
+
+    from . import faults
+
+    sig = faults.pending() or signal.SIGINT
+    return _fail(f"interrupted ({signal.Signals(sig).name}); files written so far are kept, and toymodels run "
+                 f"--resume continues an interrupted run", code=128 + int(sig))
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     # Overrides (key=value) may stand anywhere after the target, also between options.
     args, extra = ap.parse_known_args(argv)
@@ -285,8 +374,6 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(_one_line(e))
     except TrainingDiverged as e:
         return _fail(_one_line(e), code=1)
-    except KeyboardInterrupt:
-        return _fail("interrupted; files written so far are kept", code=130)
     except MemoryError:
         return _fail("memory: the run ran out of memory; use a smaller n_inst, batch size or eval_batch_size")
     except OSError as e:   # the disk: full, read-only, permissions

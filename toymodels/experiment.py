@@ -18,8 +18,8 @@ names a defence, :func:`toymodels.defences.hooks_for`), the probe rows go to
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -39,8 +39,9 @@ from .core.models import init_instances
 from .core.planting import geometry_summary
 from .core.pretrain import active_penalty
 from .defences import hooks_for
-from .errors import RepresentationWarning
+from .errors import RepresentationWarning, RunFileError, short
 from .io import checkpoint, runs
+from .io.preflight import config_difference
 from .lab import finetune as lab_finetune
 from .lab import summary as lab_summary
 from .lab.report import format_table
@@ -190,10 +191,14 @@ def _run(cfg: Config, run_dir: str | Path, *, progress: bool, echo: Callable[[st
     source = None
     if cfg.finetune is not None and cfg.finetune.from_run:
         cfg, source = resolve_from_run(cfg)
-    if resume and (run_dir / "config.json").exists():
+    if resume and os.path.lexists(run_dir / "config.json"):
         _same_config(run_dir, cfg)
     else:
-        resume = resume and (run_dir / checkpoint.DIR).exists()
+        if resume and os.path.lexists(run_dir / checkpoint.DIR):
+            # the checkpoint's config is unknown: continuing it under this config could mix two runs
+            raise ConfigError("--resume", str(run_dir), "config.json is missing, so the checkpoint there cannot be "
+                                                        "checked against this config; pass --overwrite to start again")
+        resume = False
         runs.write_json(run_dir / "config.json", cfg.to_dict())
     runs.write_json(run_dir / "env.json", runs.env_info())
     if resume:  # metrics.jsonl back to the latest checkpoint: the rows after it are written again
@@ -257,7 +262,7 @@ def _run(cfg: Config, run_dir: str | Path, *, progress: bool, echo: Callable[[st
     echo(f"{cfg.name}: {what}; results in {run_dir}")
     if cfg.finetune is not None:
         # numbers as written to disk, not as held in memory
-        echo(format_table(json.loads((run_dir / "summary.json").read_text())))
+        echo(format_table(runs.read_json(run_dir / "summary.json", run_dir)))
     for p in paths:
         echo(f"  figure: {p}")
     echo(f"{cfg.name}: done in {time.perf_counter() - t0:.1f}s")
@@ -299,8 +304,8 @@ def _finetune(cfg: Config, graphdef, params, run_dir: Path, progress, on_log=Non
     """Fine-tune (with the defences' hooks when the regimes name defences), write the weight files, and
     return the ``finetune`` section of the summary; with ``resume``, from the latest checkpoint."""
     ck = run_dir / checkpoint.DIR
-    if resume and (ck / "finetuned.json").exists():   # fine-tuning finished before the run stopped
-        return json.loads((ck / "finetuned.json").read_text())["finetune"]
+    if resume and os.path.lexists(ck / "finetuned.json"):   # fine-tuning finished before the run stopped
+        return checkpoint.read_finetuned(ck / "finetuned.json")["finetune"]
     path = run_dir / "metrics.jsonl"
     resume_from = None
     if resume and (ck / "finetune.npz").exists():
@@ -323,15 +328,20 @@ def _finetune(cfg: Config, graphdef, params, run_dir: Path, progress, on_log=Non
 
 def _same_config(run_dir: Path, cfg: Config) -> None:
     """--resume continues a run only with the config it was started with."""
-    saved = Config.from_dict(json.loads((run_dir / "config.json").read_text()))
+    d = runs.read_json(run_dir / "config.json", run_dir)
+    try:
+        saved = Config.from_dict(d) if isinstance(d, dict) else None
+    except ConfigError:
+        saved = None
+    if saved is None:
+        raise RunFileError(run_dir / "config.json", "is not a valid toymodels config, so --resume cannot check "
+                                                    "the run against it; pass --overwrite to start again")
     if saved != cfg:
-        a, b = saved.to_dict(), cfg.to_dict()
-        diff = next((k for k in a if a[k] != b.get(k)), "?")
-        sub = a.get(diff), b.get(diff)
-        if isinstance(sub[0], dict):
-            diff = f"{diff}." + next((k for k in sub[0] if sub[0][k] != (sub[1] or {}).get(k)), "?")
-        raise ConfigError("--resume", str(run_dir), f"the run there was started with another config ({diff} "
-                          f"differs); resume it with the same preset and overrides, or pass --overwrite")
+        field_name, was, now = config_difference(saved.to_dict(), cfg.to_dict())
+        raise ConfigError(field_name, now, f"differs from the run in --out {str(run_dir)!r} (started with "
+                          f"{short(was)}); --resume continues a run only with the config it was started with: "
+                          f"resume with the same preset and overrides, or pass --overwrite")
+
 
 
 def run_suite(suite, run_dir: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print,

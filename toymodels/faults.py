@@ -19,8 +19,36 @@ ENV = "TOYMODELS_KILL_AT"
 _counts: dict[str, int] = {}
 
 
+# Signals the CLI turned into KeyboardInterrupt (:func:`on_signal`); empty in a library session.
+_PENDING: list[int] = []
+
+
+def on_signal(signum, frame) -> None:
+    """The CLI's SIGINT/SIGTERM handler. The first signal is only recorded: raised at an arbitrary moment
+    a KeyboardInterrupt can land inside a C extension's import (an ImportError, or an abort) or inside a
+    callback that JAX calls (printed and dropped, and the run went on). :func:`check` raises it at the
+    next safe point instead: every chunk boundary, file write, figure and compile passes one. A second
+    signal raises at once (the user insists; the marker's update blocks signals, so it still completes)."""
+    _PENDING.append(signum)
+    if len(_PENDING) > 1:
+        raise KeyboardInterrupt
+
+
+def check() -> None:
+    """Raise KeyboardInterrupt if the CLI received SIGINT or SIGTERM (:func:`on_signal`)."""
+    if _PENDING:
+        raise KeyboardInterrupt
+
+
+def pending() -> int | None:
+    """The signal the CLI received (None: none)."""
+    return _PENDING[0] if _PENDING else None
+
+
 def point(name: str) -> None:
-    """SIGKILL this process here if ``TOYMODELS_KILL_AT`` asks for it (see the module docstring)."""
+    """SIGKILL this process here if ``TOYMODELS_KILL_AT`` asks for it (see the module docstring); raise a
+    pending interrupt (:func:`on_signal`)."""
+    check()
     want = os.environ.get(ENV)
     if not want:
         return

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ from ..errors import ConfigError
 from .checks import array_spec, check, check_int, check_name, freeze, listy
 from .sae import AuditConfig, SAEConfig
 from .schema import MAX_BATCH, DataConfig, FeaturesConfig, FineTuneConfig, ModelConfig, TrainConfig
-from .serde import build, optional_section, set_dotted, to_jsonable
+from .serde import MAX_DEPTH, build, optional_section, set_dotted, to_jsonable, too_deep
 from .unused import check_finetune, check_optimizer_fields
 
 # core.pretrain.EVAL_CHUNK_ELEMENTS: numbers in one evaluation chunk over all instances (config imports no JAX)
@@ -248,11 +250,34 @@ def read_toml(path: str | Path) -> dict:
     """The table of a TOML file; unreadable, not UTF-8 or not TOML: a one-line ConfigError naming it."""
     path = Path(path)
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        table = tomllib.loads(_read_config_file(path).decode("utf-8"))
+    except RecursionError:
+        raise ConfigError(str(path), "<file>", "nests arrays or tables too deep; a toymodels config nests a few "
+                                               "levels") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(str(path), "<file>", f"is not valid TOML: {str(e).splitlines()[0]}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(str(path), "<file>", f"is not UTF-8 text (byte {e.start}); TOML files are UTF-8") from None
     except OSError as e:
         raise ConfigError(str(path), "<file>", f"cannot be read ({e.strerror or type(e).__name__})") from None
+    if too_deep(table):
+        raise ConfigError(str(path), "<file>", f"nests deeper than {MAX_DEPTH} levels; a toymodels config nests a few")
+    return table
+
+
+MAX_TOML_BYTES = 16 * 2**20   # a config is a few KB
+
+
+def _read_config_file(path: Path) -> bytes:
+    """A config file's bytes: a regular file only (a FIFO would block the read forever), at most
+    MAX_TOML_BYTES."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(str(path), "<file>", "is not a regular file (a FIFO, device or directory)")
+        if st.st_size > MAX_TOML_BYTES:
+            raise ConfigError(str(path), "<file>", f"is {st.st_size} bytes; a config file is at most {MAX_TOML_BYTES}")
+        return os.read(fd, MAX_TOML_BYTES + 1)
+    finally:
+        os.close(fd)

@@ -107,8 +107,32 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(text, text, "overrides are written key=value, e.g. train.steps=200")
     key, raw = text.split("=", 1)
     key = key.strip().removeprefix("--")
+    if any(c in raw for c in "\n\r\x00"):
+        # TOML would read a second line as a second key and drop it silently
+        raise ConfigError(key, raw, "contains a line break or a NUL; an override value is one line")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
+    except RecursionError:
+        raise ConfigError(key, raw, f"nests deeper than {MAX_DEPTH} levels") from None
+    if too_deep(value):
+        raise ConfigError(key, raw, f"nests deeper than {MAX_DEPTH} levels")
     return key, value
+
+
+MAX_DEPTH = 32   # a toymodels config nests a few levels (finetune.regimes: a list of tables)
+
+
+def too_deep(v: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``v`` nests lists/tables deeper than ``limit`` (iterative: no recursion to exhaust)."""
+    stack = [(v, 0)]
+    while stack:
+        x, d = stack.pop()
+        if d > limit:
+            return True
+        if isinstance(x, dict):
+            stack.extend((y, d + 1) for y in x.values())
+        elif isinstance(x, list | tuple):
+            stack.extend((y, d + 1) for y in x)
+    return False

@@ -27,6 +27,7 @@ atomic file that ``numpy`` opens anywhere is simpler to make crash-safe and to i
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ import jax
 import numpy as np
 
 from ..core.engine import TrainState
-from ..errors import ConfigError
-from . import runs
+from ..errors import ConfigError, RunFileError
+from . import runs, safe
 
 DIR = ".checkpoint"
 
@@ -58,19 +59,41 @@ def save_tree(path: Path, tree: Any, meta: dict | None = None, extra: dict[str, 
     return runs.write_npz(path, **arrays)
 
 
+def _corrupt(path: Path, why: str) -> RunFileError:
+    return RunFileError(path, f"is not a checkpoint toymodels wrote ({why}); start the run again with --overwrite")
+
+
+def _read(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """A checkpoint's arrays and its meta, read through the checked reader (no link, no FIFO, bounded)."""
+    data = runs.read_npz(path, path.parent.parent)
+    if "__meta__" not in data or data["__meta__"].dtype != np.uint8 or data["__meta__"].ndim != 1:
+        raise _corrupt(path, "no __meta__ record")
+    meta = safe.parse_json(path, bytes(data.pop("__meta__")).decode("utf-8", "replace"))
+    need = {"n_leaves": int, "keys": list}
+    if not isinstance(meta, dict) or any(not isinstance(meta.get(k), t) for k, t in need.items()):
+        raise _corrupt(path, "its __meta__ lacks n_leaves or keys")
+    if "step" in meta and not (isinstance(meta["step"], int) and isinstance(meta.get("metrics_bytes"), int)):
+        raise _corrupt(path, "its __meta__ has no integer step and metrics_bytes")
+    return data, meta
+
+
 def load_tree(path: Path, like: Any) -> tuple[Any, dict, dict[str, np.ndarray]]:
     """The tree saved at ``path``, in the structure of ``like``; its meta; its extra arrays."""
-    with np.load(path, allow_pickle=False) as z:
-        data = {k: z[k] for k in z.files}
-    meta = json.loads(bytes(data.pop("__meta__")).decode())
+    data, meta = _read(path)
     leaves, treedef = jax.tree_util.tree_flatten(like)
     if meta["n_leaves"] != len(leaves):
         raise CheckpointMismatch(str(path), meta["n_leaves"], f"holds a state with another structure "
                                                                f"({len(leaves)} leaves expected); another config wrote it")
     out = []
     for i, ref in enumerate(leaves):
+        if f"leaf{i}" not in data:
+            raise _corrupt(path, f"leaf {i} is missing")
         a = data[f"leaf{i}"]
         if _is_key(ref):
+            want = jax.random.key_data(ref)
+            if a.shape != want.shape or a.dtype != want.dtype:
+                raise CheckpointMismatch(str(path), f"leaf {i}", f"has shape {a.shape} {a.dtype}, the run needs "
+                                                                 f"{want.shape} {want.dtype}")
             a = jax.random.wrap_key_data(a, impl=jax.random.key_impl(ref))
         elif np.shape(ref) != a.shape or np.asarray(ref).dtype != a.dtype:
             raise CheckpointMismatch(str(path), f"leaf {i}", f"has shape {a.shape} {a.dtype}, the run needs "
@@ -94,9 +117,10 @@ def save_state(path: Path, state: TrainState, metrics_bytes: int, extra: dict | 
 def load_state(path: Path, fresh: TrainState) -> tuple[TrainState, dict, dict]:
     """The saved engine state in the structure of ``fresh`` (a newly built state of the same config)."""
     like = _state_tree(fresh)
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(bytes(z["__meta__"]).decode())
-    if meta["has_stop"] and like["stopped_at"] is None:  # fit creates stopped_at on its first call
+    _, meta = _read(path)
+    if "step" not in meta:
+        raise _corrupt(path, "its __meta__ has no step")
+    if meta.get("has_stop") and like["stopped_at"] is None:  # fit creates stopped_at on its first call
         like["stopped_at"] = jax.numpy.full(fresh.keys.shape[:1], -1, jax.numpy.int32)
     tree, meta, extra = load_tree(path, like)
     state = TrainState(tree["params"], tree["opt_state"], tree["keys"], meta["step"], tree["stopped_at"])
@@ -106,7 +130,7 @@ def load_state(path: Path, fresh: TrainState) -> tuple[TrainState, dict, dict]:
 def metrics_bytes(run_dir: Path) -> int:
     """The current length of ``metrics.jsonl`` (0 when absent)."""
     p = Path(run_dir) / "metrics.jsonl"
-    return p.stat().st_size if p.exists() else 0
+    return os.lstat(p).st_size if os.path.lexists(p) else 0   # lstat: a link's target is not ours to measure
 
 
 STAGES = ("finetuned.json", "finetune.npz", "pretrained.npz", "pretrain.npz")  # latest first
@@ -118,13 +142,22 @@ def resume_bytes(run_dir: Path) -> int:
     ck = Path(run_dir) / DIR
     for name in STAGES:
         f = ck / name
-        if not f.exists():
+        if not os.path.lexists(f):
             continue
-        if f.suffix == ".json":
-            return int(json.loads(f.read_text())["metrics_bytes"])
-        with np.load(f, allow_pickle=False) as z:
-            return int(json.loads(bytes(z["__meta__"]).decode())["metrics_bytes"])
+        meta = read_finetuned(f) if f.suffix == ".json" else _read(f)[1]
+        n = meta.get("metrics_bytes")
+        if not isinstance(n, int) or n < 0:
+            raise _corrupt(f, "no metrics_bytes")
+        return n
     return 0
+
+
+def read_finetuned(path: Path) -> dict:
+    """``finetuned.json``: the finished fine-tuning's summary section and the metrics length, checked."""
+    d = runs.read_json(path, path.parent.parent)
+    if not isinstance(d, dict) or not isinstance(d.get("finetune"), dict) or not isinstance(d.get("metrics_bytes"), int):
+        raise _corrupt(path, "needs a finetune object and an integer metrics_bytes")
+    return d
 
 
 def truncate_metrics(run_dir: Path, n_bytes: int) -> None:
@@ -132,9 +165,8 @@ def truncate_metrics(run_dir: Path, n_bytes: int) -> None:
     delete the temporary files that killed atomic writes left (those files are written again too)."""
     runs.clean_temp_files(run_dir)
     p = Path(run_dir) / "metrics.jsonl"
-    if p.exists() and p.stat().st_size > n_bytes:
-        with p.open("r+b") as f:
-            f.truncate(n_bytes)
+    if os.path.lexists(p) and os.lstat(p).st_size > n_bytes:
+        safe.open_append(p, truncate_to=n_bytes).close()   # never through a link (its target is not ours)
 
 
 def probes_to_arrays(probes: list, frames: list) -> dict[str, np.ndarray]:

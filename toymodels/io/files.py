@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import re
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,13 +26,41 @@ from typing import Any
 import numpy as np
 
 from .. import faults
+from ..errors import RunFileError
+from . import safe
 
 # The atomic writers' temporary names: ".<name>.<random>.tmp" (and ".<stem>.<random>.tmp<suffix>" for
 # writers that need the real suffix, e.g. a GIF); open_run deletes leftovers of a killed run.
 _TEMP_NAME = re.compile(r"^\..+\.tmp(\.[A-Za-z0-9]+)?$")
+# ... and what they are the temporary file of: mkstemp's 8 random characters, between the name and .tmp
+_TEMP_OF = re.compile(r"^\.(?P<stem>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[A-Za-z0-9]+)?$")
 
 # The open run directory (a rundir.RunHandle) that the writers register their files with.
 _ACTIVE: contextvars.ContextVar[Any] = contextvars.ContextVar("toymodels_active_run", default=None)
+# The run directory the writers are confined to (open_run, and attach_run also without a marker): a path
+# written under it must really lie in it, so a symbolic link inside cannot redirect a write outside.
+_ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toymodels_run_root", default=None)
+
+
+@contextlib.contextmanager
+def confined(root: str | Path) -> Iterator[None]:
+    """Writers in this block refuse a path under ``root`` whose real location (links resolved) is not."""
+    token = _ROOT.set(Path(os.path.abspath(root)))
+    try:
+        yield
+    finally:
+        _ROOT.reset(token)
+
+
+def _confine(path: Path) -> None:
+    """A path written under the confining run directory must really lie in it. (A path written as
+    outside it, e.g. an explicit output directory elsewhere, is the caller's and is left alone.)"""
+    roots = [r for r in (_ROOT.get(), getattr(_ACTIVE.get(), "path", None)) if r is not None]
+    absolute = Path(os.path.abspath(path))
+    for root in roots:
+        if (absolute == root or root in absolute.parents) and not safe.inside(absolute.parent, root):
+            raise RunFileError(path, f"lies outside the run directory {safe.real(root)} (a symbolic link on the way); "
+                                     f"toymodels writes only inside it")
 
 
 def active_run():
@@ -57,20 +86,48 @@ def _why(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".splitlines()[0][:160]
 
 
-def clean_temp_files(path: str | Path) -> list[Path]:
-    """Delete the temporary files that atomic writes of a killed run left under ``path``."""
-    stale = [p for p in Path(path).rglob(".*") if _TEMP_NAME.match(p.name) and (p.is_file() or p.is_symlink())]
-    for p in stale:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
+# The files toymodels writes in a run directory (and its .checkpoint/), for directories without a manifest.
+_OWN_NAMES = frozenset({"config.json", "env.json", "summary.json", "suite.json", "weights.npz", "weights_pretrained.npz",
+                        "weights_finetuned.npz", "weights_trajectory.npz", "audit.md", "pretrain.npz",
+                        "pretrained.npz", "finetune.npz", "finetuned.json"})
+
+
+def clean_temp_files(path: str | Path, manifest: list[str] | None = None) -> list[Path]:
+    """Delete the temporary files that atomic writes of a killed run left under ``path``: only regular
+    files named as this module names them (``.<name>.<8 random>.tmp``) beside a file ``<name>`` of the
+    run's ``manifest`` (or its marker), so a user's own ``.notes.tmp`` is never touched. Directories are
+    walked without following links."""
+    root = Path(path)
+    h = _ACTIVE.get()
+    if manifest is None:
+        manifest = list(h.files) if h is not None else []
+    base = h.path if h is not None else root
+    owned = {Path(os.path.abspath(base / rel)) for rel in manifest}
+    owned.add(Path(os.path.abspath(base)) / ".toymodels-run.json")
+    stale = []
+    for dirpath, _dirnames, filenames in os.walk(root):   # os.walk does not descend into linked directories
+        for name in filenames:
+            m = _TEMP_OF.match(name)
+            p = Path(dirpath) / name
+            if m is None:
+                continue
+            target = Path(os.path.abspath(Path(dirpath) / (m["stem"] + (m["suffix"] or ""))))
+            # without a manifest (a library caller's directory): only names toymodels itself writes
+            if target not in owned and (manifest or not (target.name in _OWN_NAMES or target.parent.name == "figures")):
+                continue
+            if stat.S_ISREG(os.lstat(p).st_mode):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                stale.append(p)
     return stale
 
 
 def remove_file(path: str | Path) -> None:
     """Delete a file the active run wrote (e.g. a checkpoint) and drop it from the manifest."""
     p = Path(path)
+    _confine(p)
     with contextlib.suppress(FileNotFoundError):
-        p.unlink()
+        p.unlink()   # unlink removes a link itself, never its target
     h = _ACTIVE.get()
     if h is not None:
         h.unregister(p)
@@ -80,6 +137,7 @@ def _atomic(path: Path, write, register: bool = True) -> Path:
     """Write ``path`` through ``write(f)`` on a temporary file, then rename it into place. The active run
     (:func:`~toymodels.io.rundir.open_run`) registers it in its manifest first (``register=False``: the
     marker itself)."""
+    _confine(path)
     if register:
         _register(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,6 +163,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """For writers that need a file name (e.g. an animation writer): yields a temporary path with the same
     suffix beside ``path``; renamed to ``path`` when the block succeeds, deleted when it fails."""
     path = Path(path)
+    _confine(path)
     _register(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
@@ -179,7 +238,8 @@ class MetricsLog:
             self._mode = "w" if rel is not None and rel not in h.files else "a"
             if rel is not None:
                 h.register(self.path)
-        with self.path.open(self._mode) as f:
-            f.write(json.dumps(to_jsonable({**self.fixed, **row})) + "\n")
+        _confine(self.path)
+        with safe.open_append(self.path, fresh=self._mode == "w") as f:   # never through a link or into a FIFO
+            f.write((json.dumps(to_jsonable({**self.fixed, **row})) + "\n").encode())
         self._mode = "a"
 

@@ -5,19 +5,28 @@
 marker, ``.toymodels-run.json``: ``{"toymodels": version, "status", "pid", "started_utc", "files": [...]}``.
 ``files`` is the manifest: every file the run wrote, relative to the run directory, registered by the
 writers of :mod:`.files` (and ``plots.registry.save``) before they write it. ``status`` is ``running``
-while the run is open and ``complete``, ``diverged`` or ``failed`` once it is closed. ``overwrite``
-deletes the files of the old manifest and nothing else, and only in a directory that carries a marker;
-a non-empty directory without one is never written into. A suite's members write into sub-directories
-of one run directory, under its one marker.
+while the run is open and ``complete``, ``diverged``, ``interrupted`` or ``failed`` once it is closed.
+``overwrite`` deletes the files of the old manifest and nothing else, and only in a directory that carries
+a marker; a non-empty directory without one is never written into. A suite's members write into
+sub-directories of one run directory, under its one marker.
+
+A run directory is untrusted input (issue 16): one holding a symbolic link, FIFO or device anywhere is
+refused for ``overwrite``, ``resume`` and ``toymodels plot`` (:func:`~toymodels.io.safe.find_link`); the
+lock is opened without following a link; writers refuse a path whose real location leaves the run
+directory (:func:`~toymodels.io.files.confined`); ``--overwrite`` checks every deletion before the first
+(:mod:`.manifest`); reads go through :mod:`.safe`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import re
+import signal
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,8 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..errors import RunExistsError, RunLockedError, TrainingDiverged
-from .files import _ACTIVE, _atomic, _utc, _why, clean_temp_files
+from ..errors import RunExistsError, RunFileError, RunLockedError, TrainingDiverged
+from . import safe
+from .files import _ACTIVE, _atomic, _utc, _why, clean_temp_files, confined
+from .manifest import LOCK, MARKER, _delete_files, _has_files, _inside
+from .manifest import overwrite as overwrite_files
 
 
 def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
@@ -43,8 +55,6 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
 
 
 # --- run directories: marker, manifest, lock ------------------------------------------------------------
-MARKER = ".toymodels-run.json"
-LOCK = ".toymodels.lock"
 FINISHED = ("complete", "diverged")        # statuses of a run that ran to its end
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -109,12 +119,13 @@ def read_marker(path: str | Path) -> dict | None:
     """The marker of run directory ``path`` (None without one). A marker that is not a JSON object
     with a status and a file list is a :class:`RunExistsError` naming it."""
     f = Path(path) / MARKER
-    if not f.is_file():
+    if not os.path.lexists(f):
         return None
-    try:
-        marker = json.loads(f.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise RunExistsError(f, f"is not a readable toymodels marker ({_why(e)}); remove it by hand if the "
+    try:   # through safe: a marker that is a link, a FIFO, huge or nested deep is refused, not followed
+        marker = safe.load_json(f, path, limit=2**24)
+    except (OSError, RunFileError) as e:
+        why = str(e).removeprefix(f"{f}: ") if isinstance(e, RunFileError) else _why(e)
+        raise RunExistsError(f, f"is not a readable toymodels marker ({why}); remove it by hand if the "
                                 f"directory is yours", field_name="marker") from None
     ok = (isinstance(marker, dict) and isinstance(marker.get("status"), str)
           and isinstance(marker.get("files"), list) and all(isinstance(x, str) for x in marker["files"]))
@@ -123,14 +134,6 @@ def read_marker(path: str | Path) -> dict | None:
                                 "if the directory is yours", field_name="marker")
     return marker
 
-
-
-def _has_files(path: Path) -> bool:
-    """Whether ``path`` holds any file (empty sub-directories and our lock file do not count)."""
-    for root, _dirs, files in os.walk(path):
-        if any(not (Path(root) == path and f == LOCK) for f in files):
-            return True
-    return False
 
 
 def check_out_path(path: Any, field_name: str = "--out") -> Path:
@@ -153,12 +156,22 @@ def _lock(path: Path, create: bool, field_name: str = "--out") -> int | None:
     """Take the run directory's lock without waiting: the lock file's descriptor (None when ``create`` is
     False and there is no lock file). Held by another process: :class:`RunLockedError` with its PID."""
     lock = path / LOCK
-    try:
-        fd = os.open(lock, os.O_RDWR | (os.O_CREAT if create else 0), 0o666)
+    try:   # never through a link (its target would be truncated), never a FIFO (the open would block)
+        fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | (os.O_CREAT if create else 0), 0o666)
     except FileNotFoundError:
         if not create:
             return None
         raise
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENXIO):
+            raise RunExistsError(path, f"its {LOCK} is a symbolic link or a FIFO, not the lock file toymodels "
+                                       f"writes; remove it by hand", field_name) from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:   # a hard link: the PID would be written elsewhere too
+        os.close(fd)
+        raise RunExistsError(path, f"its {LOCK} is not a regular file of its own (a FIFO, device or hard link); "
+                                   f"remove it by hand", field_name)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -205,32 +218,6 @@ def _refusal(path: Path, marker: dict | None, overwrite: bool, resume: bool) -> 
             f"to start it again")
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-def _delete_files(root: Path, rels: list[str], under: Path | None = None) -> list[str]:
-    """Delete the manifest files ``rels`` of run directory ``root`` (only those under ``under`` when given),
-    then the directories they leave empty. Names that would leave ``root`` are skipped. Returns the
-    deleted names."""
-    gone, parents = [], set()
-    for rel in rels:
-        if not rel or rel.startswith("/") or ".." in Path(rel).parts or rel in (MARKER, LOCK):
-            continue
-        p = root / rel
-        if under is not None and not _inside(p, under):
-            continue
-        if p.is_symlink() or p.is_file():
-            p.unlink()
-        gone.append(rel)
-        parents.update(q for q in p.parents if q != root and _inside(q, root))
-    for d in sorted(parents, key=lambda q: -len(q.parts)):  # deepest first
-        with contextlib.suppress(OSError):
-            d.rmdir()  # only when empty: a user's file keeps its directory
-    return gone
-
-
-
 def _claim(path: Any, overwrite: bool, resume: bool) -> RunHandle:
     """Validate, lock and prepare the run directory of :func:`open_run`; nothing is modified before
     every refusal has been checked."""
@@ -251,6 +238,9 @@ def _claim(path: Any, overwrite: bool, resume: bool) -> RunHandle:
         problem = _refusal(path, marker, overwrite, resume)
         if problem:
             raise RunExistsError(path, problem)
+        if marker is not None and (link := safe.find_link(path)) is not None:   # before the lock file is made
+            raise RunExistsError(path, f"holds {link.relative_to(path)}, a symbolic link or a FIFO; toymodels never "
+                                       f"writes, deletes or reads through one: remove it by hand")
         if fd is None:
             fd = _lock(path, create=True)
             marker = read_marker(path)           # decided again under the lock
@@ -265,9 +255,9 @@ def _claim(path: Any, overwrite: bool, resume: bool) -> RunHandle:
                 return handle
             handle.resuming = True
         if marker is not None:
-            clean_temp_files(path)
+            clean_temp_files(path, list(marker["files"]))
         if marker is not None and overwrite:
-            _delete_files(path, list(marker["files"]))
+            overwrite_files(handle, list(marker["files"]))
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         (path / "figures").mkdir(exist_ok=True)
@@ -298,12 +288,27 @@ def _make_dirs(path: Path) -> None:
 
 
 @contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (then they are delivered as usual)."""
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (ValueError, OSError, AttributeError):
+        old = None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
 def open_run(path: str | Path, *, overwrite: bool = False, resume: bool = False) -> Iterator[RunHandle]:
     """Open run directory ``path`` for writing: ``with open_run(out) as run: experiment.run(cfg, run.path)``.
 
     * A new or empty directory is created and marked; a non-empty directory without a marker is refused
       (also with ``overwrite``: nothing is deleted); so is a finished run without ``overwrite``, and an
-      unfinished one (status ``running`` or ``failed``) without ``resume`` or ``overwrite``.
+      unfinished one (status ``running``, ``interrupted`` or ``failed``) without ``resume`` or ``overwrite``.
     * ``overwrite``: the files in the old marker's manifest are deleted (and the directories they leave
       empty); everything else stays.
     * ``resume``: an unfinished run is continued (``run.resuming``); a finished one is left alone
@@ -312,8 +317,9 @@ def open_run(path: str | Path, *, overwrite: bool = False, resume: bool = False)
       Temporary files left by a killed run's atomic writes are deleted.
 
     While open, the writers here register every file they write in the manifest. On exit the marker's
-    status becomes ``complete`` (no exception), ``diverged`` (:class:`TrainingDiverged`) or ``failed``
-    (any other exception, Ctrl-C included), and the lock is released. Refusals are
+    status becomes ``complete`` (no exception), ``diverged`` (:class:`TrainingDiverged`), ``interrupted``
+    (KeyboardInterrupt: Ctrl-C, or SIGTERM as the CLI raises it) or ``failed`` (any other exception), with
+    SIGINT/SIGTERM held back while it is written, and the lock is released. Refusals are
     :class:`RunExistsError` (one line, naming ``--out``)."""
     handle = _claim(path, overwrite, resume)
     token = _ACTIVE.set(handle)
@@ -323,17 +329,21 @@ def open_run(path: str | Path, *, overwrite: bool = False, resume: bool = False)
     except TrainingDiverged:
         status = "diverged"
         raise
+    except KeyboardInterrupt:   # Ctrl-C, and SIGTERM as the CLI raises it: --resume continues the run
+        status = "interrupted"
+        raise
     except BaseException:
         status = "failed"
         raise
     finally:
         _ACTIVE.reset(token)
         try:
-            if not handle.complete:  # a finished run that resume found is left as it was
-                handle.status = status
-                # files the run wrote and deleted again (its checkpoints) leave the manifest
-                handle.files = [f for f in handle.files if os.path.lexists(handle.path / f)]
-                handle.write_marker()
+            with _signals_deferred():   # a signal now would leave the marker saying running
+                if not handle.complete:  # a finished run that resume found is left as it was
+                    handle.status = status
+                    # files the run wrote and deleted again (its checkpoints) leave the manifest
+                    handle.files = [f for f in handle.files if os.path.lexists(handle.path / f)]
+                    handle.write_marker()
         finally:
             _unlock(handle._fd)
             handle._fd = None
@@ -346,11 +356,15 @@ def attach_run(path: str | Path) -> Iterator[RunHandle | None]:
     nothing special. A suite member's directory belongs to the suite's marker, above it. Yields the
     handle, or None."""
     path = Path(path).resolve()
-    path = next((d for d in (path, *path.parents) if (d / MARKER).is_file()), path)
+    path = next((d for d in (path, *path.parents) if os.path.lexists(d / MARKER)), path)
     marker = read_marker(path)
     if marker is None:
-        yield None
+        with confined(path):   # no manifest to keep, but still no write through a link out of it
+            yield None
         return
+    if (link := safe.find_link(path)) is not None:
+        raise RunExistsError(path, f"holds {link.relative_to(path)}, a symbolic link or a FIFO; toymodels never "
+                                   f"writes through one: remove it by hand", field_name="RUN_DIR")
     try:
         fd = _lock(path, create=True, field_name="RUN_DIR")
     except RunLockedError:
@@ -361,7 +375,8 @@ def attach_run(path: str | Path) -> Iterator[RunHandle | None]:
                        started_utc=marker.get("started_utc", ""), _fd=fd)
     token = _ACTIVE.set(handle)
     try:
-        yield handle
+        with confined(path):
+            yield handle
     finally:
         _ACTIVE.reset(token)
         _unlock(fd)

@@ -19,12 +19,10 @@ Every reader turns a missing, corrupt or foreign file into one :class:`RunFileEr
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +32,10 @@ import numpy as np
 from ..config import Config, ConfigError
 from ..errors import RunExistsError, RunFileError, RunLockedError
 from ..machine import cpu_info
+from . import safe
 from .files import (
     MetricsLog,
     _atomic,
-    _why,
     active_run,
     atomic_path,
     clean_temp_files,
@@ -112,56 +110,32 @@ class Run:
 
     def npz(self, name: str) -> dict[str, np.ndarray]:
         """Another ``.npz`` of this run (e.g. ``weights_finetuned``); a corrupt one is a :class:`RunFileError`."""
-        return read_npz(self.path / f"{name}.npz")
+        return read_npz(self.path / f"{name}.npz", self.path)
 
 
 NOT_A_RUN = "not a finished toymodels run directory (a run writes summary.json last)"
 
 
-def read_json(path: str | Path) -> Any:
-    """A JSON file of a run; missing, unreadable, not UTF-8 or not JSON: a one-line :class:`RunFileError`."""
+def read_json(path: str | Path, root: str | Path | None = None) -> Any:
+    """A JSON file of a run (through :mod:`.safe`: no link, no FIFO, bounded size and depth); missing,
+    unreadable, not UTF-8 or not JSON: a one-line :class:`RunFileError`. ``root``: the run directory the
+    file must lie in."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        return safe.load_json(path, root)
     except FileNotFoundError:
         raise RunFileError(path, f"missing: {NOT_A_RUN}") from None
-    except OSError as e:
-        raise RunFileError(path, f"cannot be read ({_why(e)})") from None
-    except UnicodeDecodeError:
-        raise RunFileError(path, "is not UTF-8 text: not the JSON file toymodels writes") from None
-    try:
-        return json.loads(text)
-    except ValueError as e:
-        where = f" at line {e.lineno} column {e.colno}" if hasattr(e, "lineno") else ""
-        raise RunFileError(path, f"is not valid JSON ({getattr(e, 'msg', e)}{where}): truncated, or not written "
-                                 f"by toymodels") from None
 
 
-def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` (never unpickled); missing, empty, truncated or not an archive of plain
-    numeric arrays: a one-line :class:`RunFileError` naming the file."""
+def read_npz(path: str | Path, root: str | Path | None = None) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (never unpickled; headers checked before any data is read); missing,
+    empty, truncated, too large or not an archive of plain numeric arrays: a one-line
+    :class:`RunFileError` naming the file."""
     path = Path(path)
     try:
-        with path.open("rb") as f:
-            head = f.read(4)
+        return safe.load_npz(path, root)
     except FileNotFoundError:
         raise RunFileError(path, f"missing: {NOT_A_RUN}") from None
-    except OSError as e:
-        raise RunFileError(path, f"cannot be read ({_why(e)})") from None
-    if not head:
-        raise RunFileError(path, "is empty (0 bytes): a run killed while writing it, or not written by toymodels")
-    if head[:2] != b"PK":
-        raise RunFileError(path, "is not an .npz archive (no zip signature): not written by toymodels")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:  # noqa: BLE001 - zipfile, zlib, numpy's format checks: all mean a corrupt file
-        kind = "truncated or corrupt" if isinstance(e, (zipfile.BadZipFile, EOFError, OSError)) else "corrupt"
-        raise RunFileError(path, f"is not a readable .npz archive ({kind}: {_why(e)})") from None
-    for k, a in arrays.items():
-        if a.dtype.kind not in "biuf":
-            raise RunFileError(path, f"array {k!r} has dtype {a.dtype}; toymodels writes numeric arrays only")
-    return arrays
 
 
 def _check_weights(path: Path, w: dict[str, np.ndarray], cfg: Config) -> None:
@@ -175,14 +149,14 @@ def _check_weights(path: Path, w: dict[str, np.ndarray], cfg: Config) -> None:
                                      f"{list(shape)} (n_inst, {'d_hidden, ' if name == 'W' else ''}n_features)")
 
 
-def read_metrics(path: str | Path) -> list[dict]:
+def read_metrics(path: str | Path, root: str | Path | None = None) -> list[dict]:
     """The rows of a ``metrics.jsonl``; a line that is not a JSON object with a ``step`` is a
     :class:`RunFileError` naming the file and the line."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise RunFileError(path, f"cannot be read ({_why(e)})") from None
+        text = safe.read_bytes(path, safe.MAX_TEXT_BYTES, root).decode("utf-8")
+    except FileNotFoundError:
+        raise RunFileError(path, f"missing: {NOT_A_RUN}") from None
     except UnicodeDecodeError:
         raise RunFileError(path, "is not UTF-8 text: not the metrics log toymodels writes") from None
     rows = []
@@ -190,9 +164,10 @@ def read_metrics(path: str | Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except ValueError:
-            raise RunFileError(path, f"line {i} is not valid JSON: truncated, or not written by toymodels") from None
+            row = safe.parse_json(path, line)
+        except RunFileError:
+            raise RunFileError(path, f"line {i} is not valid JSON (or nests too deep): truncated, or not written "
+                                     f"by toymodels") from None
         if not isinstance(row, dict) or not isinstance(row.get("step"), int):
             raise RunFileError(path, f"line {i} is not a metrics row (a JSON object with an integer step)")
         rows.append(row)
@@ -206,22 +181,22 @@ def load(path: str | Path) -> Run:
     if not path.is_dir():
         raise RunFileError(path, "no such run directory" if not path.exists() else "is not a directory")
     for name in ("config.json", "summary.json", "weights.npz"):
-        if not (path / name).exists():
+        if not os.path.lexists(path / name):
             raise RunFileError(path / name, f"missing: {NOT_A_RUN}")
-    d = read_json(path / "config.json")
+    d = read_json(path / "config.json", path)
     try:
         if not isinstance(d, dict):
             raise ConfigError("config", d, "must be a table of fields")
         config = Config.from_dict(d)
     except ConfigError as e:
         raise RunFileError(path / "config.json", f"is not a valid toymodels config: {e}") from None
-    summary = read_json(path / "summary.json")
+    summary = read_json(path / "summary.json", path)
     if not isinstance(summary, dict) or not isinstance(summary.get("instances"), list):
         raise RunFileError(path / "summary.json", "has no 'instances' list: not the summary.json of a toymodels run")
     if len(summary["instances"]) != config.n_inst or not all(isinstance(x, dict) for x in summary["instances"]):
         raise RunFileError(path / "summary.json", f"'instances' must hold one object per instance "
                                                   f"(n_inst={config.n_inst} in config.json)")
-    weights = read_npz(path / "weights.npz")
+    weights = read_npz(path / "weights.npz", path)
     _check_weights(path / "weights.npz", weights, config)
-    metrics = read_metrics(path / "metrics.jsonl") if (path / "metrics.jsonl").exists() else []
+    metrics = read_metrics(path / "metrics.jsonl", path) if os.path.lexists(path / "metrics.jsonl") else []
     return Run(path=path, config=config, summary=summary, weights=weights, metrics=metrics)

@@ -50,7 +50,7 @@ def draw(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
 
 def read_suite(path: Path) -> dict:
     """suite.json, checked: member names are plain directory names, plots a list of names."""
-    suite = runs.read_json(path)
+    suite = runs.read_json(path, path.parent)
     ok = (isinstance(suite, dict) and isinstance(suite.get("members"), list) and isinstance(suite.get("plots"), list)
           and all(isinstance(m, str) and m not in ("", ".", "..") and "/" not in m and "\\" not in m
                   for m in suite["members"])
@@ -58,6 +58,10 @@ def read_suite(path: Path) -> dict:
     if not ok:
         raise RunFileError(path, "is not a toymodels suite.json (needs 'members', a list of member directory "
                                  "names, and 'plots', a list of figure names)")
+    for m in suite["members"]:   # a member that is a link would be read (and drawn into) outside the suite
+        if (path.parent / m).is_symlink():
+            raise RunFileError(path.parent / m, "is a symbolic link; toymodels does not follow links in a run "
+                                                "directory")
     return suite
 
 
@@ -68,7 +72,8 @@ def _drawn(fn, where: Path, name: str, *args) -> list[Path]:
         return fn(*args)
     except ConfigError:
         raise
-    except (KeyError, IndexError, ValueError, TypeError) as e:
+    except (KeyError, IndexError, ValueError, TypeError, OverflowError, StopIteration, ZeroDivisionError,
+            AttributeError, RecursionError) as e:
         raise RunFileError(where, f"figure {name!r} cannot be drawn from the saved files ({type(e).__name__}: "
                                   f"{str(e).splitlines()[0][:120] if str(e) else ''}); they are not what "
                                   f"toymodels writes") from None
