@@ -378,7 +378,7 @@ def drift() -> str:
     if not rows:
         return "_(no drift.json yet: `python experiments/reproduce.py --cheap --drift`)_"
     return "\n".join([f"Measured by `python experiments/reproduce.py --cheap --drift` on {where}:", "",
-                      "| result | file | numbers or arrays that moved | largest drift |", "|---|---|---|---|", *rows])
+                      "| result | file | kinds of number that moved (an array is one) | largest drift (its kind) |", "|---|---|---|---|", *rows])
 
 
 BLOCKS = {"drift": drift, "main-result": main_result, "headline": headline, "robustness": robustness_section, "gallery": lambda: (ROOT / "figures" / "GALLERY.md").read_text().strip(),

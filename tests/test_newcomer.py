@@ -54,16 +54,27 @@ def test_hidden_is_W_x_per_instance_and_for_all(make_config):
 def test_finetune_hooks_are_public_and_a_plugin_changes_the_result():
     assert tm.FineTuneHooks is not None and isinstance(tm.NO_HOOKS, tm.FineTuneHooks)
 
-    class AddConstant(tm.FineTuneHooks):   # the smallest plug-in: a constant loss term changes no gradient
-        def wrap_objective(self, undefended, graphdef, sample):
-            return lambda params, key, inst: undefended(params, key, inst) + 3.0
+    class Anchor(tm.FineTuneHooks):   # L' = L + λ Σ (W − W₀)²: pulls W back to its pretrained value
+        calls = 0
 
-    cfg = presets.get("analogy-15deg").replace(**{"train.steps": 200, "finetune.steps": 20, "n_inst": 1,
+        def instance_arrays(self, plan, base):
+            return {"W0": jnp.asarray(base["W"][...])}
+
+        def wrap_objective(self, undefended, graphdef, sample):
+            Anchor.calls += 1
+            return lambda params, key, inst: (undefended(params, key, inst)
+                                              + 100.0 * jnp.sum((params["W"][...] - inst["W0"]) ** 2))
+
+    cfg = presets.get("analogy-15deg").replace(**{"train.steps": 200, "finetune.steps": 50, "n_inst": 1,
                                                    "finetune.regimes": [{"name": "narrow"}]})
     graphdef, params, _ = tm.pretrain(cfg, progress=False)
+    W0 = np.asarray(params["W"][...])[0]
     a = tm.finetune(cfg, graphdef, params, progress=False)
-    b = tm.finetune(cfg, graphdef, params, progress=False, hooks=AddConstant())
-    np.testing.assert_allclose(np.asarray(a.finetuned["W"][...]), np.asarray(b.finetuned["W"][...]), atol=1e-6)
+    b = tm.finetune(cfg, graphdef, params, progress=False, hooks=Anchor())
+    assert Anchor.calls >= 1
+    moved = lambda r: float(np.abs(np.asarray(r.finetuned["W"][...])[0] - W0).max())
+    assert moved(a) > 1e-3                  # the fine-tune moves W ...
+    assert moved(b) < 0.2 * moved(a)        # ... and the plug-in's anchor holds most of it back
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +107,12 @@ def test_load_run_refuses_a_suite_naming_a_directory_outside(tiny_suite, tmp_pat
     suite["members"] = ["../elsewhere"]
     (d / "suite.json").write_text(json.dumps(suite))
     with pytest.raises(tm.ConfigError, match="members"):
+        tm.load_run(d)
+    suite["members"] = ["m1", "m2"]
+    (d / "suite.json").write_text(json.dumps(suite))
+    shutil.move(d / "m2", tmp_path / "outside")
+    (d / "m2").symlink_to(tmp_path / "outside")     # a member that is a link out of the suite
+    with pytest.raises(tm.ConfigError, match="symbolic link"):
         tm.load_run(d)
 
 
@@ -198,4 +215,5 @@ def test_env_json_names_the_cpu(trained_run):
     assert cpu["model"] and cpu["cores"] >= 1 and isinstance(cpu["isa"], list)
     assert set(cpu["isa"]) <= set(__import__("toymodels.machine", fromlist=["x"]).XLA_ISA_FLAGS)
     assert env["jax"] == jax.__version__ and env["jaxlib"]
-    assert jnp.zeros(1).devices()   # the fingerprint names a CPU XLA really compiles for
+    fp = __import__("toymodels.machine", fromlist=["x"]).fingerprint(env)
+    assert fp["cpu"]["model"] == cpu["model"] and fp["numpy"] == np.__version__

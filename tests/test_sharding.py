@@ -91,7 +91,8 @@ def _compare(a: Path, b: Path, exact: bool) -> None:
 
 # --- in this process: one device, so nothing changes ---------------------------------------------
 def test_one_device_has_no_mesh_so_the_program_is_the_unsharded_one():
-    assert jax.device_count() == 1
+    if jax.device_count() != 1:
+        pytest.skip(f"this machine has {jax.device_count()} devices; the one-device program is tested on one")
     assert sharding.instance_mesh() is None
     assert sharding.topology() == {"devices": 1, "processes": 1}
     assert sharding.padded_size(10, None) == 10

@@ -41,7 +41,7 @@ _API = {
     "FineTuneHooks": ("toymodels.lab.hooks", "FineTuneHooks"),
     "NO_HOOKS": ("toymodels.lab.hooks", "NO_HOOKS"),
     "RepresentationWarning": ("toymodels.errors", "RepresentationWarning"),
-    "pretrain": ("toymodels.core.pretrain", "pretrain"),
+    "pretrain": ("toymodels.api", "pretrain"),
     **{n: ("toymodels.core.geometry", n) for n in ("feature_norms", "feature_dimensionality", "dimensions_per_feature",
                                                     "n_represented", "cosine_matrix", "feature_interference")},
     **{n: ("toymodels.lab.metrics", n) for n in ("first_order_prediction", "toxic_output_rate", "overlap_score",

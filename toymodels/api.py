@@ -37,6 +37,22 @@ def list_presets() -> dict[str, str]:
     return {n: p.summary for n, p in presets.PRESETS.items()}
 
 
+def pretrain(cfg: Config, **kwargs):
+    """:func:`toymodels.core.pretrain.pretrain` (``(graphdef, params, info)``), and, as a run does, a
+    :class:`~toymodels.errors.RepresentationWarning` for each planted feature that ended barely represented
+    (norm < 0.5): numbers measured on it describe a feature the model hardly carries."""
+    from .core.planting import geometry_summary
+    from .core.pretrain import pretrain as _pretrain
+    from .experiment import warn_barely_represented
+
+    graphdef, params, info = _pretrain(cfg, **kwargs)
+    if cfg.features is not None:
+        import numpy as np
+
+        warn_barely_represented(geometry_summary(cfg, np.asarray(params["W"][...])))
+    return graphdef, params, info
+
+
 def instance_model(graphdef, params, instance: int = 0):
     """The nnx model of one instance of a stacked ``params`` state (leading instance axis)."""
     return nnx.merge(graphdef, jax.tree.map(lambda a: a[instance], params))
@@ -100,7 +116,12 @@ def check_run(cfg, *, given: dict | None = None, out: str | Path | None = None, 
     preflight.check_names(cfg)
     preflight.check_serialisable(cfg)
     if resume and out is not None:
-        preflight.check_resume(cfg, runs_path(out))
+        # a from_run run's config.json holds the config after the source run was merged in: compare that
+        members = getattr(cfg, "members", None)
+        resolved = [_check_from_run(m, given or {}, out) if m.finetune is not None and m.finetune.from_run else m
+                    for m in (members if members is not None else (cfg,))]
+        target = dataclasses.replace(cfg, members=tuple(resolved)) if members is not None else resolved[0]
+        preflight.check_resume(target, runs_path(out))
     check_plots(cfg)
     for m in getattr(cfg, "members", (cfg,)):
         if m.finetune is not None and m.finetune.from_run:

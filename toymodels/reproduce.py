@@ -49,6 +49,7 @@ from .compare import (  # noqa: F401 - re-exported: the reproduction's public na
     NUMBER_RTOL,
     RATE_TOLERANCE,
     SKIPPED_FILES,
+    STRUCTURAL,
     WEIGHT_ATOL,
     FileReport,
     Mode,
@@ -64,7 +65,6 @@ from .compare import (  # noqa: F401 - re-exported: the reproduction's public na
 
 CHEAP = ("analogy-15deg", "tms-intro")
 DRIFT_FILE = "drift.json"
-_MAX_ENV_BYTES = 1 << 20
 
 
 @dataclass
@@ -95,7 +95,9 @@ class Report:
             return "reproduced"
         if self.error or self.preset_diffs or self.machine == "same":
             return "stale"
-        structural = any(f.n_diffs and any("|Δ|" not in what for _, what in f.worst) for f in self.files)
+        # a key or an array shape that differs, no machine causes; a string or a list length can (a verdict or
+        # a list of barely represented features whose number crossed a threshold on the other machine)
+        structural = any(what.startswith(STRUCTURAL) for f in self.files for _, what in f.worst)
         return "stale" if structural else "beyond-tolerance"
 
 
@@ -108,15 +110,15 @@ def _env_files(result_dir: Path) -> list[Path]:
 def committed_fingerprint(result_dir: str | Path) -> dict | None:
     """The machine fingerprint of the committed result (a suite: its members', which must agree), or
     None when an env.json is missing, unreadable or records no CPU."""
+    from .io import runs
+
     fps = []
     for p in _env_files(Path(result_dir)):
-        try:
-            if p.stat().st_size > _MAX_ENV_BYTES:
-                return None
-            fps.append(machine.fingerprint(json.loads(p.read_text())))
+        try:   # the checked reader: a rerun from elsewhere is untrusted (no link, no FIFO, bounded)
+            fps.append(machine.fingerprint(runs.read_json(p)))
         except (OSError, ValueError):
             return None
-    if not fps or any(fp is None or fp != fps[0] for fp in fps):
+    if not fps or any(not machine.same_machine(fp, fps[0]) for fp in fps):
         return None
     return fps[0]
 
@@ -143,8 +145,10 @@ def read_envelope(result_dir: str | Path) -> tuple[dict, str]:
     path = Path(result_dir) / DRIFT_FILE
     if not path.is_file():
         return {}, "none"
+    from .io import runs
+
     try:
-        d = json.loads(path.read_text())
+        d = runs.read_json(path)
         if d.get("results_sha256") != results_digest(result_dir):
             return {}, "stale"
         return {f: {p: float(v) for p, v in m.items()} for f, m in d["envelope"].items()}, "measured"
@@ -157,7 +161,7 @@ def mode_for(result_dir: str | Path, here: dict | None = None) -> tuple[Mode, Re
     result_dir = Path(result_dir)
     committed, here = committed_fingerprint(result_dir), here or this_fingerprint()
     report = Report(result_dir.name, committed_on=machine.describe(committed), rerun_on=machine.describe(here))
-    if committed is not None and committed == here:
+    if machine.same_machine(committed, here):
         report.machine = "same"
         return Mode(exact=True), report
     report.machine = "unknown" if committed is None else "other"
@@ -243,8 +247,9 @@ def compare_existing(result_dir: str | Path, rerun_dir: str | Path) -> Report:
     result, in the mode the two ``env.json``\ s call for; nothing is recomputed."""
     result_dir, rerun_dir = Path(result_dir), Path(rerun_dir)
     mode, report = mode_for(result_dir, committed_fingerprint(rerun_dir))
-    if committed_fingerprint(rerun_dir) is None:
-        mode, report.machine = Mode(envelope=mode.envelope), "unknown"
+    if committed_fingerprint(rerun_dir) is None:   # the rerun's machine is unknown: never exact
+        envelope, report.envelope = read_envelope(result_dir)
+        mode, report.machine = Mode(envelope=envelope), "unknown"
     report.rerun_on = machine.describe(committed_fingerprint(rerun_dir))
     report.preset_diffs = preset_diffs(result_dir)
     if not rerun_dir.is_dir():

@@ -130,7 +130,7 @@ def init_params(cfg: Config, n_total: int, key: jax.Array, restarts: int = 1):
 # A feature j is "barely represented" when ||W_j|| < 0.5. Why 0.5: alone on a unit input, j's own share of
 # its read-out is ||W_j||^2 (x'_j = ReLU(||W_j||^2 x_j + b_j)), so below 0.5 the model passes on less than a
 # quarter of the feature before its bias and its neighbours' interference; a gain or a rate measured on it
-# is then mostly the weak start (ENGINEERING.md), and a collapsed feature (norm ~0.01) reads 0.00 -> 0.00,
+# is then mostly the weak start, and a collapsed feature (norm ~0.01) reads 0.00 -> 0.00,
 # as if nothing spilled over. The weakly represented starts of the lab (norm ~0.44) fall under it on purpose.
 REPRESENTED_NORM = 0.5
 

@@ -21,6 +21,7 @@ does not need it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,12 +114,16 @@ def load_run(path: str | Path) -> RunTables | SuiteTables:
 
 
 def _load_suite(pd, path: Path) -> SuiteTables:
-    suite = runs.read_json(path / "suite.json")
+    suite = runs.read_json(path / "suite.json", path)
     names = suite.get("members") if isinstance(suite, dict) else None
-    # member names come from an untrusted file: plain directory names inside the suite, nothing else
+    # member names come from an untrusted file: plain directory names inside the suite, nothing else, and
+    # never a link out of it
     if not isinstance(names, list) or not all(isinstance(n, str) and n not in ("", ".", "..") and "/" not in n
-                                              and "\x00" not in n for n in names):
+                                              and "\\" not in n and "\x00" not in n for n in names):
         raise runs.RunFileError(path / "suite.json", "'members' must list the suite's member directory names")
+    for n in names:
+        if (path / n).is_symlink():
+            raise runs.RunFileError(path / n, "is a symbolic link; toymodels does not follow links in a run directory")
     members = {n: _load_one(pd, path / n) for n in names}
 
     def stack(attr):
@@ -128,7 +133,7 @@ def _load_suite(pd, path: Path) -> SuiteTables:
         df = pd.concat(frames, ignore_index=True)
         return df[["member"] + [c for c in df.columns if c != "member"]]
 
-    summary = runs.read_json(path / "summary.json") if (path / "summary.json").is_file() else None
+    summary = runs.read_json(path / "summary.json", path) if os.path.lexists(path / "summary.json") else None
     return SuiteTables(path=path, suite=suite, summary=summary, members=members, metrics=stack("metrics"),
                        settings=stack("settings"), finetunes=stack("finetunes"))
 

@@ -68,7 +68,7 @@ def plot_features_in_2d(W, *, colors=None, markers=None, titles: Sequence[str] |
         colors = tuple(cmap(j / max(n - 1, 1)) for j in range(n))
     per_inst = lambda v, i: v[i] if v is not None and isinstance(v[0], list) else v  # per instance: a list
     for arg, v in (("colors", colors), ("markers", markers)):
-        if v is not None and isinstance(v[0], list):
+        if v is not None and len(v) and isinstance(v[0], list):
             _check_len(arg, v, n_inst, "instances")
             for row in v:
                 _check_len(arg + "[i]", row, n, "features")
