@@ -278,3 +278,15 @@ def test_committed_result_reproduces(name):
     if not report.ok:
         pytest.fail(f"results/{name} did not reproduce ({report.verdict}):\n" + reproduce.format_report([report]),
                     pytrace=False)
+
+
+def test_config_floats_may_differ_by_a_few_ulp_across_machines_only(committed_and_copy):
+    """numpy's SIMD pow/log kernels (used to build presets' configs) are CPU-dependent to a few ulp."""
+    a, b = committed_and_copy
+    _edit_json(b / "config.json", lambda c: c["train"].__setitem__("lr", float(np.nextafter(c["train"]["lr"], 1.0))))
+    exact, _ = reproduce.mode_for(a)
+    assert _failing(compare.compare_dirs(a, b, exact)) == {"config.json": ["train.lr"]}
+    other, _ = reproduce.mode_for(a, here=_other_machine(reproduce.this_fingerprint()))
+    assert not _failing(compare.compare_dirs(a, b, other))
+    _edit_json(b / "config.json", lambda c: c["train"].__setitem__("lr", c["train"]["lr"] * (1 + 1e-12)))
+    assert _failing(compare.compare_dirs(a, b, other)) == {"config.json": ["train.lr"]}

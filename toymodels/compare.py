@@ -40,6 +40,11 @@ import numpy as np
 WEIGHT_ATOL = 1e-5
 NUMBER_RTOL, NUMBER_ATOL = 1e-4, 1e-6
 CROSS_MACHINE_FACTOR = 2.0
+# Config files are compared exactly, but a preset's numbers are computed on the host (np.logspace, powers):
+# numpy's SIMD kernels for pow/exp/log are chosen by CPU and agree to a few ulp, not bit for bit (tms-phase's
+# importance 0.6309573444801934 on one AVX-512 machine is ...932 on another). Across machines a config
+# float may therefore differ by CONFIG_ULPS ulp; on the committed machine class, by none.
+CONFIG_ULPS = 4
 # (rtol, atol) of a rate-derived number, by its unit: about four evaluation samples (one is 1.3e-4 of a rate
 # at an 8192 batch) as a fraction or in percent / percentage points; a relative increase in percent
 # (one sample is 0.5 points at a 2.4% base rate); statistics over instances (correlations, the fraction of
@@ -133,11 +138,12 @@ def _is_number(v) -> bool:
 
 
 def compare_json(committed, rerun, path: tuple = (), exact: bool = False, mode: Mode | None = None,
-                 file: str = "", drift: dict | None = None) -> tuple[float, list]:
+                 file: str = "", drift: dict | None = None, ulps: int = 0) -> tuple[float, list]:
     """Walk two JSON values. Returns (max |Δ| over compared numbers, [(excess, path, what), ...]) where
     excess = |Δ| / tolerance (inf for a structural or string difference). ``exact`` compares every number
     exactly (config files); ``mode`` sets the tolerance of the numbers of ``file``; each nonzero |Δ| is
-    recorded in ``drift`` (path -> |Δ|) when given."""
+    recorded in ``drift`` (path -> |Δ|) when given; ``ulps`` lets an exactly compared float differ by that
+    many units in the last place (:data:`CONFIG_ULPS`, across machines)."""
     diffs: list = []
     worst = 0.0
     mode = mode or Mode()
@@ -169,7 +175,8 @@ def compare_json(committed, rerun, path: tuple = (), exact: bool = False, mode: 
                 worst = max(worst, d)
                 if drift is not None:
                     drift[fmt_path(p)] = d
-            allowed = 0.0 if exact else mode.allowed(file, fmt_path(p), tol[1] + tol[0] * abs(a))
+            allowed = (ulps * math.ulp(abs(a)) if isinstance(a, float) else 0.0) if exact else \
+                mode.allowed(file, fmt_path(p), tol[1] + tol[0] * abs(a))
             if d > allowed:
                 diffs.append((d / allowed if allowed else math.inf, fmt_path(p),
                               f"{a!r} committed, {b!r} rerun (|Δ| {d:.3g} > {allowed:.3g})"))
@@ -291,7 +298,8 @@ def compare_dirs(committed: str | Path, rerun: str | Path, mode: Mode | None = N
             n = sum(v.size for v in _npz(f).values())
         elif f.name in COMPARED_JSON + EXACT_JSON:
             a = resolved(f)
-            worst, diffs = compare_json(a, resolved(g), exact=f.name in EXACT_JSON, mode=mode, file=rel, drift=drift)
+            worst, diffs = compare_json(a, resolved(g), exact=f.name in EXACT_JSON, mode=mode, file=rel, drift=drift,
+                                        ulps=0 if (mode or Mode()).exact else CONFIG_ULPS)
             n = _count(a)
             moved = [len(drift)]
         else:

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from . import machine
 from .compare import (  # noqa: F401 - re-exported: the reproduction's public names
+    CONFIG_ULPS,
     CROSS_MACHINE_FACTOR,
     IGNORED_KEYS,
     N_WORST,
@@ -183,7 +184,7 @@ def load_committed(result_dir: str | Path):
     return Config.from_dict(read_json(result_dir / "config.json"))
 
 
-def preset_diffs(result_dir: str | Path, name: str | None = None) -> list[str]:
+def preset_diffs(result_dir: str | Path, name: str | None = None, ulps: int = 0) -> list[str]:
     """Where the committed config.json (or suite.json and member configs) differ from ``presets.get(name)``
     today; [] when they are equal."""
     from . import presets
@@ -201,7 +202,7 @@ def preset_diffs(result_dir: str | Path, name: str | None = None) -> list[str]:
         if not path.exists():
             out.append(f"{rel}: not committed (the preset has it)")
             continue
-        _, diffs = compare_json(resolved(path), jsonable(obj.to_dict()), exact=True)
+        _, diffs = compare_json(resolved(path), jsonable(obj.to_dict()), exact=True, ulps=ulps)
         out += [f"{rel}: {p}: {what.replace('rerun', 'preset')}" for _, p, what in diffs]
     return out
 
@@ -226,7 +227,7 @@ def check(result_dir: str | Path, keep: str | Path | None = None,
     rerun, which is reported instead. ``here`` overrides this machine's fingerprint (tests)."""
     result_dir = Path(result_dir)
     mode, report = mode_for(result_dir, here)
-    report.preset_diffs = preset_diffs(result_dir)
+    report.preset_diffs = preset_diffs(result_dir, ulps=0 if mode.exact else CONFIG_ULPS)
     tmp = None if keep else tempfile.mkdtemp(prefix=f"reproduce-{result_dir.name}-")
     out = Path(keep) / result_dir.name if keep else Path(tmp) / result_dir.name
     t0 = time.perf_counter()
@@ -251,7 +252,7 @@ def compare_existing(result_dir: str | Path, rerun_dir: str | Path) -> Report:
         envelope, report.envelope = read_envelope(result_dir)
         mode, report.machine = Mode(envelope=envelope), "unknown"
     report.rerun_on = machine.describe(committed_fingerprint(rerun_dir))
-    report.preset_diffs = preset_diffs(result_dir)
+    report.preset_diffs = preset_diffs(result_dir, ulps=0 if mode.exact else CONFIG_ULPS)
     if not rerun_dir.is_dir():
         report.error = f"no rerun at {rerun_dir}"
         return report
