@@ -37,7 +37,10 @@ NOT_RUN = {
         "installs the package and runs the whole test suite, this test included",
 }
 RUN_LANGS = {"bash", "python"}
-TEXT_LANGS = {"text"}
+# "console": commands for a machine this test cannot be (a GPU node, several hosts); allowed only on the pages
+# below, and what can run on CPU is tested there instead (tests/test_sharding.py: 4 devices, 2 processes)
+TEXT_LANGS = {"text", "console"}
+CONSOLE_PAGES = {"docs/scale.md": 3}
 TIMEOUT = 300
 
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
@@ -124,6 +127,10 @@ def test_every_block_runs_as_pasted(page, tmp_path, env):
 
 def test_not_run_is_small_and_every_entry_is_on_a_page():
     assert len(NOT_RUN) <= 4, "only commands that are long by nature may be left out"
+    for page in PAGES:   # console blocks: only where the commands need another machine, and few
+        rel = str(page.relative_to(ROOT))
+        n = sum(m.group(1).strip() == "console" for m in FENCE.finditer(page.read_text()))
+        assert n <= CONSOLE_PAGES.get(rel, 0), f"{rel}: {n} console blocks (not run); allowed {CONSOLE_PAGES.get(rel, 0)}"
     assert all(len(reason) > 20 for reason in NOT_RUN.values())
     on_pages = [words(cmd) for page in PAGES for lang, body, _ in blocks(page) if lang == "bash"
                 for cmd in commands(body)]
