@@ -74,7 +74,13 @@ def check_figures(fig_dir: Path, names) -> None:
             assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p
 
 
-@pytest.mark.parametrize("name", sorted(presets.PRESETS))
+# The regularisation suites run the defences' machinery (smoke-tested by defences-table in the default suite)
+# with their own suite summaries; at ~15 s each they run with -m slow, to keep the default suite near 10 min.
+SLOW_SMOKE = {"regularisation-cost", "regularisation-pareto", "regularisation-pretrain"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SMOKE else n
+                                  for n in sorted(presets.PRESETS)])
 def test_preset_runs_with_tiny_overrides(name, tmp_path, capsys):
     overrides = smoke_overrides(name)
     assert any(k.endswith("steps") for k in overrides), f"{name}: found no steps field to shrink"
