@@ -107,6 +107,7 @@ class FileReport:
     n_compared: int = 0
     n_moved: int = 0
     drift: dict[str, float] = field(default_factory=dict)
+    structural: bool = False   # some difference is one no machine causes (:data:`STRUCTURAL`)
 
 
 def fmt_path(path: tuple) -> str:
@@ -290,7 +291,7 @@ def compare_dirs(committed: str | Path, rerun: str | Path, mode: Mode | None = N
         g = rerun / rel
         drift: dict[str, float] = {}
         if not g.is_file():
-            out.append(FileReport(rel, ok=False, n_diffs=1, worst=[("", "not written by the rerun")]))
+            out.append(FileReport(rel, ok=False, n_diffs=1, worst=[("", "not written by the rerun")], structural=True))
             continue
         moved = [0]
         if f.suffix == ".npz":
@@ -303,9 +304,10 @@ def compare_dirs(committed: str | Path, rerun: str | Path, mode: Mode | None = N
             n = _count(a)
             moved = [len(drift)]
         else:
-            out.append(FileReport(rel, ok=False, n_diffs=1, worst=[("", "unknown result file; not compared")]))
+            out.append(FileReport(rel, ok=False, n_diffs=1, worst=[("", "unknown result file; not compared")],
+                                  structural=True))
             continue
         out.append(FileReport(rel, ok=not diffs, max_diff=worst, n_diffs=len(diffs),
                               worst=[(p, what) for _, p, what in diffs[:N_WORST]], n_compared=n, n_moved=moved[0],
-                              drift=drift))
+                              drift=drift, structural=any(what.startswith(STRUCTURAL) for _, _, what in diffs)))
     return out

@@ -50,7 +50,6 @@ from .compare import (  # noqa: F401 - re-exported: the reproduction's public na
     NUMBER_RTOL,
     RATE_TOLERANCE,
     SKIPPED_FILES,
-    STRUCTURAL,
     WEIGHT_ATOL,
     FileReport,
     Mode,
@@ -98,7 +97,7 @@ class Report:
             return "stale"
         # a key or an array shape that differs, no machine causes; a string or a list length can (a verdict or
         # a list of barely represented features whose number crossed a threshold on the other machine)
-        structural = any(what.startswith(STRUCTURAL) for f in self.files for _, what in f.worst)
+        structural = any(f.structural for f in self.files)
         return "stale" if structural else "beyond-tolerance"
 
 
@@ -247,11 +246,12 @@ def compare_existing(result_dir: str | Path, rerun_dir: str | Path) -> Report:
     r"""Compare a finished rerun (e.g. made on another machine, or by a gallery run) with the committed
     result, in the mode the two ``env.json``\ s call for; nothing is recomputed."""
     result_dir, rerun_dir = Path(result_dir), Path(rerun_dir)
-    mode, report = mode_for(result_dir, committed_fingerprint(rerun_dir))
-    if committed_fingerprint(rerun_dir) is None:   # the rerun's machine is unknown: never exact
+    rerun_fp = committed_fingerprint(rerun_dir)
+    mode, report = mode_for(result_dir, rerun_fp)
+    if rerun_fp is None:   # the rerun's machine is unknown: never exact
         envelope, report.envelope = read_envelope(result_dir)
         mode, report.machine = Mode(envelope=envelope), "unknown"
-    report.rerun_on = machine.describe(committed_fingerprint(rerun_dir))
+    report.rerun_on = machine.describe(rerun_fp)
     report.preset_diffs = preset_diffs(result_dir, ulps=0 if mode.exact else CONFIG_ULPS)
     if not rerun_dir.is_dir():
         report.error = f"no rerun at {rerun_dir}"
