@@ -12,20 +12,7 @@ def measure_matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
     call waits with ``block_until_ready``. About 185-215 GFLOP/s on this project's 2-core machine when idle,
     100-110 under its usual load (``shared/ENGINEERING.md``).
     """
-    import jax
-    import jax.numpy as jnp
-
-    ka, kb = jax.random.split(jax.random.key(0))
-    a = jax.random.normal(ka, (n, n), jnp.float32)
-    b = jax.random.normal(kb, (n, n), jnp.float32)
-    matmul = jax.jit(lambda a, b: a @ b)
-    matmul(a, b).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matmul(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    return measure_matmul_gflops(n, n, n, repeats)
 
 
 def measure_matmul_gflops(b: int, n: int, m: int, repeats: int = 5) -> float:

@@ -12,24 +12,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_cli import run_cli  # the CLI in-process: (exit code, stdout, stderr)
 
 import toymodels as tm
-from toymodels import cli, experiment, presets
+from toymodels import experiment, presets
 from toymodels.core.planting import REPRESENTED_NORM, barely_represented
 from toymodels.errors import RepresentationWarning
 from toymodels.io import runs
 from toymodels.lab.report import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_hidden_is_W_x_per_instance_and_for_all(make_config):

@@ -140,6 +140,14 @@ def barely_represented(names, norms, threshold: float = REPRESENTED_NORM) -> lis
     return [[n for n, v in zip(names, row) if v < threshold] for row in np.asarray(norms)]
 
 
+def barely_represented_counts(per_instance) -> dict[str, tuple[int, int]]:
+    """{feature: (instances where it is barely represented, instances)} from ``barely_represented``'s
+    per-instance lists (summary.json's ``features.barely_represented``)."""
+    per_instance = per_instance or []
+    names = dict.fromkeys(n for weak in per_instance for n in weak)
+    return {n: (sum(n in weak for weak in per_instance), len(per_instance)) for n in names}
+
+
 def geometry_summary(cfg: Config, W: np.ndarray) -> dict:
     """The named features' measured geometry for ``summary.json``: norms, pairwise cosines and angles
     (degrees) per instance, the requested cosines when the geometry was planted, and per instance the

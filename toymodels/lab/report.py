@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..core.planting import barely_represented_counts
 from .robustness import text_table
 
 
@@ -67,11 +68,7 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+
 def weak_features(summary: dict) -> dict[str, tuple[int, int]]:
     """{feature: (models where it is barely represented, models)} from ``features.barely_represented``."""
-    per_inst = (summary.get("features") or {}).get("barely_represented") or []
-    out: dict[str, tuple[int, int]] = {}
-    for weak in per_inst:
-        for name in weak:
-            out[name] = (out.get(name, (0, 0))[0] + 1, len(per_inst))
-    return out
+    return barely_represented_counts((summary.get("features") or {}).get("barely_represented"))

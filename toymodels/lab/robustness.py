@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core.planting import barely_represented_counts
+
 PUSH_TOLERANCE = 0.01   # |per-unit push − cos θ| below this: "the push is cos θ per unit"
 
 
@@ -172,10 +174,9 @@ def robustness_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
 
 def _weak_note(section: dict) -> list[str]:
     """A marked line when a named feature ended pretraining barely represented in some model."""
-    per = section["pretrained_norms"].get("barely_represented") or []
-    names = sorted({n for weak in per for n in weak})
+    counts = barely_represented_counts(section["pretrained_norms"].get("barely_represented"))
     return ["", "**Barely represented** (norm < 0.5, so its rows describe a feature the model hardly carries): "
-            + "; ".join(f"{n} in {sum(n in w for w in per)} of {len(per)} models" for n in names) + "."] if names else []
+            + "; ".join(f"{n} in {k} of {m} models" for n, (k, m) in sorted(counts.items())) + "."] if counts else []
 
 
 def report(summary: dict) -> str:
