@@ -3,7 +3,8 @@
 ``import toymodels as tm`` gives the main API (loaded on first use, so ``import toymodels`` is quick
 and changes no global state: no matplotlib backend, no JAX flags):
 
-* configs and presets: ``Config`` (and its sections), ``load_toml``, ``get_preset``, ``list_presets``;
+* configs and presets: ``Config`` (and its sections), ``load_toml``, ``load_config_json`` (a run's own
+  config.json or suite.json, to run it again), ``get_preset``, ``list_presets``;
 * training: ``pretrain`` (planted features honoured), ``finetune``, ``summarize``, ``run``;
 * models: ``apply`` (instance i on a batch), ``hidden`` (its hidden activations h = W x), ``instance_model``;
 * plug-ins: ``FineTuneHooks`` (what a defence, audit or data attack may change in fine-tuning; see
@@ -37,7 +38,7 @@ _API = {
     "ConfigError": ("toymodels.errors", "ConfigError"),
     "TrainingDiverged": ("toymodels.errors", "TrainingDiverged"),
     **{n: ("toymodels.api", n) for n in ("get_preset", "list_presets", "finetune", "summarize", "run", "apply",
-                                          "hidden", "instance_model")},
+                                          "hidden", "instance_model", "load_config_json")},
     "FineTuneHooks": ("toymodels.lab.hooks", "FineTuneHooks"),
     "NO_HOOKS": ("toymodels.lab.hooks", "NO_HOOKS"),
     "RepresentationWarning": ("toymodels.errors", "RepresentationWarning"),

@@ -53,7 +53,9 @@ def _resolve(target: str, overrides: list[str]):
         raise ConfigError("CONFIG", target, "contains a NUL byte; must be a preset name or a TOML file")
     given: dict = {}
     if target.endswith(".json"):
-        cfg = _from_json(Path(target))
+        from .api import load_config_json
+
+        cfg = load_config_json(target)
     elif target.endswith(".toml") or Path(target).is_file():
         if not os.path.lexists(target):
             raise ConfigError("CONFIG", target, "no such TOML file")
@@ -68,34 +70,6 @@ def _resolve(target: str, overrides: list[str]):
         given.update(pairs)
         cfg = cfg.replace(**pairs)
     return cfg, given
-
-
-def _from_json(path: Path):
-    """A run's ``config.json`` (or ``suite.json``, its members read beside it), or what ``toymodels show``
-    printed, as a Config or a Suite: every run can be run again from the file it wrote."""
-    from .config import Config
-    from .io import runs
-    from .presets import Suite
-
-    if not path.is_file():
-        raise ConfigError("CONFIG", str(path), "no such JSON file; must be a run's config.json or suite.json, or "
-                                              "what toymodels show printed")
-    d = runs.read_json(path)
-    if not isinstance(d, dict):
-        raise ConfigError("CONFIG", str(path), "is not a JSON object; must be a run's config.json or suite.json")
-    if "suite" not in d:
-        return Config.from_dict(d)
-    members = d.get("members")
-    if not isinstance(members, list) or not members:
-        raise ConfigError("CONFIG", str(path), "a suite's 'members' must be a non-empty list")
-    if all(isinstance(m, dict) for m in members):      # toymodels show SUITE: the members inline
-        configs = tuple(Config.from_dict(m) for m in members)
-    elif all(isinstance(m, str) and m not in ("", ".", "..") and "/" not in m for m in members):
-        configs = tuple(Config.from_dict(runs.read_json(path.parent / m / "config.json")) for m in members)
-    else:
-        raise ConfigError("CONFIG", str(path), "a suite's 'members' must be member names or member configs")
-    return Suite(d["suite"], configs, tuple(d.get("plots", ())), d.get("notes", ""), d.get("meta", {}),
-                 d.get("summary", ""))
 
 
 def _merge_sections(cfg, pairs: dict) -> dict:
