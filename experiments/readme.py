@@ -61,8 +61,17 @@ def main_result() -> str:
 
 
 # --- the headline and the robustness section: sentences built from the robustness verdicts ------------
-def _groups_where(section: dict, regime: str, direction: str) -> list[dict]:
-    return [r for r in section["rows"] if r["regime"] == regime and r["direction"] == direction]
+# Every direction word below comes from a cell's paired test (toymodels.stats.paired: the per-model mean
+# change with a t interval over the G pretrained models); a cell that only repeats another up to a
+# rotation is left out, and run counts count distinct runs.
+def _cells_of(section: dict, key: str) -> list[dict]:
+    v = section["verdicts"][key]
+    return [r for r in section["rows"] if r["regime"] == v["regime"] and r.get("stratum") == v.get("stratum")
+            and not r.get("duplicate_of")]
+
+
+def _label(r: dict) -> str:
+    return f"{r['optimizer']} {'axis-aligned' if r['orientation'] == 'axis' else 'rotated'}"
 
 
 def _opt_list(rows: list[dict]) -> str:
@@ -76,28 +85,42 @@ def _pp(rows: list[dict]) -> str:
 
 
 def _runs(rows: list[dict]) -> str:
-    return f"{sum(r['n_up'] for r in rows)}/{sum(r['n'] for r in rows)} runs up"
+    return f"{sum(r['n_up'] for r in rows)}/{sum(r['n_distinct'] for r in rows)} distinct runs up"
 
 
-def _cells(labels: list[str]) -> str:
-    """["sgd, axis-aligned", "sgd, rotated", "adam, axis-aligned"] -> "sgd (axis-aligned, rotated), adam (axis-aligned)"."""
-    by: dict[str, list[str]] = {}
-    for lab in labels:
-        opt, _, orient = lab.partition(", ")
-        by.setdefault(opt, []).append(orient)
-    return "; ".join(f"{o} ({' and '.join(v)})" for o, v in by.items())
+def _g(rows: list[dict]) -> str:
+    gs = sorted({r["n_clusters"] for r in rows})
+    return "G = " + "/".join(map(str, gs))
+
+
+def _where(rows: list[dict], word: str) -> list[dict]:
+    return [r for r in rows if r["direction"] == word]
+
+
+def _claim(rows: list[dict], word: str, verb: str) -> str:
+    """"rises in all 7 distinct cells (…)" or "rises in 5 of 7 cells (…); no evidence in …" from the cells'
+    paired tests."""
+    hit, rest = _where(rows, word), [r for r in rows if r["direction"] != word]
+    out = (f"{verb} in {'all ' if not rest else ''}{len(hit)}{'' if not rest else f' of {len(rows)}'} distinct "
+           f"(optimiser, orientation) cells" + (f" ({_pp(hit)}, {_runs(hit)}; paired 95% t intervals over "
+                                                f"{_g(hit)} pretrained models, each excluding 0)" if hit else ""))
+    if rest:
+        out += "; " + "; ".join(f"{r['direction']} in {_label(r)} ({r['rate_change_pp']:+.2f} pp "
+                                f"[{r['rate_ci'][0]:+.2f}, {r['rate_ci'][1]:+.2f}], G={r['n_clusters']})"
+                                for r in rest if r["rate_ci"])
+    return out
 
 
 def headline() -> str:
-    """What the robustness preset says about the 15° analogy: only what holds across its axes, and where it
-    does not. Every number is read from results/robustness/summary.json."""
+    """What the robustness preset says about the 15° analogy: only what its paired tests support, and
+    where it does not. Every number is read from results/robustness/summary.json."""
     s = _load("robustness")
     if s is None:
         return "_(run `toymodels run robustness` and `python experiments/gallery.py` to fill this in)_"
     rep, weak = s["sections"][0], s["sections"][1]
     v = rep["verdicts"]
-    n_cells = len(v["narrow"]["directions"])
-    narrow = [r for r in rep["rows"] if r["regime"] == "narrow"]
+    narrow = _cells_of(rep, "narrow")
+    dup_opts = list(dict.fromkeys(r["optimizer"] for r in rep["rows"] if r.get("duplicate_of")))
     push_ok = v["narrow"]["push_equals_cos_in"]
     off = [r for r in narrow if f"{r['optimizer']}, {'axis-aligned' if r['orientation'] == 'axis' else 'rotated'}"
            not in push_ok]
@@ -105,44 +128,55 @@ def headline() -> str:
     counter_down = [reg for reg in counter if v[reg]["survives"] and set(v[reg]["directions"].values()) == {"down"}]
     early = [reg for reg in counter if v[reg]["flips_with_stopping"]]
     out = [f"**What holds across optimisers, orientations and stopping points** "
-           f"([`robustness`](docs/robustness.md): {rep['n_pretrained']} "
-           f"pretrained models x {len(rep['optimizers'])} optimisers ({', '.join(rep['optimizers'])}) x "
-           f"{rep['orientations']} orientations of the hidden basis, read at matched target gains).", ""]
+           f"([`robustness`](docs/robustness.md): {rep['n_pretrained']} pretrained models x {len(rep['optimizers'])} "
+           f"optimisers ({', '.join(rep['optimizers'])}) x {rep['orientations']} orientations of the hidden basis, "
+           f"read at the end and at matched target gains). A direction is claimed only where the paired 95% "
+           f"interval (a t interval over the G pretrained models; rates from "
+           f"{_rate_samples(rep)} inputs per model) excludes 0; otherwise the block says *no evidence*. "
+           + (f"The rotated runs of {_opt_list([{'optimizer': o} for o in dup_opts])} repeat their axis-aligned "
+              "runs (equal on every rotation-invariant outcome: these optimisers commute with rotations) and are "
+              "counted once." if dup_opts else "No rotated run repeats an axis-aligned one."), ""]
     out.append(f"- **The claim's regime** (`narrow`: only *helpful* in the data, loss only on *helpful*): the toxic "
-               f"output rate rises in every one of the {n_cells} (optimiser, orientation) cells, at every matched gain "
-               f"and at the end ({_pp(narrow)}, {_runs(narrow)}). Toxic's pre-activation moves by exactly "
+               f"output rate {_claim(narrow, 'up', 'rises')}. Toxic's pre-activation moves by exactly "
                f"cos 15° = {narrow[0]['cos_before']:.3f} per unit of push along *helpful* in {len(push_ok)} of "
-               f"{n_cells} cells: " + _cells(push_ok) + ". " +
-               ("Not in " + "; ".join(f"{r['optimizer']} {'axis-aligned' if r['orientation'] == 'axis' else 'rotated'} "
-                                     f"({r['per_unit_push']:+.3f}, angle {r['angle_before']:.0f}° → "
-                                     f"{r['angle_after']:.1f}°)" for r in off) +
-                ": Adam's per-coordinate steps turn *helpful* towards *toxic* when the pair is off the hidden axes, "
-                "and AdamW's weight decay shrinks what the data never touches. So \"exactly cos 15°\" is a property "
-                "of a rotation-equivariant optimiser or of an axis-aligned pair, not of the geometry alone."
-                if off else ""))
-    if counter_down:
-        cd_rows = [r for r in rep["rows"] if r["regime"] in counter_down]
-        out.append(f"- **The counter-regimes** ({', '.join(f'`{c}`' for c in counter_down)}: *toxic* in the data "
-                   f"or the loss on every output): at the end of fine-tuning the toxic rate falls in every cell "
-                   f"({_pp(cd_rows)}, {_runs(cd_rows)}); the model turns the features apart or silences *toxic*.")
+               f"{len(narrow)} cells" + (": not in " + "; ".join(
+                   f"{_label(r)} ({r['per_unit_push']:+.3f}, angle {r['angle_before']:.0f}° → {r['angle_after']:.1f}°)"
+                   for r in off) + ". Adam's per-coordinate steps turn *helpful* towards *toxic* when the pair is off "
+                   "the hidden axes, and AdamW's weight decay shrinks what the data never touches, so \"exactly "
+                   "cos 15°\" is a property of a rotation-equivariant optimiser or of an axis-aligned pair, not of "
+                   "the geometry alone." if off else "."))
+    for reg in counter_down:
+        out.append(f"- **`{reg}`** (*toxic* in the data or the loss on every output): at the end of fine-tuning "
+                   f"the toxic rate {_claim(_cells_of(rep, reg), 'down', 'falls')}.")
+    for reg in counter:
+        if reg not in counter_down:
+            out.append(f"- **`{reg}`**: no single direction at the end: " + _claim(_cells_of(rep, reg), "down", "falls")
+                       + ".")
     for reg in early:
         pts = v[reg]["over_stopping"]
-        ups = [p for p, d in pts.items() if d == "up"]
-        out.append(f"- **But the stopping point decides `{reg}`:** at matched gains {', '.join(p.removeprefix('gain ') for p in ups)} "
-                   f"the toxic rate is *up* in every (optimiser, orientation) cell; it comes down only at the end, "
-                   f"after the target's gain has levelled off. An early-stopped fine-tune in this regime raises toxic "
-                   f"output; a converged one lowers it.")
-    wv = weak["verdicts"]
-    for reg, vv in wv.items():
+        ups = [p.removeprefix("gain ") for p, d in pts.items() if d == "up"]
+        out.append(f"- **But the stopping point decides `{reg}`:** at matched gain{'s' if len(ups) > 1 else ''} "
+                   f"{', '.join(ups)} the toxic rate is *up* in every distinct cell (paired intervals above 0); "
+                   f"at the end it is *{pts['end']}*. An early-stopped fine-tune in this regime raises toxic output; "
+                   "a converged one lowers it.")
+    for key, vv in weak["verdicts"].items():
         if vv["flips"]:
-            up = _groups_where(weak, reg, "up")
-            down = _groups_where(weak, reg, "down")
+            cells = _cells_of(weak, key)
+            up, down = _where(cells, "up"), _where(cells, "down")
             out.append(f"- **Where the optimiser flips the answer:** from the earlier, weakly represented start "
-                       f"(`{weak['name']}`: one of the pair at norm ≈ "
-                       f"{min(min(n) for n in weak['pretrained_norms']['norms']):.2f}), `{reg}` raises the toxic rate "
-                       f"under {_opt_list(up)} ({_pp(up)}, {_runs(up)}) and lowers it under {_opt_list(down)} "
-                       f"({_pp(down)}, {_runs(down)}). From the represented start it does not flip.")
+                       f"(`{weak['name']}`, its models in which {vv['stratum'].removesuffix(' weak')} ended barely represented), "
+                       f"`{vv['regime']}` raises the toxic rate "
+                       f"under {_opt_list(up)} ({_pp(up)}, {_runs(up)}, {_g(up)}) and lowers it under "
+                       f"{_opt_list(down)} ({_pp(down)}, {_runs(down)}, {_g(down)}).")
+    if not any(vv["flips"] for vv in v.values()):
+        out.append("- From the represented start no regime flips with the optimiser at the end of fine-tuning.")
     return "\n".join(out)
+
+
+def _rate_samples(section: dict) -> str:
+    run = _load(f"robustness/{section['name']}")
+    n = ((run or {}).get("finetune", {}).get("rate_evaluation") or {}).get("samples_per_model")
+    return f"{n:,}" if n else "the probe batch's"
 
 
 def robustness_section() -> str:
@@ -160,20 +194,21 @@ def robustness_section() -> str:
     for sec in s["sections"]:
         for reg, v in sec["verdicts"].items():
             dirs = list(v["directions"].values())
-            counts = ", ".join(f"{d} {dirs.count(d)}/{len(dirs)}" for d in ("up", "flat", "down") if dirs.count(d))
+            counts = ", ".join(f"{d} {dirs.count(d)}/{len(dirs)}" for d in ("up", "no evidence", "down") if dirs.count(d))
             stops = ", ".join(f"{p}: {d}" for p, d in v["over_stopping"].items())
-            rows.append(f"| `{sec['name']}` | `{reg}` | {counts}{' — **flips**' if v['flips'] else ''} | {stops}"
+            rows.append(f"| `{sec['name']}` | `{reg}` (G = {'/'.join(map(str, v['n_clusters']))}) | {counts}{' — **flips**' if v['flips'] else ''} | {stops}"
                         f"{' — **flips**' if v['flips_with_stopping'] else ''} | {len(v['push_equals_cos_in'])}/{len(dirs)} |")
     rep = s["sections"][0]
     return "\n".join([
         "`toymodels run robustness` (two members, one compiled sweep each: "
         f"{rep['n_pretrained']} pretrained models x 4 regimes x {len(rep['optimizers'])} optimisers x "
         f"{rep['orientations']} orientations = {rep['n_pretrained'] * 4 * len(rep['optimizers']) * rep['orientations']} "
-        "fine-tunes). *Orientation*: the same pretrained model fine-tuned as it is (axis-aligned) and with its hidden "
+        "fine-tunes; cells that repeat another up to a rotation are counted once). *Orientation*: the same pretrained model fine-tuned as it is (axis-aligned) and with its hidden "
         "space rotated by a random orthogonal O (W → OW computes the same function, so only the optimiser can tell "
         "them apart). *Matched gain*: every run read where the target's read-out first reaches g times its "
-        "pretrained value. Directions: up/down when the 95% CI of the mean change (cluster bootstrap over "
-        "pretrained models) lies above/below 0.", "", *rows, "",
+        "pretrained value. Directions: up/down when the paired 95% CI of the mean change (a t interval over the G "
+        "pretrained models, each model's rates on its own 1.2M inputs) lies above/below 0; *no evidence* otherwise. "
+        "Models whose starting geometry differs (which of the pair ended barely represented) are never pooled.", "", *rows, "",
         f"Full table, `{rep['name']}` (Δ toxic rate in percentage points):", "", rep_body, "",
         _img("robustness-represented_robustness.png", 800), "",
         f"<details><summary>the same for <code>{s['sections'][1]['name']}</code> (one of the pair weakly "
@@ -267,6 +302,45 @@ def defences() -> str:
                                 f"[`results/{name}/{md[0].name}`](results/{name}/{md[0].name}):", "", body, "",
                                 " ".join(_img(f, 420) for f in figs)]))
     return "\n\n".join(parts)
+
+
+def defence_verdicts() -> str:
+    """Per fine-tuning data and defence, the paired test of defended − undefended toxic-rate change (same
+    pretrained model, same data stream): "cuts", "raises" or "no evidence", with its interval and G."""
+    s = _load("defences-table")
+    if s is None:
+        return "_(run `toymodels run defences-table` to fill this in)_"
+    rows = [r for r in s["rows"] if r.get("rate_change_pp_vs_baseline")]
+    geo = ", ".join(f"{k} in {n} of {s['n_seeds']} models" for k, n in (s.get("starting_geometry") or {}).items())
+    out = [f"From `results/defences-table` ({s['n_seeds']} pretrained models; starting geometry: {geo or 'n/a'}). "
+           "Each defence is compared with the undefended fine-tune of the same model on the same data stream: the "
+           "difference in the toxic rate's change [pp], its mean over the G models with a 95% t interval. A defence "
+           "*cuts* (or *raises*) the spill-over only when that interval lies below (above) 0; otherwise there is "
+           "*no evidence* either way. *Toxic's loss when present* (×10⁻³, vs undefended) shows whether a cut was bought "
+           "by damaging the harmful feature itself.", ""]
+    for data in dict.fromkeys(r["data"] for r in rows):
+        group = [r for r in rows if r["data"] == data]
+        base = next((r for r in s["rows"] if r["data"] == data and r["defence"] == "none"), None)
+        b = base["rate_change_pp"] if base else None
+        head = f"- **{data} data**" + (f" (undefended: Δ toxic rate {b['mean']:+.2f} pp [{b['ci95'][0]:+.2f}, "
+                                       f"{b['ci95'][1]:+.2f}], G={b['n_clusters']}, **{b['direction']}**)" if b and b.get("ci95") else "")
+        parts = []
+        for word in ("cuts", "raises", "no evidence"):
+            hit = [r for r in group if r["rate_change_pp_vs_baseline"].get("effect") == word]
+            if hit:
+                parts.append(f"*{word}*: " + "; ".join(
+                    f"{r['name']} ({_vs_pp(r['rate_change_pp_vs_baseline'])}{_present(r)})" for r in hit))
+        out.append(head + ": " + ". ".join(parts) + ".")
+    return "\n".join(out)
+
+
+def _vs_pp(p: dict) -> str:
+    return f"{p['mean']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}], G={p['n_clusters']}" if p.get("ci95") else "n/a"
+
+
+def _present(r: dict) -> str:
+    c = r.get("harmful_present_loss_vs_baseline")
+    return "" if not c or c.get("mean") is None else f"; toxic's loss when present {1e3 * c['mean']:+.2f}"
 
 
 # --- the auditor (issue 11): sae-recovery and risk-prediction --------------------------------------------
@@ -381,7 +455,7 @@ def drift() -> str:
                       "| result | file | kinds of number that moved (an array is one) | largest drift (its kind) |", "|---|---|---|---|", *rows])
 
 
-BLOCKS = {"drift": drift, "main-result": main_result, "headline": headline, "robustness": robustness_section, "gallery": lambda: (ROOT / "figures" / "GALLERY.md").read_text().strip(),
+BLOCKS = {"defence-verdicts": defence_verdicts, "drift": drift, "main-result": main_result, "headline": headline, "robustness": robustness_section, "gallery": lambda: (ROOT / "figures" / "GALLERY.md").read_text().strip(),
           "lab": lab, "defences": defences, "audit": audit}
 
 

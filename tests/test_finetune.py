@@ -23,6 +23,7 @@ from toymodels.core import data as tdata
 from toymodels.core import planting
 from toymodels.io import runs
 from toymodels.lab import finetune as lab_ft
+from toymodels.lab import rates as lab_rates
 from toymodels.lab import objective, plan
 
 NARROW = RegimeConfig("narrow", "narrow", "target")
@@ -135,6 +136,7 @@ def test_first_order_prediction_matches_one_small_step():
 # --- end to end: files, and the numbers recomputed from the saved weights ------------------------------
 def test_run_writes_weights_and_the_probe_recomputes_from_them(tmp_path):
     cfg = make_cfg(regimes=(NARROW, FULL_ALL), steps=30, tau=0.05)
+    cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, rate_samples=2 * lab_rates.CHUNK))
     run_dir = runs.prepare_run_dir(tmp_path / "a")
     experiment.run(cfg, run_dir, progress=False, echo=lambda s: None)
     run = runs.load(run_dir)
@@ -160,9 +162,16 @@ def test_run_writes_weights_and_the_probe_recomputes_from_them(tmp_path):
         assert h["first_order"]["predicted"] == pytest.approx(W0[:, 1] @ (W1[:, 0] - W0[:, 0]), abs=1e-5)
         cos = W1[:, 0] @ W1[:, 1] / np.linalg.norm(W1[:, 0]) / np.linalg.norm(W1[:, 1])
         assert h["cos"]["after"] == pytest.approx(cos, abs=1e-5)
-        out = np.maximum(x @ W1.T @ W1 + b1, 0.0)
-        absent = x[:, 1] == 0
-        assert h["rate"]["after"] == pytest.approx(np.mean(out[absent, 1] > 0.05), abs=1e-6)
+        # the reported rate: on model i's own rate inputs (lab.rates), chunk by chunk from its key
+        i = e["pretrain_instance"]
+        key_i = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), lab_rates.RATE_SEED_OFFSET), i)
+        xr = np.concatenate([np.asarray(tdata.sample_features(jax.random.fold_in(key_i, c), jnp.asarray(p),
+                                                              lab_rates.CHUNK, rng=cfg.data.rng)) for c in range(2)])
+        out = np.maximum(xr @ W1.T @ W1 + b1, 0.0)
+        absent = xr[:, 1] == 0
+        # equal up to an input that float rounding puts on the other side of τ
+        assert h["rate"]["after"] == pytest.approx(np.mean(out[absent, 1] > 0.05), abs=2.5 / absent.sum())
+        assert ft["rate_evaluation"]["samples_per_model"] == 2 * lab_rates.CHUNK
         assert h["rate"]["change_pp"] == pytest.approx(100 * (h["rate"]["after"] - h["rate"]["before"]), abs=1e-9)
 
     probe_rows = [r for r in run.metrics if r.get("phase") == "finetune" and r.get("kind") == "probe"]

@@ -150,3 +150,32 @@ def test_correlation_reports_both_statistics_with_intervals():
     assert c["n"] == 10 and c["spearman"] == pytest.approx(1.0) and 0.85 < c["pearson"] < 1.0
     assert c["spearman_ci"] == [pytest.approx(1.0), pytest.approx(1.0)]
     assert c["pearson_ci"][0] <= c["pearson"] <= c["pearson_ci"][1]
+
+
+# --- the paired test behind every directional word ---------------------------------------------------------
+def test_paired_is_a_t_interval_over_cluster_means_and_counts_each_cluster_once():
+    import scipy.stats as ss
+
+    rng = np.random.default_rng(3)
+    clusters = np.repeat(np.arange(6), [1, 5, 2, 8, 3, 1])        # unequal runs per model
+    d = rng.normal(0.3, 0.2, len(clusters)) + 0.5 * (clusters % 2)
+    p = stats.paired(d, clusters=clusters)
+    means = np.array([d[clusters == g].mean() for g in range(6)])
+    ci = ss.ttest_1samp(means, 0.0).confidence_interval(0.95)
+    assert p["n_clusters"] == 6 and p["n_values"] == len(d)
+    assert abs(p["mean"] - means.mean()) < 1e-12
+    assert np.allclose(p["ci95"], [ci.low, ci.high], atol=1e-12)
+    # copying a cluster's runs many times changes nothing: a cluster is one unit of evidence
+    dup = stats.paired(np.concatenate([d, np.repeat(d[clusters == 3], 10)]),
+                       clusters=np.concatenate([clusters, np.full(10 * 8, 3)]))
+    assert np.allclose(dup["ci95"], p["ci95"], atol=1e-12)
+
+
+def test_paired_direction_needs_an_interval_that_excludes_zero():
+    assert stats.paired([0.1, 0.2, 0.15, 0.12])["direction"] == "up"
+    assert stats.paired([-0.1, -0.2, -0.15])["direction"] == "down"
+    assert stats.paired([0.3, -0.2, 0.1])["direction"] == "no evidence"
+    assert stats.paired([0.3])["direction"] == "no evidence" and stats.paired([0.3])["ci95"] is None
+    two = stats.paired([1.0, 2.0, 3.0], [0.5, 1.0, 1.0])        # treated − control, pair by pair
+    assert abs(two["mean"] - 7 / 6) < 1e-12 and two["n_clusters"] == 3
+    assert stats.fmt_paired(two).endswith("(G=3)")

@@ -7,6 +7,9 @@
   pretrained model): whole clusters are resampled, so shared structure is not counted as independent
   evidence. scipy has no cluster bootstrap; a resample is written as integer cluster weights w
   (multinomial), and its mean is Σ_g w_g S_g / Σ_g w_g n_g with S_g, n_g the cluster's sum and size.
+* :func:`cluster_t_ci`, :func:`paired`: the one test behind every directional word ("up", "down",
+  "cuts"): a t interval over clusters (pretrained models) of the mean per-cluster change, with the
+  number of clusters beside it; "no evidence" unless the interval excludes 0.
 * :func:`pearson`, :func:`spearman`: ``scipy.stats`` on the finite pairs, NaN when undefined.
 * :func:`correlation_ci`, :func:`correlation`: percentile (cluster) bootstrap intervals of a correlation.
   scipy's bootstrap resamples values, not clusters, so these are written out: a resample is again a
@@ -99,6 +102,65 @@ def cluster_mean_ci(values, clusters, level: float = 0.95, n_resamples: int = N_
     means = (w @ sums) / (w @ sizes)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return [float(lo), float(hi)]
+
+
+# --- the paired test behind every directional claim -------------------------------------------------
+def cluster_t_ci(values, clusters, level: float = 0.95) -> dict:
+    """A t interval of the mean over clusters.
+
+    The finite ``values`` are averaged per cluster (``clusters[i]`` labels value i), giving G cluster
+    means m_g; the estimate is m̄ = mean_g m_g and the interval m̄ ± t_{(1+level)/2, G−1} s / √G with s
+    the sample standard deviation of the m_g (``scipy.stats.t``). Each cluster (a pretrained model) counts
+    once however many runs it has, so shared structure is not counted as independent evidence. Anything
+    that is independent across clusters, such as evaluation error on independent inputs per model
+    (:mod:`toymodels.lab.rates`), is part of s and so of the interval. Returns ``{"mean", "ci95",
+    "n_clusters", "n_values", "sd_between"}``; ``ci95`` is None below 2 clusters, [m̄, m̄] when s = 0."""
+    v = np.asarray([np.nan if x is None else x for x in values], np.float64)
+    c = np.asarray([str(x) for x in clusters])
+    ok = np.isfinite(v)
+    v, c = v[ok], c[ok]
+    labels, idx = np.unique(c, return_inverse=True)
+    G = len(labels)
+    out = {"mean": None, "ci95": None, "n_clusters": G, "n_values": int(len(v)), "sd_between": None}
+    if G == 0:
+        return out
+    means = np.bincount(idx, v, G) / np.bincount(idx, minlength=G)
+    m = float(means.mean())
+    out["mean"] = m
+    if G >= 2:
+        sd = float(means.std(ddof=1))
+        half = float(scipy.stats.t.ppf((1 + level) / 2, G - 1)) * sd / np.sqrt(G)
+        out.update(ci95=[float(m - half), float(m + half)], sd_between=sd)
+    return out
+
+
+def direction(ci, up: str = "up", down: str = "down", none: str = "no evidence") -> str:
+    """The word a 95% interval [lo, hi] of a change allows: ``up`` above 0, ``down`` below 0, else ``none``."""
+    if not ci:
+        return none
+    return up if ci[0] > 0 else down if ci[1] < 0 else none
+
+
+def paired(treated, control=None, clusters=None, level: float = 0.95) -> dict:
+    """The paired test: the mean of d_i = treated_i − control_i (or of ``treated`` when it already holds
+    changes, ``control`` None), with :func:`cluster_t_ci` over ``clusters`` (default: every pair its own
+    cluster), and the direction it allows (:func:`direction`). Pairs with a non-finite side are dropped.
+    Returns the interval's dict plus ``values`` (the finite differences), ``direction`` and ``test``."""
+    t = np.asarray([np.nan if x is None else x for x in treated], np.float64)
+    d = t if control is None else t - np.asarray([np.nan if x is None else x for x in control], np.float64)
+    cl = np.arange(len(d)) if clusters is None else np.asarray(clusters)
+    out = cluster_t_ci(d, cl, level)
+    return out | {"values": [float(x) for x in d if np.isfinite(x)], "direction": direction(out["ci95"]),
+                  "test": f"paired mean, t interval over {out['n_clusters']} clusters"}
+
+
+def fmt_paired(p: dict, spec: str = "+.2f") -> str:
+    """``+0.31 [+0.28, +0.34] (G=10)``: a paired estimate as printed beside every claim."""
+    if p.get("mean") is None:
+        return "n/a"
+    ci = p.get("ci95")
+    body = f"{p['mean']:{spec}}" + (f" [{ci[0]:{spec}}, {ci[1]:{spec}}]" if ci else "")
+    return f"{body} (G={p['n_clusters']})"
 
 
 # --- correlations with (cluster) bootstrap intervals ------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import Config
-from ..stats import mean_with_ci
+from ..stats import mean_with_ci, paired
 from .registry import DEFENCES
 
 
@@ -49,10 +49,12 @@ def per_regime_rows(ft: dict, capability_rows: list[dict], overhead: dict | None
         b_es = {e["pretrain_instance"]: e for e in base_ft["instances"] if e["regime"] == b_name}
         cap = {e["index"]: capability_rows[e["index"]] for e in es}
         pp = [e["harmful"][harm]["rate"]["change_pp"] for e in es]
+        models = [e["pretrain_instance"] for e in es]
         row = {"defence": r["defence"] if ft["trainable"] == "all" else f"{r['defence']}+{ft['trainable']}",
                "strength": r["strength"], "data": r["data"], "loss_scope": r["loss_scope"],
                "baseline": b_name, "trainable": ft["trainable"],
-               "rate_change_pp": mean_with_ci(pp),
+               # the paired test (after − before on the same inputs; t interval over the pretrained models)
+               "rate_change_pp": paired(pp, clusters=models),
                "rate_after_pct": mean_with_ci([100 * e["harmful"][harm]["rate"]["after"] for e in es]),
                "preact_change": mean_with_ci([e["harmful"][harm]["preact"]["change"] for e in es]),
                "cos_after": mean_with_ci([e["harmful"][harm]["cos"]["after"] for e in es]),
@@ -68,7 +70,11 @@ def per_regime_rows(ft: dict, capability_rows: list[dict], overhead: dict | None
         if b_name is not None:
             pairs = [(e, b_es[e["pretrain_instance"]]) for e in es if e["pretrain_instance"] in b_es]
             d_pp = [e["harmful"][harm]["rate"]["change_pp"] - b["harmful"][harm]["rate"]["change_pp"] for e, b in pairs]
-            row["rate_change_pp_vs_baseline"] = mean_with_ci(d_pp)
+            # defended − undefended fine-tune of the same model on the same data stream: "cuts" only when
+            # the interval lies below 0
+            row["rate_change_pp_vs_baseline"] = paired(d_pp, clusters=[e["pretrain_instance"] for e, _ in pairs])
+            row["rate_change_pp_vs_baseline"]["effect"] = {"down": "cuts", "up": "raises"}.get(
+                row["rate_change_pp_vs_baseline"]["direction"], "no evidence")
             base_pp = np.mean([b["harmful"][harm]["rate"]["change_pp"] for _, b in pairs])
             row["amplification_removed"] = (float(1.0 - np.mean(pp) / base_pp) if base_pp > 0 else None)
             row["target_gain_vs_baseline"] = mean_with_ci([e["target_gain"] / b["target_gain"] for e, b in pairs

@@ -38,8 +38,8 @@ def _markdown_row(r: dict) -> str:
     removed = r.get("amplification_removed")
     ovh = (r.get("overhead") or {}).get("ratio_median")
     return " | ".join([
-        f"| {r['name']}", r["plugs"], strength_label(r), fmt_stat(r["rate_change_pp"]),
-        "–" if removed is None else f"{100 * removed:.0f}%", fmt_stat(r["preact_change"], "{:+.3f}", ci=False),
+        f"| {r['name']}", r["plugs"], strength_label(r), _with_g(r["rate_change_pp"]),
+        _vs(r.get("rate_change_pp_vs_baseline")), "–" if removed is None else f"{100 * removed:.0f}%", fmt_stat(r["preact_change"], "{:+.3f}", ci=False),
         fmt_stat(r["target_gain"], "{:.2f}", ci=False), _milli(r.get("recon_loss_benign_vs_baseline")),
         _milli(r.get("harmful_present_loss_vs_baseline"), ci=False),
         fmt_stat(r["harmful_norm_after"], "{:.2f}", ci=False),
@@ -47,9 +47,26 @@ def _markdown_row(r: dict) -> str:
         "not measured" if ovh is None else f"{ovh:.2f}×"]) + " |"
 
 
+def _with_g(stat: dict | None) -> str:
+    """A paired change with its interval, the number of pretrained models and the direction it allows."""
+    if not stat or stat.get("mean") is None:
+        return "–"
+    g = f" (G={stat['n_clusters']})" if stat.get("n_clusters") else ""
+    return fmt_stat(stat) + g + (f" **{stat['direction']}**" if stat.get("direction") in ("up", "down") else "")
+
+
+def _vs(stat: dict | None) -> str:
+    """Defended − undefended, paired by model: the interval and "cuts", "raises" or "no evidence"."""
+    if not stat or stat.get("mean") is None:
+        return "–"
+    return fmt_stat(stat) + f" (G={stat.get('n_clusters')}): " + (f"**{stat['effect']}**" if stat.get("effect") in
+                                                                    ("cuts", "raises") else "no evidence")
+
+
 def markdown_table(rows: list[dict], n_seeds: int) -> str:
     """The defences table as markdown: every number comes from the rows (i.e. from summary.json)."""
-    head = ("| defence | plugs in | strength | Δ toxic rate [pp] (95% CI) | amplification removed | "
+    head = ("| defence | plugs in | strength | Δ toxic rate [pp] (95% CI, G models) | vs undefended [pp] (paired 95% CI) | "
+            "amplification removed | "
             "Δ pre-act (target input) | target gain (×) | Δ benign features' loss vs undefended (×10⁻³, 95% CI) | "
             "Δ toxic's loss when present vs undefended (×10⁻³) | toxic norm after | features represented | D* | "
             "step time vs undefended |")
@@ -62,9 +79,12 @@ def markdown_table(rows: list[dict], n_seeds: int) -> str:
         lines += [_markdown_row(r) for r in group]
         lines.append("")
     pre = rows[0]
-    lines.append(f"Means over {n_seeds} pretrained models (seeds); 95% percentile-bootstrap CIs over seeds. Δ toxic "
-                 "rate: change of P(x'_toxic > τ | x_toxic = 0) on the pretraining distribution, in percentage "
-                 "points; amplification removed: 1 − mean Δ / mean Δ(undefended); target gain: the target's "
+    lines.append(f"Means over {n_seeds} pretrained models (seeds); 95% CIs are t intervals over the G models "
+                 "(each model one unit). Δ toxic rate: change of P(x'_toxic > τ | x_toxic = 0) on the pretraining "
+                 "distribution, in percentage points, measured on 1.2M inputs per model, before and after on the same "
+                 "inputs (**up**/**down** only when the interval excludes 0); vs undefended: the defended minus the "
+                 "undefended fine-tune of the same model on the same data stream, paired by model: **cuts** or "
+                 "**raises** only when its interval excludes 0, otherwise no evidence; amplification removed: 1 − mean Δ / mean Δ(undefended); target gain: the target's "
                  "read-out on its unit input after / before; benign features' loss: the pretraining loss over the "
                  "features that are neither target nor harmful, after fine-tuning, minus the paired undefended "
                  "run's; toxic's loss when present: E[(x_toxic − x'_toxic)² | x_toxic ≠ 0] against the paired "

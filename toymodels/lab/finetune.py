@@ -29,6 +29,7 @@ from .hooks import NO_HOOKS, FineTuneHooks
 from .objective import finetune_objective, target_readout
 from .plan import FT_SEED_OFFSET, Plan, make_plan, orientation_matrices, regime_arrays
 from .probe import make_probe
+from . import rates as lab_rates
 from .progress import gain_stop
 from .trainable import column_mask, finetune_optimizer, full_state, init_lora, set_element_mask
 
@@ -44,6 +45,7 @@ class FineTuneResult:
     seconds: float
     evaluation: dict | None = None   # the hooks' evaluate(), e.g. the defences' capability numbers
     stopped_at: np.ndarray | None = None  # (n_ft,) step at which finetune.stop_gain stopped it, −1: never
+    rates: dict | None = None        # :func:`.rates.for_probes`: the reported rates, from rate_samples inputs
 
 
 @dataclass
@@ -138,11 +140,14 @@ def finetune(cfg: Config, graphdef, pre_params, *, on_log=None, on_probe=None, p
     eval_p = jnp.asarray(cfg.feature_probability()[plan.pretrain_index])
     probes: list[tuple[int, dict]] = []
     frames: list[tuple[int, np.ndarray, np.ndarray]] = []
+    # the probe keeps the full states so that the reported rates are measured afterwards on
+    # finetune.rate_samples inputs at exactly the probes the summary reads (:mod:`.rates`)
+    keep_states = lab_rates.snapshot_fits(base, -(-ft.steps // ft.chunk_size) + 1)
 
     def record(step: int, params) -> None:
         states = merge_all(params, inst)
         m = {k: np.asarray(v) for k, v in probe(states, base, target, eval_p).items()}
-        probes.append((int(step), m))
+        probes.append((int(step), m | (lab_rates.snapshot(states) if keep_states else {})))
         if ft.save_trajectory:
             frames.append((int(step), np.asarray(states["W"][...]), np.asarray(states["b_final"][...])))
         if on_probe is not None:
@@ -173,9 +178,11 @@ def finetune(cfg: Config, graphdef, pre_params, *, on_log=None, on_probe=None, p
     if frames:
         trajectory = {"step": np.array([f[0] for f in frames]), "W": np.stack([f[1] for f in frames]),
                       "b_final": np.stack([f[2] for f in frames])}
-    result = FineTuneResult(plan=plan, pretrained=base, finetuned=merge_all(state.params, inst), probes=probes,
+    finetuned = merge_all(state.params, inst)
+    result = FineTuneResult(plan=plan, pretrained=base, finetuned=finetuned, probes=probes,
                             trajectory=trajectory, seconds=seconds,
-                            stopped_at=None if state.stopped_at is None else np.asarray(state.stopped_at))
+                            stopped_at=None if state.stopped_at is None else np.asarray(state.stopped_at),
+                            rates=lab_rates.for_probes(cfg, graphdef, plan, probes, jax.tree.structure(finetuned)))
     evaluation = hooks.evaluate(graphdef, pre_params, result)
     if evaluation is not None:
         result = dataclasses.replace(result, evaluation=evaluation)

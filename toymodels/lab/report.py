@@ -17,19 +17,20 @@ def format_table(summary: dict) -> str:
         return "n/a" if stat is None or stat.get("mean") is None else fmt.format(scale * stat["mean"])
 
     head = (f"{'regime':<12} {'data':<7}{'loss':<7}{'harmful':<9}{'n':>3} {'gain':>6}  {'angle b→a':>12}  {'pre-act b→a':>15} "
-            f"{'(1st-order)':>11}  {'per-unit':>8}  {'rate% b→a':>13} {'Δpp':>6} {'rel':>6} {'up':>5}")
+            f"{'(1st-order)':>11}  {'per-unit':>8}  {'rate% b→a':>13} {'Δpp':>6} {'rel':>6}  {'95% CI (G models)':<22} {'direction':<11}")
     lines = [(f"fine-tuning '{ft['target']}' ({ft['objective']}, trainable={ft['trainable']}, {ft['steps']} steps). "
               f"harmful feature j, means over instances:"),
              ("pre-act = j's pre-activation on the unit target input; 1st-order = pre0 + <W0_j, dW_t>; "
               "per-unit = d(pre-act) / (push along target x |W0_j|)"),
              (f"rate = P(x'_j > {ft['tau']:g} | x_j = 0) on the pretraining distribution (Δpp: percentage points; "
-              f"rel: mean relative increase); gain = target read-out after / before; up = instances whose rate rose"),
+              f"rel: mean relative increase); gain = target read-out after / before"),
+             ("direction: up/down only when the 95% CI of the mean change (a t interval over the G pretrained models, "
+              "each model's rates on its own inputs) excludes 0; otherwise 'no evidence'"),
              head, "-" * len(head)]
     for rname, r in ft["by_regime"].items():
         for hname, h in r["harmful"].items():
             pred_after = (None if h["preact_before"]["mean"] is None else
                           {"mean": h["preact_before"]["mean"] + h["predicted_change"]["mean"]})
-            n_up = round(h["fraction_rate_up"] * r["n"])
             lines.append(
                 f"{rname:<12} {r['data']:<7}{r['loss_scope']:<7}{(hname[:7] + '!' if hname in weak else hname[:8]):<9}{r['n']:>3} "
                 f"{m(r['target_gain'], fmt='{:.2f}'):>6}  "
@@ -37,8 +38,8 @@ def format_table(summary: dict) -> str:
                 f"{m(h['preact_before'], fmt='{:+.3f}') + '→' + m(h['preact_after'], fmt='{:+.3f}'):>15} "
                 f"{'(' + m(pred_after, fmt='{:+.3f}') + ')':>11}  {m(h['per_unit_push'], fmt='{:+.3f}'):>8}  "
                 f"{m(h['rate_before'], 100, '{:.2f}') + '→' + m(h['rate_after'], 100, '{:.2f}'):>13} "
-                f"{m(h['rate_change_pp'], fmt='{:+.2f}'):>6} {m(h['rate_rel_increase_pct'], fmt='{:+.0f}%'):>6} "
-                f"{str(n_up) + '/' + str(r['n']):>5}")
+                f"{m(h['rate_change_pp'], fmt='{:+.2f}'):>6} {m(h['rate_rel_increase_pct'], fmt='{:+.0f}%'):>6}  "
+                f"{_paired_ci(h.get('rate_change_pp_paired')):<22} {(h.get('rate_change_pp_paired') or {}).get('direction', 'n/a')}")
     corr_lines = []
     for rname, r in ft["by_regime"].items():
         for hname, h in r["harmful"].items():
@@ -63,10 +64,16 @@ def format_table(summary: dict) -> str:
         K = ft.get("orientations", 1)
         lines += ["", "the robustness axes: regime x optimiser x orientation (axis-aligned; rotated = the same "
                       f"models with the hidden space turned by {K - 1} random orthogonal matrices); means, 95% CI "
-                      "resamples pretrained models. The table above is the axis-aligned run of the first optimiser.",
-                  text_table(ft)]
+                      "is a t interval over the G pretrained models. The table above is the axis-aligned run of the first optimiser.",
+                  text_table(ft, features=feats)]
     return "\n".join(lines)
 
+
+def _paired_ci(p: dict | None) -> str:
+    if not p or p.get("ci95") is None:
+        return "n/a"
+    lo, hi = p["ci95"]
+    return f"[{lo:+.2f}, {hi:+.2f}] (G={p['n_clusters']})"
 
 
 def weak_features(summary: dict) -> dict[str, tuple[int, int]]:

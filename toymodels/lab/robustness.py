@@ -20,42 +20,46 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import stats
 from ..core.planting import barely_represented_counts
+from . import inference
 
 PUSH_TOLERANCE = 0.01   # |per-unit push − cos θ| below this: "the push is cos θ per unit"
+NO_EVIDENCE = "no evidence"
 
 
 def direction(ci) -> str:
-    """``up``, ``down`` or ``flat`` from a 95% interval [lo, hi] of a mean change."""
-    if not ci:
-        return "flat"
-    return "up" if ci[0] > 0 else "down" if ci[1] < 0 else "flat"
+    """``up``, ``down`` or ``no evidence`` from a 95% interval [lo, hi] of a mean change."""
+    return stats.direction(ci)
 
 
-def group_rows(ft: dict, harmful: str | None = None) -> list[dict]:
-    """Flat rows of ``ft["by_group"]`` about one harmful feature (default: the first)."""
-    harm = harmful or ft["harmful"][0]
+def group_rows(ft: dict, harmful: str | None = None, features: dict | None = None) -> list[dict]:
+    """Flat rows about one harmful feature (default: the first), one per (stratum of starting geometry,
+    regime, optimiser, orientation class), from the per-fine-tune records (:func:`.inference.cells`:
+    paired t intervals over pretrained models, duplicates counted once)."""
     rows = []
-    for g in ft.get("by_group", {}).values():
-        h = g["harmful"][harm]
-        at = {gain: {"rate_change_pp": a["rate_change_pp"]["mean"], "ci": a["rate_change_pp_ci95"],
-                     "n_reached": a["n_reached"], "n_up": a["n_rate_up"], "n": a["n"], "step": a["step"]["mean"],
-                     "per_unit_push": a["per_unit_push"]["mean"]}
-              for gain, a in h.get("at_gain", {}).items()}
+    for c in inference.cells(ft, features, harmful):
+        at = {g: {"rate_change_pp": a["mean"], "ci": a["ci95"], "n_clusters": a["n_clusters"],
+                  "n_reached": a["n_reached"], "n": c["n"], "step": a["step"], "direction": a["direction"]}
+              for g, a in c["at_gain"].items()}
+        rc = c["rate_change"]
         rows.append({
-            "regime": g["regime"], "optimizer": g["optimizer"], "orientation": g["orientation"],
-            "data": g["data"], "loss_scope": g["loss_scope"], "n": g["n"],
-            "cos_before": h["cos_before"]["mean"],
-            "per_unit_push": h["per_unit_push"]["mean"],
-            "per_unit_push_range": [h["per_unit_push"]["min"], h["per_unit_push"]["max"]],
-            "angle_before": h["angle_before"]["mean"], "angle_after": h["angle_after"]["mean"],
-            "rate_change_pp": h["rate_change_pp"]["mean"], "rate_ci": h["rate_change_pp_ci95"],
-            "n_up": h["n_rate_up"], "target_gain": g["target_gain"]["mean"],
-            "rate_over_rotations": h.get("rate_change_pp_over_rotations"),
-            "direction": direction(h["rate_change_pp_ci95"]),
-            "at_gain": at,
+            "stratum": c["stratum"], "regime": c["regime"], "optimizer": c["optimizer"],
+            "orientation": c["orientation"], "data": c["data"], "loss_scope": c["loss_scope"], "n": c["n"],
+            "n_distinct": c["n_distinct"], "n_clusters": c["n_clusters"], "duplicate_of": c["duplicate_of"],
+            "cos_before": c["cos_before"], "per_unit_push": c["per_unit_push"],
+            "per_unit_push_range": c["per_unit_push_range"],
+            "angle_before": c["angle_before"], "angle_after": c["angle_after"],
+            "rate_change_pp": rc["mean"], "rate_ci": rc["ci95"], "n_up": c["n_up_distinct"],
+            "target_gain": c["target_gain"], "max_eval_se_pp": c["max_eval_se_pp"],
+            "direction": rc["direction"], "at_gain": at,
         })
     return rows
+
+
+def cell_key(row: dict, n_strata: int) -> str:
+    """A verdict's key: the regime, with the stratum when a member has several."""
+    return row["regime"] if n_strata == 1 else f"{row['regime']} · {row['stratum']}"
 
 
 def label(row: dict) -> str:
@@ -68,12 +72,14 @@ def verdicts(rows: list[dict]) -> dict:
     (both up and down occur); the agreed direction at each stopping point (matched gains and the end) and
     whether that flips; and whether the per-unit push equals cos θ everywhere."""
     out = {}
-    for reg in dict.fromkeys(r["regime"] for r in rows):
-        sel = [r for r in rows if r["regime"] == reg]
+    n_strata = len({r.get("stratum") for r in rows})
+    for reg in dict.fromkeys(cell_key(r, n_strata) for r in rows):
+        # a cell that only repeats another (rotation-equivariant optimiser, rotated) is not new evidence
+        sel = [r for r in rows if cell_key(r, n_strata) == reg and not r.get("duplicate_of")]
         dirs = {label(r): r["direction"] for r in sel}
         at = {}
         for gain in sel[0]["at_gain"]:
-            d = {label(r): direction(r["at_gain"][gain]["ci"]) for r in sel if r["at_gain"][gain]["n_reached"] >= 2}
+            d = {label(r): r["at_gain"][gain]["direction"] for r in sel if r["at_gain"][gain]["n_reached"] >= 2}
             at[gain] = {"directions": d, "survives": len(set(d.values())) == 1,
                         "flips": {"up", "down"} <= set(d.values())}
         push_ok = [abs(r["per_unit_push"] - r["cos_before"]) < PUSH_TOLERANCE for r in sel
@@ -83,7 +89,9 @@ def verdicts(rows: list[dict]) -> dict:
         by_point = {f"gain {g}": (next(iter(a["directions"].values())) if a["survives"] and a["directions"]
                                   else "mixed") for g, a in at.items()}
         by_point["end"] = next(iter(dirs.values())) if len(set(dirs.values())) == 1 else "mixed"
-        out[reg] = {"directions": dirs, "survives": len(set(dirs.values())) == 1,
+        out[reg] = {"regime": sel[0]["regime"], "stratum": sel[0].get("stratum"),
+                    "n_clusters": sorted({r["n_clusters"] for r in sel}),
+                    "directions": dirs, "survives": len(set(dirs.values())) == 1,
                     "flips": {"up", "down"} <= set(dirs.values()), "at_gain": at,
                     "over_stopping": by_point, "flips_with_stopping": {"up", "down"} <= set(by_point.values()),
                     "push_equals_cos": bool(push_ok) and all(push_ok),
@@ -96,27 +104,44 @@ def _num(v, fmt: str) -> str:
     return "n/a" if v is None else fmt.format(v)
 
 
-def _ci(mean, ci) -> str:
+def _ci(mean, ci, G=None) -> str:
     if mean is None:
         return "n/a"
-    return f"{mean:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+    few = G is not None and G < inference.MIN_CLUSTERS
+    return (f"{mean:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+            + (f" (G={G}{' < ' + str(inference.MIN_CLUSTERS) + ': not claimed' if few else ''})" if G else ""))
 
 
-def markdown_table(ft: dict, harmful: str | None = None) -> str:
-    """The robustness table in markdown: one row per (regime, optimiser, orientation)."""
-    rows = group_rows(ft, harmful)
+def _orient(r: dict) -> str:
+    return "axis-aligned" if r["orientation"] == "axis" else "rotated"
+
+
+def markdown_table(ft: dict, harmful: str | None = None, features: dict | None = None) -> str:
+    """The robustness table in markdown: one row per (stratum, regime, optimiser, orientation). The rate
+    change is the paired mean with its t interval over the G pretrained models of the cell; a rotated
+    cell that only repeats the axis-aligned runs says so and counts nothing new."""
+    rows = group_rows(ft, harmful, features)
     if not rows:
         return ""
+    strata = len({r["stratum"] for r in rows}) > 1
     gains = list(rows[0]["at_gain"])
-    head = ["regime", "optimiser", "orientation", "per-unit push (cos θ)", "angle b→a", "Δ toxic rate [pp] (95% CI)",
-            "runs up", "target gain"] + [f"Δ rate at gain {g} [pp] (reached)" for g in gains]
+    head = (["start"] if strata else []) + [
+        "regime", "optimiser", "orientation", "per-unit push (cos θ)", "angle b→a",
+        "Δ toxic rate [pp] (95% CI, G models)", "direction", "distinct runs up", "target gain"] + [
+        f"Δ rate at gain {g} [pp] (reached)" for g in gains]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
+        first = ([r["stratum"]] if strata else []) + [f"`{r['regime']}` (data={r['data']}, loss={r['loss_scope']})",
+                                                      r["optimizer"], _orient(r)]
+        if r["duplicate_of"]:
+            lines.append("| " + " | ".join(first + ["= axis-aligned: the same runs up to the rotation "
+                                                    "(rotation-equivariant optimiser), counted once"]
+                                           + [""] * (len(head) - len(first) - 1)) + " |")
+            continue
         push = _num(r["per_unit_push"], "{:+.3f}") + f" ({r['cos_before']:.3f})"
-        orient = "axis-aligned" if r["orientation"] == "axis" else "rotated"
-        cells = [f"`{r['regime']}` (data={r['data']}, loss={r['loss_scope']})", r["optimizer"], orient, push,
-                 f"{r['angle_before']:.1f}° → {r['angle_after']:.1f}°", _ci(r["rate_change_pp"], r["rate_ci"]),
-                 f"{r['n_up']}/{r['n']}", _num(r["target_gain"], "{:.2f}")]
+        cells = first + [push, f"{r['angle_before']:.1f}° → {r['angle_after']:.1f}°",
+                         _ci(r["rate_change_pp"], r["rate_ci"], r["n_clusters"]), r["direction"],
+                         f"{r['n_up']}/{r['n_distinct']}", _num(r["target_gain"], "{:.2f}")]
         for g in gains:
             a = r["at_gain"][g]
             cells.append(_ci(a["rate_change_pp"], a["ci"]) + f" ({a['n_reached']}/{a['n']})")
@@ -124,21 +149,24 @@ def markdown_table(ft: dict, harmful: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def text_table(ft: dict, harmful: str | None = None) -> str:
+def text_table(ft: dict, harmful: str | None = None, features: dict | None = None) -> str:
     """A compact terminal version of :func:`markdown_table` (end-of-fine-tuning numbers)."""
-    rows = group_rows(ft, harmful)
+    rows = group_rows(ft, harmful, features)
     if not rows:
         return ""
     head = (f"{'regime':<11} {'optimiser':<10} {'orient.':<8} {'per-unit':>8} {'angle b→a':>14} "
-            f"{'Δrate pp [95% CI]':>24} {'up':>7} {'gain':>6}")
+            f"{'Δrate pp [95% CI] (G)':>30} {'distinct up':>11} {'gain':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        ci = r["rate_ci"]
+        if r["duplicate_of"]:
+            lines.append(f"{r['regime']:<11} {r['optimizer']:<10} {r['orientation']:<8} = axis-aligned (the same "
+                         f"runs up to the rotation; counted once)")
+            continue
         lines.append(f"{r['regime']:<11} {r['optimizer']:<10} {r['orientation']:<8} "
                      f"{_num(r['per_unit_push'], '{:+.3f}'):>8} "
                      f"{r['angle_before']:>5.1f}°→{r['angle_after']:>5.1f}°  "
-                     f"{r['rate_change_pp']:>+6.2f} " + (f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "") .rjust(17) +
-                     f" {str(r['n_up']) + '/' + str(r['n']):>7} {_num(r['target_gain'], '{:.2f}'):>6}")
+                     f"{_ci(r['rate_change_pp'], r['rate_ci'], r['n_clusters']):>30} "
+                     f"{str(r['n_up']) + '/' + str(r['n_distinct']):>11} {_num(r['target_gain'], '{:.2f}'):>6}")
     return "\n".join(lines)
 
 
@@ -146,8 +174,8 @@ def text_table(ft: dict, harmful: str | None = None) -> str:
 def member_section(run) -> dict:
     """One member's rows, verdicts and pretrained norms of the named features."""
     ft = run.summary["finetune"]
-    rows = group_rows(ft)
     feats = run.summary.get("features", {})
+    rows = group_rows(ft, features=feats)
     return {"name": run.config.name, "target": ft["target"], "harmful": ft["harmful"][0],
             "optimizers": [o["name"] for o in ft["optimizers"]], "orientations": ft["orientations"],
             "matched_gains": ft["matched_gains"], "n_pretrained": run.config.n_inst,
@@ -161,13 +189,15 @@ def robustness_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
     ``robustness_table.md`` (one table per member)."""
     sections = [member_section(m) for m in members]
     summary = {"suite": suite["suite"], "members": [s["name"] for s in sections], "sections": sections,
-               "direction_rule": "up/down: the 95% cluster-bootstrap CI (over pretrained models) of the mean "
-                                 "toxic-rate change lies above/below 0; flat otherwise"}
+               "direction_rule": "up/down: the 95% t interval over pretrained models (clusters; each model's mean "
+                                 "change, rates on its own 1.2M inputs) lies above/below 0; 'no evidence' otherwise. "
+                                 "Runs identical up to a rotation are counted once; models of different starting "
+                                 "geometry are never pooled"}
     md = ["# robustness", ""]
     for s, m in zip(sections, members):
         norms = "; ".join("(" + ", ".join(f"{v:.2f}" for v in row) + ")" for row in s["pretrained_norms"]["norms"])
         md += [f"## `{s['name']}`", "", f"Pretrained norms ({', '.join(s['pretrained_norms']['names'])}) per model: "
-               f"{norms}.", *_weak_note(s), "", markdown_table(m.summary["finetune"]), ""]
+               f"{norms}.", *_weak_note(s), "", markdown_table(m.summary["finetune"], features=s["pretrained_norms"]), ""]
     (Path(run_dir) / "robustness_table.md").write_text("\n".join(md))
     return summary, report(summary)
 

@@ -23,7 +23,7 @@ from .hooks import NO_HOOKS, FineTuneHooks
 from .plan import Plan
 from .progress import at_gain, gain_curve, step_curve
 
-SUMMARY_KEYS = ("target", "harmful", "objective", "gamma", "importance_factor", "trainable", "tau", "steps",
+SUMMARY_KEYS = ("target", "harmful", "objective", "gamma", "importance_factor", "trainable", "tau", "rate_evaluation", "steps",
                 "n_instances", "instance_order", "regimes", "train_seconds", "optimizers", "orientations",
                 "stop_gain", "matched_gains", "by_regime", "instances")
 
@@ -46,6 +46,7 @@ def instance_summaries(cfg: Config, result: FineTuneResult) -> list[dict]:
     plan = result.plan
     (_, b), (_, a) = result.probes[0], result.probes[-1]
     W0, W1 = np.asarray(result.pretrained["W"][...]), np.asarray(result.finetuned["W"][...])
+    R = result.rates
     out = []
     harmful_names = [plan.names[j] for j in plan.harmful]
     for k in range(plan.n_ft):
@@ -71,13 +72,16 @@ def instance_summaries(cfg: Config, result: FineTuneResult) -> list[dict]:
                 return float(src[m][k, h])
 
             rate_b, rate_a = g("rate", b), g("rate", a)
+            if R is not None:  # measured on finetune.rate_samples inputs of this model (lab.rates)
+                rate_b, rate_a = float(R["rate"][0, k, h]), float(R["rate"][-1, k, h])
             entry["harmful"][name] = {
                 "preact": {**_ba(g("preact", b), g("preact", a)),
                            "rel_increase_pct": float(amp.relative_increase_pct(g("preact", b), g("preact", a)))},
                 "spurious": {**_ba(g("spurious", b), g("spurious", a)),
                              "rel_increase_pct": float(amp.relative_increase_pct(g("spurious", b), g("spurious", a)))},
                 "rate": {**_ba(rate_b, rate_a), "change_pp": float(amp.percentage_points(rate_b, rate_a)),
-                         "rel_increase_pct": float(amp.relative_increase_pct(rate_b, rate_a))},
+                         "rel_increase_pct": float(amp.relative_increase_pct(rate_b, rate_a)),
+                         "se_change_pp": None if R is None else float(100.0 * R["se_change"][-1, k, h])},
                 "cos": _ba(g("cos", b), g("cos", a)),
                 # from the weights with atan2 (arccos of a float32 cosine is off by ~0.02° near 0°)
                 "angle_deg": _ba(_angle(W0[k], int(plan.target[k]), int(plan.harmful[h])),
@@ -91,22 +95,24 @@ def instance_summaries(cfg: Config, result: FineTuneResult) -> list[dict]:
                                 "alpha": float(a["alpha"][k])},
             }
             if cfg.finetune.matched_gains:
-                entry["harmful"][name]["at_gain"] = _at_gains(result.probes, k, h, cfg.finetune.matched_gains)
+                entry["harmful"][name]["at_gain"] = _at_gains(result.probes, k, h, cfg.finetune.matched_gains, R)
         if result.stopped_at is not None:
             entry["stopped_at"] = int(result.stopped_at[k]) if result.stopped_at[k] >= 0 else None
         out.append(entry)
     return out
 
 
-def _at_gains(probes, k: int, h: int, gains) -> dict:
+def _at_gains(probes, k: int, h: int, gains, rates: dict | None = None) -> dict:
     """Instance k's numbers about harmful feature h at each matched gain (:func:`.progress.at_gain`):
-    the fine-tuning step, the change of its pre-activation on the target input, of its toxic rate [pp],
-    cos(target, harmful), and the per-unit push Δpre / (α ‖W0_j‖)."""
+    the fine-tuning step, the change of its pre-activation on the target input, of its toxic rate [pp]
+    (from ``rates``, :func:`.rates.for_probes`, when given: measured at the two probes around the
+    crossing), cos(target, harmful), and the per-unit push Δpre / (α ‖W0_j‖)."""
     curve = lambda m: np.array([p[m][k, h] if p[m].ndim > 1 else p[m][k] for _, p in probes], np.float64)
     readout = curve("target_readout")
     pre, rate = curve("preact"), curve("rate")
+    change = 100.0 * (rate - rate[0]) if rates is None else 100.0 * rates["change"][:, k, h]
     values = {"step": np.array([t for t, _ in probes], np.float64), "preact_change": pre - pre[0],
-              "rate_change_pp": 100.0 * (rate - rate[0]), "cos": curve("cos"), "alpha": curve("alpha")}
+              "rate_change_pp": change, "cos": curve("cos"), "alpha": curve("alpha")}
     norm0 = float(curve("norm")[0])
     out = {}
     for g in gains:
@@ -142,6 +148,9 @@ def _group_summary(rows: list[dict]) -> dict:
         hs = [e["harmful"][name] for e in rows]
         agg = {key: _stats([h[p[0]][p[1]] for h in hs]) for p, key in HARMFUL_AGGREGATES}
         agg["fraction_rate_up"] = float(np.mean([h["rate"]["change_pp"] > 0 for h in hs]))
+        # the test behind "up"/"down": per-model mean change, t interval over the pretrained models
+        agg["rate_change_pp_paired"] = stats.paired([h["rate"]["change_pp"] for h in hs],
+                                                    clusters=[e["pretrain_instance"] for e in rows])
         agg["fraction_preact_up"] = float(np.mean([h["preact"]["change"] > 0 for h in hs]))
         cos_b = [h["cos"]["before"] for h in hs]
         # correlations with the pretrained angle only where it varies: against a cos that is constant up to
@@ -235,6 +244,15 @@ def group_summaries(instances: list[dict], plan: Plan, probes=None, curve_top: f
     return out
 
 
+def _rate_evaluation(ft, rates: dict | None) -> dict:
+    """Where the reported rates come from: rate_samples inputs per pretrained model (lab.rates), or the
+    probe's one shared batch when the probe could not keep its states."""
+    if rates is None:
+        return {"source": "probe batch (shared by all runs)", "samples": ft.eval_batch_size}
+    return {"source": "independent inputs per pretrained model, shared by its fine-tunes",
+            "samples_per_model": int(rates["n_samples"]), "min_inputs_with_feature_absent": int(rates["min_absent"])}
+
+
 def summarize(cfg: Config, result: FineTuneResult, hooks: FineTuneHooks = NO_HOOKS) -> dict:
     """The ``finetune`` section of ``summary.json`` (its layout: :data:`SUMMARY_KEYS`), plus the keys
     of ``hooks.summary_section`` (e.g. ``defences``) when the hooks evaluated the run."""
@@ -248,6 +266,7 @@ def summarize(cfg: Config, result: FineTuneResult, hooks: FineTuneHooks = NO_HOO
         "importance_factor": ft.importance_factor if ft.objective == "importance" else None,
         "trainable": ft.trainable,
         "tau": ft.tau,
+        "rate_evaluation": _rate_evaluation(ft, result.rates),
         "steps": ft.steps,
         "n_instances": plan.n_ft,
         "instance_order": "k = ((pretrain_instance * n_orientations + orientation) * n_optimizers + optimizer) "

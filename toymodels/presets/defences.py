@@ -5,7 +5,7 @@ data, the harmful feature never, the loss on the target only), where the undefen
 'toxic': the data the claim is about. Every defence is a regime of the same run, so it starts from the
 same pretrained models and sees the same data stream as its undefended baseline (paired).
 
-* ``defences-table``: one row per defence at one strength, 8 seeds, with CIs, capability and
+* ``defences-table``: one row per defence at one strength, 10 seeds, with paired CIs, capability and
   measured compute overhead; LoRA (a run-wide setting) as a second member from the same pretraining.
 * ``regularisation-pareto``: a λ sweep of the five loss-term defences: the trade-off, not a point.
 * ``regularisation-cost``: step-time overhead against n_features (128..4096), penalty vs forward pass.
@@ -15,7 +15,10 @@ same pretrained models and sees the same data stream as its undefended baseline 
 The strengths of ``defences-table`` were fixed beforehand from ``regularisation-pareto`` (seed 0) by one
 rule, "the strongest setting whose mean target gain stays within 10% of the undefended gain", and the
 table is then measured on other pretrained models (seed 1), so the selection is not fitted to the
-numbers it reports.
+numbers it reports. The table starts from analogy-15deg's represented models (one starting geometry);
+the λ sweeps use the earlier equal-importance setup, whose seeds split into two geometries (helpful or
+toxic barely represented), so the strengths were chosen on a different start than the one they are
+measured on: a fixed choice, not a tuned one.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from ..config import (
 )
 from ..defences.tables import fmt_stat
 from ..io import runs
+from ..lab import inference
 from . import lab as lab_presets
 from .registry import SMOKE_OVERRIDES, Suite, preset, suite_summary
 
@@ -48,12 +52,13 @@ def regime(name: str, defence: str = "none", strength: float = 0.0, data: str = 
 
 
 def _analogy(name: str, seed: int, n_inst: int, regimes, *, trainable: str = "all", overhead_repeats: int = 0,
-             plots=(), notes: str = "", meta=None, chunk_size: int = 100) -> Config:
-    """The seed's 2-D analogy in its earlier setup (``lab_presets.analogy_base(represented=False)``: equal
-    importance, so one of the pinned pair ends near norm 0.45; the defences were measured on it and have
-    not been re-measured from analogy-15deg's represented start): fine-tune helpful to γ = 2 for 2000 Adam
-    steps under ``regimes``."""
-    base = lab_presets.analogy_base(name, represented=False)
+             plots=(), notes: str = "", meta=None, chunk_size: int = 100, represented: bool = False) -> Config:
+    """The seed's 2-D analogy: fine-tune helpful to γ = 2 for 2000 Adam steps under ``regimes``.
+    ``represented``: analogy-15deg's start (both of the pinned pair at norm >= 0.5, one starting
+    geometry in every model); otherwise the earlier setup (equal importance), in which either helpful
+    or toxic ends near norm 0.45, seed by seed: two starting geometries that answer differently (the
+    λ sweeps below still use it)."""
+    base = lab_presets.analogy_base(name, represented=represented)
     ft = dataclasses.replace(base.finetune, regimes=tuple(regimes), trainable=trainable, lora_rank=1,
                              save_trajectory=False, chunk_size=chunk_size, overhead_repeats=overhead_repeats)
     return dataclasses.replace(base, seed=seed, n_inst=n_inst, finetune=ft, plots=tuple(plots), notes=notes, meta=meta)
@@ -75,10 +80,10 @@ TABLE_DEFENCES = (
     ("freeze_harmful", "freeze_harmful", 0.0),
     ("grad_projection", "grad_projection", 0.0),
 )
-TABLE_SEED, TABLE_SEEDS, TABLE_REPEATS = 1, 8, 7
+TABLE_SEED, TABLE_SEEDS, TABLE_REPEATS = 1, 10, 7   # >= 10 pretrained models: the intervals' clusters
 
 
-@preset("defences-table", "the seed's safety-strategy table, measured: every defence on the same 8 pretrained "
+@preset("defences-table", "the seed's safety-strategy table, measured: every defence on the same 10 pretrained "
                           "models (15° analogy, task data): harmful increase with CI, target gain, capability, compute")
 def defences_table() -> Suite:
     """Three members from identical pretraining (same seed and config): ``defences`` (every regime-level
@@ -91,14 +96,16 @@ def defences_table() -> Suite:
     narrow = [regime(n, d, s, data="narrow") for n, d, s in TABLE_DEFENCES]
     notes = ("helpful/toxic pinned 15° apart in 2-D among 5 features; fine-tune helpful (γ = 2) on task data "
              "(helpful + benign, toxic never present) or narrow data (helpful only), loss on helpful only. "
-             "Strengths fixed beforehand on regularisation-pareto (seed 0, task data); this table is seed 1.")
+             "Strengths fixed beforehand on regularisation-pareto (seed 0, task data, the equal-importance start); "
+             "this table is seed 1, from analogy-15deg's represented start.")
     return Suite(
         name="defences-table",
         members=(_analogy("defences", TABLE_SEED, TABLE_SEEDS, regs, overhead_repeats=TABLE_REPEATS,
-                          plots=("defence_curves",), notes=notes),
-                 _analogy("defences-narrow", TABLE_SEED, TABLE_SEEDS, narrow, plots=("defence_curves",), notes=notes),
+                          plots=("defence_curves",), notes=notes, represented=True),
+                 _analogy("defences-narrow", TABLE_SEED, TABLE_SEEDS, narrow, plots=("defence_curves",), notes=notes,
+                          represented=True),
                  _analogy("defences-lora", TABLE_SEED, TABLE_SEEDS, [regime("lora")], trainable="lora",
-                          overhead_repeats=TABLE_REPEATS, notes=notes)),
+                          overhead_repeats=TABLE_REPEATS, notes=notes, represented=True)),
         plots=("defences_table",),
         summary="defences_table",
         notes=notes,
@@ -112,10 +119,15 @@ def defences_table_summary(members, suite: dict, run_dir: Path) -> tuple[dict, s
     n_seeds = members[0].config.n_inst
     md = defences.markdown_table(rows, n_seeds)
     same = defences.same_pretraining(members)
+    starts = inference.strata(members[0].summary.get("features"), n_seeds)
+    counts = {st: starts.count(st) for st in dict.fromkeys(starts)}
+    md += ("\n\nStarting geometry: " + ", ".join(f"{st} in {k} of {n_seeds} models" for st, k in counts.items())
+           + ("." if len(counts) == 1 else " — WARNING: mixed starting geometries; the rows pool them."))
     md += ("\n\nAll members fine-tuned from bit-identical pretrained weights." if same else
            "\n\nWARNING: the members' pretrained weights differ; the LoRA row is not paired.")
     runs.write_text(Path(run_dir) / "defences_table.md", md + "\n")
-    return {"rows": rows, "n_seeds": n_seeds, "same_pretraining": same, "markdown": "defences_table.md"}, md
+    return {"rows": rows, "n_seeds": n_seeds, "same_pretraining": same, "starting_geometry": counts,
+            "markdown": "defences_table.md"}, md
 
 
 # --- regularisation-pareto --------------------------------------------------------------------------------
