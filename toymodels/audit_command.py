@@ -136,14 +136,26 @@ def run_audit(run_dir: str | Path, sae_run: str | Path | None = None, *, variant
     text = "\n\n".join([head] + [auditor.format_audit(a, st.model_title(cfg, a)) for a in audits])
     score = st.scoring_summary(audits)
     if score.get("n"):
-        text += (f"\n\nover {score['n']} models: target found {score['target_found']:.0%}, harmful found "
-                 f"{score['harmful_found']:.0%}, harmful ranked first {score['harmful_ranked_first']:.0%} (truly "
-                 f"first: {score['harmful_truly_first']:.0%}), mean |cos error| {score['mean_abs_cos_error']:.3f}")
+        text += "\n\n" + score_text(score)
     md = "\n\n".join([f"# audit: {cfg.name}", head] + [auditor.markdown_audit(a, st.model_title(cfg, a)) for a in audits])
     out = Path(out_dir) if out_dir is not None else run.path
     out.mkdir(parents=True, exist_ok=True)
     path = runs.write_text(out / "audit.md", md + "\n")  # atomic; in the run's manifest when written there
     return text, [path]
+
+
+def score_text(score: dict) -> str:
+    """The closing lines of an audit: the labelled directions (headline), then the dictionary, over the models."""
+    out = []
+    if "probe_target_found" in score:
+        out.append(f"over {score['n']} models, labelled directions: target found {score['probe_target_found']:.0%}, "
+                   f"harmful found {score['probe_harmful_found']:.0%} (within {score['found_deg']:g}° and nearest; "
+                   f"chance {score['found_chance']:.1%} each; largest angle {score['probe_max_angle']:.1f}°); verdict "
+                   f"'raise' in {score['probe_raise']:.0%}")
+    out.append(f"over {score['n']} models, dictionary: target found {score['target_found']:.0%}, harmful found "
+               f"{score['harmful_found']:.0%}, harmful ranked first {score['harmful_ranked_first']:.0%} (truly "
+               f"first: {score['harmful_truly_first']:.0%}), mean |cos error| {score['mean_abs_cos_error']:.3f}")
+    return "\n".join(out)
 
 
 def main_audit(args) -> int:
