@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from .audit import auditor, dictionary
+from .audit import actdiff, auditor, dictionary
 from .audit import stage as st
 from .audit import train as T
 from .config import ConfigError
@@ -137,11 +137,31 @@ def run_audit(run_dir: str | Path, sae_run: str | Path | None = None, *, variant
     score = st.scoring_summary(audits)
     if score.get("n"):
         text += "\n\n" + score_text(score)
+    diff = _activation_diff(run, cfg, audits, arrays, variant, harmful, all_names)
+    if diff is not None:
+        text += "\n\n" + diff
     md = "\n\n".join([f"# audit: {cfg.name}", head] + [auditor.markdown_audit(a, st.model_title(cfg, a)) for a in audits])
     out = Path(out_dir) if out_dir is not None else run.path
     out.mkdir(parents=True, exist_ok=True)
     path = runs.write_text(out / "audit.md", md + "\n")  # atomic; in the run's manifest when written there
     return text, [path]
+
+
+def _activation_diff(run: runs.Run, cfg, audits, arrays, variant, harmful, all_names) -> str | None:
+    """The activation-diffing table (:mod:`toymodels.audit.actdiff`) of a run with fine-tunes (its
+    weights_pretrained.npz and weights_finetuned.npz), else None."""
+    pre_f, post_f = run.path / "weights_pretrained.npz", run.path / "weights_finetuned.npz"
+    if run.config.finetune is None or not (pre_f.exists() and post_f.exists()) or \
+            cfg.model.kind not in ("relu_output", "linear"):
+        return None
+    units = []
+    for a in audits:
+        dic = dictionary.dictionary(arrays, variant, a["sae"]["position"])
+        units.append(actdiff.audit_units(a, np.asarray(dic.params["W_enc"])[:, : dic.size])[0])
+    ft_cfg = dataclasses.replace(cfg, finetune=run.config.finetune)
+    res = actdiff.activation_diff(ft_cfg, units, runs.read_npz(pre_f, run.path), runs.read_npz(post_f, run.path),
+                                  (cfg.audit or AuditConfig()).amplified, [all_names.index(h) for h in harmful])
+    return actdiff.format_table(res, all_names)
 
 
 def score_text(score: dict) -> str:

@@ -11,7 +11,8 @@
 2. with ``[audit]``, :meth:`Stage.audit` audits every pretrained model (:mod:`.auditor`) and writes
    ``audit.md``; :meth:`Stage.hooks` lets ``audit.filter_regimes`` filter with the recovered directions;
 3. after fine-tuning, :meth:`Stage.after_finetune` adds the risk rows (scores before, outcome after,
-   :mod:`.risk`), the crosscoder diffs (:mod:`.crosscoder`) and the filter rows to ``summary["audit"]``.
+   :mod:`.risk`), activation diffing (``activation_diff``, :mod:`.actdiff`), the crosscoder diffs
+   (:mod:`.crosscoder`) and the filter rows to ``summary["audit"]``.
 
 Everything is deterministic from the config's seed, so the stage reruns bit-identically (a resumed run
 simply redoes it).
@@ -26,7 +27,7 @@ import numpy as np
 from ..config import Config
 from ..config.sae import AuditConfig
 from ..core.planting import harmful_indices, names
-from . import auditor, crosscoder, dictionary, metrics, risk
+from . import actdiff, auditor, crosscoder, dictionary, metrics, risk
 from . import train as T
 from .hooks import SAEFilterHooks
 
@@ -140,6 +141,11 @@ class Stage:
         return {"variant": cfg.audit.variant, "target": target_name(cfg), "harmful": list(cfg.features.harmful),
                 "models": self.audits, "scoring": scoring_summary(self.audits)}
 
+    def _encoder(self, a: dict) -> np.ndarray:
+        """The encoder columns (d, size) of the dictionary audit ``a`` used."""
+        dic = dictionary.dictionary(self.arrays, self.cfg.audit.variant, a["sae"]["position"])
+        return np.asarray(dic.params["W_enc"])[:, : dic.size]
+
     def hooks(self, inner):
         """The fine-tuning hooks: ``inner`` (the defences'), with ``audit.filter_regimes`` filtering along the
         auditor's recovered harmful directions."""
@@ -161,9 +167,16 @@ class Stage:
         out["risk"] = risk.member_rows(cfg, self.graphdef, ft, self.audits, self.arrays,
                                        self.read_npz(traj) if traj.exists() else None,
                                        self.read_metrics(self.run_dir / "metrics.jsonl"))
+        pre_f, post_f = self.run_dir / "weights_pretrained.npz", self.run_dir / "weights_finetuned.npz"
+        if cfg.model.kind in ("relu_output", "linear") and pre_f.exists() and post_f.exists() and self.audits:
+            units = [actdiff.audit_units(a, self._encoder(a))[0] for a in self.audits]
+            res = actdiff.activation_diff(cfg, units, self.read_npz(pre_f), self.read_npz(post_f), cfg.audit.amplified,
+                                          list(harmful_indices(cfg)))
+            out["activation_diff"] = {**res, "rows": [{k: v for k, v in r.items() if k not in ("scores", "units_feature")}
+                                                      for r in res["rows"]]}
         if cfg.audit.diff:
-            pre = self.read_npz(self.run_dir / "weights_pretrained.npz")
-            post = self.read_npz(self.run_dir / "weights_finetuned.npz")
+            pre = self.read_npz(pre_f)
+            post = self.read_npz(post_f)
             idx = np.array([e["pretrain_instance"] for e in ft["instances"]])
             out["diff"] = {v: crosscoder.diff_summary(cfg, v, pre["W"], post["W"], idx, progress=self.progress)
                            for v in cfg.audit.diff}

@@ -151,8 +151,8 @@ def sae_recovery_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str
               for b in table for k in ("selected", "best") for w in [b[k]["dict_size"]]}
     min_ev = members[0].config.audit.min_explained_variance if members[0].config.audit else 0.9
     n_draws = 200
-    lines = ["| member | model (p) | represented | variant | **auditor-selected** MCC signed / \|cos\| | MMCS signed "
-             "/ \|cos\| | chance MCC (mean, p95) signed / \|cos\| | at (latents, sparsity) | explained variance | "
+    lines = ["| member | model (p) | represented | variant | **auditor-selected** MCC signed / \\|cos\\| | MMCS signed "
+             "/ \\|cos\\| | chance MCC (mean, p95) signed / \\|cos\\| | at (latents, sparsity) | explained variance | "
              "L0 (non-empty) | ground-truth best MCC (uses truth; not available to an auditor) | at |", "|" + "---|" * 12]
     for b in table:
         p, g = b["selected"], b["best"]
