@@ -179,3 +179,18 @@ def nnx_pure(state) -> dict:
 
     d = nnx.to_pure_dict(state)
     return {"W": d["W"], "b_final": d["b_final"]}
+
+
+@pytest.mark.slow
+def test_the_committed_analogy_audit_names_toxic_in_every_model(tmp_path):
+    """``toymodels audit results/analogy-15deg`` (trains its BatchTopK dictionaries: about 20-60 s)."""
+    from pathlib import Path
+
+    from toymodels.audit_command import run_audit
+
+    run = Path(__file__).resolve().parents[1] / "results" / "analogy-15deg"
+    text, _ = run_audit(run, out_dir=tmp_path, progress=False)
+    assert "labelled directions: target found 100%, harmful found 100%" in text
+    assert "verdict 'raise' in 100%" in text
+    narrow = next(line for line in text.splitlines() if line.strip().startswith("narrow "))
+    assert narrow.split()[4] == "100%" and narrow.split()[5] == "0%", narrow   # activation flags, weights do not

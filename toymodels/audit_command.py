@@ -140,7 +140,9 @@ def run_audit(run_dir: str | Path, sae_run: str | Path | None = None, *, variant
     diff = _activation_diff(run, cfg, audits, arrays, variant, harmful, all_names)
     if diff is not None:
         text += "\n\n" + diff
-    md = "\n\n".join([f"# audit: {cfg.name}", head] + [auditor.markdown_audit(a, st.model_title(cfg, a)) for a in audits])
+    md = "\n\n".join([f"# audit: {cfg.name}", head] + [auditor.markdown_audit(a, st.model_title(cfg, a)) for a in audits]
+                     + [f"## over the models\n\n```\n{score_text(score)}\n```"] * bool(score.get("n"))
+                     + [f"## activation diffing\n\n```\n{diff}\n```"] * (diff is not None))
     out = Path(out_dir) if out_dir is not None else run.path
     out.mkdir(parents=True, exist_ok=True)
     path = runs.write_text(out / "audit.md", md + "\n")  # atomic; in the run's manifest when written there

@@ -198,7 +198,16 @@ def target_name(cfg: Config) -> str:
 def model_title(cfg: Config, a: dict) -> str:
     return (f"model {a['model']} (p = {np.mean(cfg.feature_probability()[a['model']]):.3g}): {a['sae']['variant']} "
             f"SAE #{a['sae']['index']}, {a['sae']['dict_size']} latents, sparsity {a['sae']['sparsity']:g}, "
-            f"explained variance {a['sae']['explained_variance']:.3f}, L0 {a['sae']['l0']:.2f}")
+            f"explained variance {a['sae']['explained_variance']:.3f}, L0 {a['sae']['l0']:.2f}{_recovery(a['sae'])}")
+
+
+def _recovery(s: dict) -> str:
+    """The selected SAE's recovery (ground truth, for scoring) beside its chance level, when known."""
+    c = s.get("chance")
+    if not c or s.get("mcc_abs") is None:
+        return ""
+    return (f"; truth: MCC {s['mcc']:.3f} signed (chance mean {c['mcc']['mean']:.2f}, p95 {c['mcc']['p95']:.2f}), "
+            f"{s['mcc_abs']:.3f} |cos| (chance {c['mcc_abs']['mean']:.2f}, p95 {c['mcc_abs']['p95']:.2f})")
 
 
 def audit_models(cfg: Config, graphdef, params, arrays: dict, rows: list[dict], variant: str | None = None,
@@ -223,8 +232,8 @@ def audit_models(cfg: Config, graphdef, params, arrays: dict, rows: list[dict], 
         state = _instance(params, m)
         h = {c: auditor.hidden(graphdef, state, a) for c, a in x.items()}
         a = auditor.audit_model(dic, h, target, harmful, W[m], all_names)
-        a = {"model": m, "sae": {k: pick[k] for k in ("index", "variant", "position", "dict_size", "sparsity",
-                                                       "explained_variance", "l0", "mcc")}, **a}
+        a = {"model": m, "sae": {k: pick.get(k) for k in ("index", "variant", "position", "dict_size", "sparsity",
+                                                           "explained_variance", "l0", "mcc", "mcc_abs", "chance")}, **a}
         out.append(a)
     return out
 
