@@ -27,7 +27,7 @@ the truth, so every step can be scored.
 The package sits beside :mod:`toymodels.defences`: it imports the core and the lab, never the other way.
 """
 
-from .metrics import auroc, auroc_ci, mcc, mean_max_cosine, precision_recall_at_k
+from .metrics import auroc, auroc_ci, chance_recovery, mcc, mean_max_cosine, precision_recall_at_k
 from .stage import Stage
 
-__all__ = ["Stage", "auroc", "auroc_ci", "mcc", "mean_max_cosine", "precision_recall_at_k"]
+__all__ = ["Stage", "auroc", "auroc_ci", "chance_recovery", "mcc", "mean_max_cosine", "precision_recall_at_k"]

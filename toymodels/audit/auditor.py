@@ -269,7 +269,8 @@ def probe_lines(a: dict) -> list[str]:
     if p["harmful"]:
         r = p["harmful"][0]
         out.append(f"  VERDICT (first order, labelled directions): a fine-tune that pushes '{t['name']}' along its "
-                   f"direction will {'RAISE' if r['predicted'] > 0 else 'not raise'} '{r['name']}''s output")
+                   f"direction (the narrow regime: data and loss on the target only) will "
+                   f"{'RAISE' if r['predicted'] > 0 else 'not raise'} '{r['name']}''s output")
     if tr is not None:
         out.append(f"  (found = within {tr['found_deg']:g}° of the true direction and nearest to it; a random direction "
                    f"lands within {tr['found_deg']:g}° of a given one with probability {tr['chance']:.1%})")
