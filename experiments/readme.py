@@ -360,10 +360,17 @@ def audit() -> str:
     parts = []
     if rec is not None:
         best = ", ".join(f"{v} {b['best_mcc']:.3f}" for v, b in rec["by_variant"].items())
+        best = f"Best MCC per variant: {best}."
+        if all("selected_mean_mcc" in b for b in rec["by_variant"].values()):   # issue 17: the auditor's choice first
+            best = ("Headline, the SAE the auditor's own rule selects (mean MCC over models; models above the "
+                    "chance 95th percentile of random dictionaries of the same width): " + ", ".join(
+                        f"{v} {b['selected_mean_mcc']:.3f} ({b['selected_beats_chance']}/{b['n_models']})"
+                        for v, b in rec["by_variant"].items()) + ". Ground-truth best (uses truth; not available to "
+                    "an auditor): " + ", ".join(f"{v} {b['best_mcc']:.3f}" for v, b in rec["by_variant"].items()) + ".")
         parts += ["### `sae-recovery`: do SAEs find the true features?", "",
                   f"`toymodels run sae-recovery`. Every variant x dictionary size x sparsity on each pretrained model, "
                   f"one compiled sweep per variant; MCC = mean cosine of the Hungarian-matched decoder directions and "
-                  f"the true columns W_j (an unrepresented feature, or a latent along −W_j, counts as 0). Best MCC per variant: {best}.", "",
+                  f"the true columns W_j (an unrepresented feature, or a latent along −W_j, counts as 0). {best}", "",
                   f"<details><summary>the best SAE per model and variant</summary>\n\n"
                   f"{_md_body('sae-recovery', rec.get('markdown', 'sae_recovery.md'))}\n\n</details>", "",
                   " ".join(_img(p.name, 420) for p in sorted((ROOT / "figures").glob("sae-recovery_*.png")))]

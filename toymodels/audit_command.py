@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from .audit import auditor, dictionary
+from .audit import actdiff, auditor, dictionary
 from .audit import stage as st
 from .audit import train as T
 from .config import ConfigError
@@ -136,14 +136,48 @@ def run_audit(run_dir: str | Path, sae_run: str | Path | None = None, *, variant
     text = "\n\n".join([head] + [auditor.format_audit(a, st.model_title(cfg, a)) for a in audits])
     score = st.scoring_summary(audits)
     if score.get("n"):
-        text += (f"\n\nover {score['n']} models: target found {score['target_found']:.0%}, harmful found "
-                 f"{score['harmful_found']:.0%}, harmful ranked first {score['harmful_ranked_first']:.0%} (truly "
-                 f"first: {score['harmful_truly_first']:.0%}), mean |cos error| {score['mean_abs_cos_error']:.3f}")
-    md = "\n\n".join([f"# audit: {cfg.name}", head] + [auditor.markdown_audit(a, st.model_title(cfg, a)) for a in audits])
+        text += "\n\n" + score_text(score)
+    diff = _activation_diff(run, cfg, audits, arrays, variant, harmful, all_names)
+    if diff is not None:
+        text += "\n\n" + diff
+    md = "\n\n".join([f"# audit: {cfg.name}", head] + [auditor.markdown_audit(a, st.model_title(cfg, a)) for a in audits]
+                     + [f"## over the models\n\n```\n{score_text(score)}\n```"] * bool(score.get("n"))
+                     + [f"## activation diffing\n\n```\n{diff}\n```"] * (diff is not None))
     out = Path(out_dir) if out_dir is not None else run.path
     out.mkdir(parents=True, exist_ok=True)
     path = runs.write_text(out / "audit.md", md + "\n")  # atomic; in the run's manifest when written there
     return text, [path]
+
+
+def _activation_diff(run: runs.Run, cfg, audits, arrays, variant, harmful, all_names) -> str | None:
+    """The activation-diffing table (:mod:`toymodels.audit.actdiff`) of a run with fine-tunes (its
+    weights_pretrained.npz and weights_finetuned.npz), else None."""
+    pre_f, post_f = run.path / "weights_pretrained.npz", run.path / "weights_finetuned.npz"
+    if run.config.finetune is None or not (pre_f.exists() and post_f.exists()) or \
+            cfg.model.kind not in ("relu_output", "linear"):
+        return None
+    units = []
+    for a in audits:
+        dic = dictionary.dictionary(arrays, variant, a["sae"]["position"])
+        units.append(actdiff.audit_units(a, np.asarray(dic.params["W_enc"])[:, : dic.size])[0])
+    ft_cfg = dataclasses.replace(cfg, finetune=run.config.finetune)
+    res = actdiff.activation_diff(ft_cfg, units, runs.read_npz(pre_f, run.path), runs.read_npz(post_f, run.path),
+                                  (cfg.audit or AuditConfig()).amplified, [all_names.index(h) for h in harmful])
+    return actdiff.format_table(res, all_names)
+
+
+def score_text(score: dict) -> str:
+    """The closing lines of an audit: the labelled directions (headline), then the dictionary, over the models."""
+    out = []
+    if "probe_target_found" in score:
+        out.append(f"over {score['n']} models, labelled directions: target found {score['probe_target_found']:.0%}, "
+                   f"harmful found {score['probe_harmful_found']:.0%} (within {score['found_deg']:g}° and nearest; "
+                   f"chance {score['found_chance']:.1%} each; largest angle {score['probe_max_angle']:.1f}°); verdict "
+                   f"'raise' in {score['probe_raise']:.0%}")
+    out.append(f"over {score['n']} models, dictionary: target found {score['target_found']:.0%}, harmful found "
+               f"{score['harmful_found']:.0%}, harmful ranked first {score['harmful_ranked_first']:.0%} (truly "
+               f"first: {score['harmful_truly_first']:.0%}), mean |cos error| {score['mean_abs_cos_error']:.3f}")
+    return "\n".join(out)
 
 
 def main_audit(args) -> int:

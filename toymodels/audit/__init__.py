@@ -10,12 +10,15 @@ the truth, so every step can be scored.
 * :mod:`.train`: SAEs trained in the engine (vmapped over (model, dictionary size, sparsity), chunked
   ``lax.scan``) on activations generated on the fly from the frozen pretrained models; their evaluation
   and recovery of the true features;
-* :mod:`.metrics`: MCC (Hungarian), mean max cosine, AUROC (Mann–Whitney) with bootstrap intervals,
+* :mod:`.metrics`: MCC (Hungarian), mean max cosine, their chance levels (random dictionaries), AUROC (Mann–Whitney) with bootstrap intervals,
   precision/recall at k, best-threshold accuracy, calibration;
 * :mod:`.dictionary`: a trained dictionary as the auditor holds it; ``weights_sae.npz``;
 * :mod:`.auditor`: the audit of one model (target and harmful latents, overlap, predicted spill-over,
-  the ranked table) and its scoring against ground truth;
+  the ranked table; the labelled directions, median contrasts, that separate co-firing neighbours a
+  dictionary merges) and its scoring against ground truth;
 * :mod:`.crosscoder`: model diffing before/after fine-tuning, scored against the truly amplified features;
+* :mod:`.actdiff`: activation diffing: units ranked by the change of their pre-activation on the
+  fine-tuning data (sees a feature whose weights did not move), beside the oracle weight diff;
 * :mod:`.risk`: candidate risk scores against fine-tuning outcomes; the AUROC table;
 * :mod:`.hooks`: the geometric data filter with recovered directions (a plug-in of the lab);
 * :mod:`.stage`: all of it as a stage of a run (``[sae]``, ``[audit]``); the ``toymodels audit`` command is
@@ -24,7 +27,7 @@ the truth, so every step can be scored.
 The package sits beside :mod:`toymodels.defences`: it imports the core and the lab, never the other way.
 """
 
-from .metrics import auroc, auroc_ci, mcc, mean_max_cosine, precision_recall_at_k
+from .metrics import auroc, auroc_ci, chance_recovery, mcc, mean_max_cosine, precision_recall_at_k
 from .stage import Stage
 
-__all__ = ["Stage", "auroc", "auroc_ci", "mcc", "mean_max_cosine", "precision_recall_at_k"]
+__all__ = ["Stage", "auroc", "auroc_ci", "chance_recovery", "mcc", "mean_max_cosine", "precision_recall_at_k"]

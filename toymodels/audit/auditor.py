@@ -16,6 +16,22 @@ f(x) the codes:
 Latents other than t are ranked by the prediction. None of that uses the true W. Separately, for scoring
 only, every alive latent is matched to a true feature (Hungarian on |cos| with the columns of W,
 :func:`.metrics.match`) and the true cos θ_tj and ‖W_j‖ cos θ_tj are put beside the auditor's numbers.
+
+A dictionary can merge two co-firing neighbours into one latent (TopK in analogy-15deg: splitting the 15°
+pair is worth about 0.4% of the variance), and then neither latent choice above can name both. So the
+auditor also reads a direction per labelled class straight from the activations, without a dictionary
+(:func:`labelled_directions`, the headline of the audit, ``probe``):
+
+* u_c = gmed{h(x): x ∈ c} − gmed{h(x): x ~ data}, gmed the geometric median (Weiszfeld): a contrast of
+  medians, robust to the minority of labelled samples in which other features fire too (the
+  difference of means, ``dom``, is reported beside it: 64 samples leave it up to ~13° off in
+  analogy-15deg, the median contrast ~1.4°);
+* scale ŝ_c = the 95th percentile over c's samples of ⟨h − gmed_data, û_c⟩ (≈ ‖W_c‖: x_c ≤ 1);
+* predicted spill-over of harmful j: ŝ_j cos(û_j, û_t); the verdict "raise" when it is > 0.
+
+Scoring (truth only): a direction *found* feature j when its angle to W_j is at most :data:`FOUND_DEG` and W_j
+is its nearest true column; a random direction does that with probability about
+:func:`.metrics.cap_probability` (FOUND_DEG, d) (5.6% in 2-D), printed beside it.
 """
 
 from __future__ import annotations
@@ -35,6 +51,7 @@ from .dictionary import Dictionary, encode
 
 AUDIT_SEED_OFFSET = 820     # fold_in(seed key, ·): the auditor's unlabelled and labelled samples
 UNLABELLED = 8192           # unlabelled activations the auditor sees per model
+FOUND_DEG = 10.0            # a recovered direction "found" feature j: within this angle of W_j, and nearest to it
 
 
 def samples(cfg: Config, model: int, classes: dict[str, int], labelled: int, n_unlabelled: int = UNLABELLED) -> dict:
@@ -60,6 +77,50 @@ def samples(cfg: Config, model: int, classes: dict[str, int], labelled: int, n_u
 def hidden(graphdef, state, x: np.ndarray) -> np.ndarray:
     """The model's hidden activations h(x), (B, d)."""
     return np.asarray(nnx.merge(graphdef, state).hidden(jax.numpy.asarray(x)))
+
+
+def geometric_median(H: np.ndarray, iters: int = 200) -> np.ndarray:
+    """argmin_y Σ_i ‖h_i − y‖ of the rows of H (B, d), by Weiszfeld's iteration from the coordinate median
+    (distances floored at 1e-9, so a point at y keeps a finite weight)."""
+    H = np.asarray(H, np.float64)
+    y = np.median(H, 0)
+    for _ in range(iters):
+        w = 1.0 / np.maximum(np.linalg.norm(H - y, axis=1), 1e-9)
+        y = (H * w[:, None]).sum(0) / w.sum()
+    return y
+
+
+def labelled_directions(h: dict[str, np.ndarray], target: str, harmful: list[str], D: np.ndarray | None = None) -> dict:
+    """The auditor's direction per labelled class from activations alone (module docstring): per class its
+    unit median contrast ``direction`` (d,), the unit difference of means ``dom``, the ``scale`` ŝ_c,
+    ``cos`` with the target's direction, ``predicted`` spill-over ŝ_c cos, and (given the dictionary's unit
+    directions D (L, d)) the ``nearest_latent`` and its ``nearest_latent_cos``."""
+    base, mean = geometric_median(h["unlabelled"]), np.asarray(h["unlabelled"], np.float64).mean(0)
+    out = {}
+    for c in [target, *harmful]:
+        hc = np.asarray(h[c], np.float64)
+        u = metrics.unit_rows(geometric_median(hc) - base)
+        proj = (hc - base) @ u
+        out[c] = {"name": c, "direction": u, "dom": metrics.unit_rows(hc.mean(0) - mean),
+                  "scale": float(np.quantile(proj, 0.95))}
+    ut = out[target]["direction"]
+    for c, r in out.items():
+        r["cos"] = float(r["direction"] @ ut)
+        r["predicted"] = r["scale"] * r["cos"]
+        if D is not None and len(D):
+            k = int(np.argmax(D @ r["direction"]))
+            r["nearest_latent"], r["nearest_latent_cos"] = k, float(D[k] @ r["direction"])
+    return {"method": "median contrast", "target": out[target], "harmful": [out[c] for c in harmful]}
+
+
+def direction_found(u: np.ndarray, W: np.ndarray, j: int, found_deg: float = FOUND_DEG) -> dict:
+    """Truth for one recovered unit direction u (d,) and feature j of W (d, n): its ``angle`` to W_j in
+    degrees, its ``nearest`` true feature (by signed cosine), and ``found``: angle <= found_deg and nearest
+    is j."""
+    C = metrics.unit_rows(W.T) @ metrics.unit_rows(np.asarray(u, np.float64))
+    angle = float(np.degrees(np.arccos(np.clip(C[j], -1.0, 1.0))))
+    nearest = int(np.argmax(C))
+    return {"angle": angle, "nearest": nearest, "found": bool(angle <= found_deg and nearest == j)}
 
 
 def audit_model(dic: Dictionary, h: dict[str, np.ndarray], target: str, harmful: list[str],
@@ -93,10 +154,25 @@ def audit_model(dic: Dictionary, h: dict[str, np.ndarray], target: str, harmful:
              "predicted": float(pred[i]), "frequency": float(freq[i]),
              "selectivity": {c: float(sel[c][i]) for c in sel}} for i in [t] + order]
     out = {"alive": int(len(idx)), "n_latents": dic.size, "target": {"name": target, "latent": t},
-           "harmful": harm, "rows": rows}
+           "harmful": harm, "rows": rows, "probe": labelled_directions(h, target, harmful, D)}
     if W is not None:
         out["truth"] = score(out, D, alive, np.asarray(W, np.float64), names, target)
+        out["truth"]["probe"] = score_probe(out["probe"], np.asarray(W, np.float64), names)
+    for r in [out["probe"]["target"], *out["probe"]["harmful"]]:   # JSON-ready
+        r["direction"], r["dom"] = r["direction"].tolist(), r["dom"].tolist()
     return out
+
+
+def score_probe(probe: dict, W: np.ndarray, names: list[str]) -> dict:
+    """Truth for the labelled directions: per class (the target first) :func:`direction_found` of the median
+    contrast and of the difference of means, the true cos with the target, the threshold and its chance."""
+    out = {}
+    for r in [probe["target"], *probe["harmful"]]:
+        j = names.index(r["name"])
+        f = direction_found(np.asarray(r["direction"]), W, j)
+        out[r["name"]] = {**f, "nearest": names[f["nearest"]], "dom_angle": direction_found(np.asarray(r["dom"]), W, j)["angle"],
+                          "true_cos": float(np.asarray(cosine_matrix(W))[names.index(probe["target"]["name"]), j])}
+    return {"classes": out, "found_deg": FOUND_DEG, "chance": metrics.cap_probability(FOUND_DEG, W.shape[0])}
 
 
 def score(found: dict, D: np.ndarray, alive: np.ndarray, W: np.ndarray, names: list[str], target: str) -> dict:
@@ -139,22 +215,23 @@ def format_audit(a: dict, title: str) -> str:
     if a.get("target") is None:
         return f"{title}\n  no latent fired: nothing to audit"
     h0 = a["harmful"][0] if a["harmful"] else None
-    lines = [title, f"  target '{a['target']['name']}' -> latent {a['target']['latent']}"]
+    lines = [title] + probe_lines(a)
+    lines.append(f"  dictionary: target '{a['target']['name']}' -> latent {a['target']['latent']}")
     for h in a["harmful"]:
-        lines.append(f"  harmful '{h['name']}' -> latent {h['latent']}: cos(target) {h['cos']:+.3f}, predicted "
+        lines.append(f"  dictionary: harmful '{h['name']}' -> latent {h['latent']}: cos(target) {h['cos']:+.3f}, predicted "
                      f"first-order spill-over {h['predicted']:+.3f} per unit push, ranked {h['rank']} of "
                      f"{len(a['rows']) - 1}")
     if h0 is not None:
         verdict = "RAISE" if h0["predicted"] > 0 else "not raise"
-        lines.append(f"  verdict (first order): a fine-tune that pushes '{a['target']['name']}' along its direction "
-                     f"will {verdict} '{h0['name']}''s output")
+        lines.append(f"  dictionary's verdict (first order): a fine-tune that pushes '{a['target']['name']}' along "
+                     f"its latent will {verdict} '{h0['name']}''s output")
     t = a.get("truth")
     if t is not None:
         found = ", ".join(f"{h['name']} {'found' if h['found'] else 'MISSED'} (true cos {h['cos']:+.3f})"
                           for h in t["harmful"])
-        lines.append(f"  scored against ground truth: target {'found' if t['target_found'] else 'MISSED'}; {found}; "
-                     f"Spearman(predicted, true first-order) {_f(t['spearman_predicted_vs_true'], '+.2f')} over "
-                     f"{t['n_matched']} matched latents")
+        lines.append(f"  dictionary scored against ground truth (Hungarian match): target "
+                     f"{'found' if t['target_found'] else 'MISSED'}; {found}; Spearman(predicted, true first-order) "
+                     f"{_f(t['spearman_predicted_vs_true'], '+.2f')} over {t['n_matched']} matched latents")
     head = (f"  {'rank':>4} {'latent':>6} {'role':<8} {'cos(target)':>11} {'scale':>6} {'predicted':>9} "
             f"{'sel(target)':>11} {'sel(harm)':>9} | {'matched feature':<15} {'|cos|':>5} {'true cos':>8} "
             f"{'true 1st-ord':>12}")
@@ -168,6 +245,36 @@ def format_audit(a: dict, title: str) -> str:
                      f"{(tr['feature'] if tr else '–'):<15} {_f(tr and tr['match_cos'], '.3f'):>5} "
                      f"{_f(tr and tr['cos_target'], '+.3f'):>8} {_f(tr and tr['first_order'], '+.3f'):>12}")
     return "\n".join(lines)
+
+
+def probe_lines(a: dict) -> list[str]:
+    """The headline: the labelled directions (no dictionary), their verdict, and (with truth) whether each
+    was found: angle to the true W_j against :data:`FOUND_DEG`, with the chance of a random direction."""
+    p = a.get("probe")
+    if not p:
+        return []
+    t, out = p["target"], []
+    tr = (a.get("truth") or {}).get("probe")
+    fnd = lambda r: "" if tr is None else (lambda c: f" [truth: {'FOUND' if c['found'] else 'MISSED'}, "
+                                                      f"{c['angle']:.1f}° from true '{r['name']}', nearest "
+                                                      f"'{c['nearest']}'; difference of means {c['dom_angle']:.1f}°]")(
+        tr["classes"][r["name"]])
+    near = lambda r: (f"; nearest dictionary latent {r['nearest_latent']} (cos {r['nearest_latent_cos']:+.3f})"
+                      if "nearest_latent" in r else "")
+    out.append(f"  labelled directions ({p['method']} of the activations, no dictionary): target '{t['name']}', "
+               f"scale {t['scale']:.2f}{near(t)}{fnd(t)}")
+    for r in p["harmful"]:
+        out.append(f"  harmful '{r['name']}': cos(target) {r['cos']:+.3f}, scale {r['scale']:.2f}, predicted first-order "
+                   f"spill-over {r['predicted']:+.3f} per unit push{near(r)}{fnd(r)}")
+    if p["harmful"]:
+        r = p["harmful"][0]
+        out.append(f"  VERDICT (first order, labelled directions): a fine-tune that pushes '{t['name']}' along its "
+                   f"direction (the narrow regime: data and loss on the target only) will "
+                   f"{'RAISE' if r['predicted'] > 0 else 'not raise'} '{r['name']}''s output")
+    if tr is not None:
+        out.append(f"  (found = within {tr['found_deg']:g}° of the true direction and nearest to it; a random direction "
+                   f"lands within {tr['found_deg']:g}° of a given one with probability {tr['chance']:.1%})")
+    return out
 
 
 def markdown_audit(a: dict, title: str) -> str:

@@ -4,12 +4,15 @@
 
 1. after pretraining, :meth:`Stage.train` trains every ``[sae]`` dictionary on every pretrained model
    (:mod:`.train`), writes ``weights_sae.npz`` (:mod:`.dictionary`) and returns ``summary["sae"]``: per SAE
-   instance its explained variance, L0, dead and revived latents, and its recovery of the true features
-   (MCC, mean max cosine);
+   instance its explained variance, L0, dead and revived latents, its recovery of the true features
+   (MCC, mean max cosine; signed and |cos|), their chance levels (random dictionaries of the same width)
+   and whether the auditor's rule selects it; ``best`` per variant the selected (headline) and the
+   ground-truth best;
 2. with ``[audit]``, :meth:`Stage.audit` audits every pretrained model (:mod:`.auditor`) and writes
    ``audit.md``; :meth:`Stage.hooks` lets ``audit.filter_regimes`` filter with the recovered directions;
 3. after fine-tuning, :meth:`Stage.after_finetune` adds the risk rows (scores before, outcome after,
-   :mod:`.risk`), the crosscoder diffs (:mod:`.crosscoder`) and the filter rows to ``summary["audit"]``.
+   :mod:`.risk`), activation diffing (``activation_diff``, :mod:`.actdiff`), the crosscoder diffs
+   (:mod:`.crosscoder`) and the filter rows to ``summary["audit"]``.
 
 Everything is deterministic from the config's seed, so the stage reruns bit-identically (a resumed run
 simply redoes it).
@@ -24,7 +27,7 @@ import numpy as np
 from ..config import Config
 from ..config.sae import AuditConfig
 from ..core.planting import harmful_indices, names
-from . import auditor, crosscoder, dictionary, risk
+from . import actdiff, auditor, crosscoder, dictionary, metrics, risk
 from . import train as T
 from .hooks import SAEFilterHooks
 
@@ -40,32 +43,56 @@ def select(rows: list[dict], min_ev: float) -> int:
 
 
 def sae_rows(cfg: Config, W: np.ndarray, trained: dict, evaluation: dict) -> list[dict]:
-    """One ``summary["sae"]["instances"]`` entry per SAE (all variants, in order)."""
-    out = []
+    """One ``summary["sae"]["instances"]`` entry per SAE (all variants, in order): its evaluation, its recovery
+    (:func:`.train.recovery`: ``mcc``, ``mcc_abs``, ``mean_max_cos``, ``mean_max_cos_abs``, ...), its chance
+    level (``chance``, ``beats_chance``: :func:`.train.chance_fields`, random dictionaries of its width on
+    its model's W) and ``selected``: whether the auditor's rule (:func:`select`) picks it for its model."""
+    out, chance = [], {}
+    signed = cfg.data.task != "abs"
     for v, tr in trained.items():
         ev = evaluation[v]
         for s in range(tr.plan.n):
-            m = int(tr.plan.model[s])
-            rec = T.recovery(W[m], ev["directions"][s], ev["fired"][s], signed=cfg.data.task != "abs")
+            m, size = int(tr.plan.model[s]), int(tr.plan.size[s])
+            rec = T.recovery(W[m], ev["directions"][s], ev["fired"][s], signed=signed)
+            if (m, size) not in chance:   # one draw set per (model, width): every variant is compared to it
+                chance[m, size] = metrics.chance_recovery(size, W[m])
             out.append({"index": len(out), "variant": v, "position": s, "model": m,
                         "feature_probability": float(np.mean(cfg.feature_probability()[m])),
-                        "dict_size": int(tr.plan.size[s]), "sparsity": float(tr.plan.sparsity[s]),
+                        "dict_size": size, "sparsity": float(tr.plan.sparsity[s]),
                         "explained_variance": float(ev["explained_variance"][s]), "l0": float(ev["l0"][s]),
                         "l0_nonempty": float(ev["l0_nonempty"][s]),
                         "dead": int(tr.plan.size[s] - ev["fired"][s].sum()), "revived": int(tr.revived[s].sum()),
-                        **rec})
+                        **rec, **T.chance_fields(rec, chance[m, size], signed)})
+    min_ev = (cfg.audit or AuditConfig()).min_explained_variance
+    for v in trained:
+        for m in sorted({r["model"] for r in out if r["variant"] == v}):
+            pick = select([r for r in out if r["variant"] == v and r["model"] == m], min_ev)
+            for r in out:
+                if r["variant"] == v and r["model"] == m:
+                    r["selected"] = r["index"] == pick
     return out
 
 
 def best_by_variant(rows: list[dict]) -> dict:
-    """Per variant: the best MCC over its sweep (and where), and the mean over models of each model's best."""
+    """Per variant: the headline ``selected`` (per model, the SAE the auditor's rule picks, :func:`select`, no
+    ground truth: its ``mcc``, ``mcc_abs``, their chance p95 and whether it beats it) and the ground-truth best
+    MCC over the sweep (``mcc``, ``index``, ...: uses the truth, not available to an auditor), with the mean
+    over models of each model's best (``mean_over_models_of_best_mcc``) and selected one
+    (``mean_over_models_of_selected_mcc``)."""
     out = {}
     for v in dict.fromkeys(r["variant"] for r in rows):
         sel = [r for r in rows if r["variant"] == v]
         best = max(sel, key=lambda r: (r["mcc"], -r["index"]))
-        per_model = [max(r["mcc"] for r in sel if r["model"] == m) for m in sorted({r["model"] for r in sel})]
+        models = sorted({r["model"] for r in sel})
+        per_model = [max(r["mcc"] for r in sel if r["model"] == m) for m in models]
+        picked = [r for r in sel if r.get("selected")]
         out[v] = {"mcc": best["mcc"], "index": best["index"], "model": best["model"], "dict_size": best["dict_size"],
-                  "sparsity": best["sparsity"], "mean_over_models_of_best_mcc": float(np.mean(per_model))}
+                  "sparsity": best["sparsity"], "mean_over_models_of_best_mcc": float(np.mean(per_model)),
+                  "mean_over_models_of_selected_mcc": float(np.mean([r["mcc"] for r in picked])) if picked else None,
+                  "selected": [{k: r[k] for k in ("model", "index", "dict_size", "sparsity", "mcc", "mcc_abs")}
+                               | {"chance_p95": r["chance"]["mcc"]["p95"], "chance_abs_p95": r["chance"]["mcc_abs"]["p95"],
+                                  "beats_chance": r["beats_chance"]["mcc"],
+                                  "beats_chance_abs": r["beats_chance"]["mcc_abs"]} for r in picked]}
     return out
 
 
@@ -114,6 +141,11 @@ class Stage:
         return {"variant": cfg.audit.variant, "target": target_name(cfg), "harmful": list(cfg.features.harmful),
                 "models": self.audits, "scoring": scoring_summary(self.audits)}
 
+    def _encoder(self, a: dict) -> np.ndarray:
+        """The encoder columns (d, size) of the dictionary audit ``a`` used."""
+        dic = dictionary.dictionary(self.arrays, self.cfg.audit.variant, a["sae"]["position"])
+        return np.asarray(dic.params["W_enc"])[:, : dic.size]
+
     def hooks(self, inner):
         """The fine-tuning hooks: ``inner`` (the defences'), with ``audit.filter_regimes`` filtering along the
         auditor's recovered harmful directions."""
@@ -135,9 +167,16 @@ class Stage:
         out["risk"] = risk.member_rows(cfg, self.graphdef, ft, self.audits, self.arrays,
                                        self.read_npz(traj) if traj.exists() else None,
                                        self.read_metrics(self.run_dir / "metrics.jsonl"))
+        pre_f, post_f = self.run_dir / "weights_pretrained.npz", self.run_dir / "weights_finetuned.npz"
+        if cfg.model.kind in ("relu_output", "linear") and pre_f.exists() and post_f.exists() and self.audits:
+            units = [actdiff.audit_units(a, self._encoder(a))[0] for a in self.audits]
+            res = actdiff.activation_diff(cfg, units, self.read_npz(pre_f), self.read_npz(post_f), cfg.audit.amplified,
+                                          list(harmful_indices(cfg)))
+            out["activation_diff"] = {**res, "rows": [{k: v for k, v in r.items() if k not in ("scores", "units_feature")}
+                                                      for r in res["rows"]]}
         if cfg.audit.diff:
-            pre = self.read_npz(self.run_dir / "weights_pretrained.npz")
-            post = self.read_npz(self.run_dir / "weights_finetuned.npz")
+            pre = self.read_npz(pre_f)
+            post = self.read_npz(post_f)
             idx = np.array([e["pretrain_instance"] for e in ft["instances"]])
             out["diff"] = {v: crosscoder.diff_summary(cfg, v, pre["W"], post["W"], idx, progress=self.progress)
                            for v in cfg.audit.diff}
@@ -159,7 +198,16 @@ def target_name(cfg: Config) -> str:
 def model_title(cfg: Config, a: dict) -> str:
     return (f"model {a['model']} (p = {np.mean(cfg.feature_probability()[a['model']]):.3g}): {a['sae']['variant']} "
             f"SAE #{a['sae']['index']}, {a['sae']['dict_size']} latents, sparsity {a['sae']['sparsity']:g}, "
-            f"explained variance {a['sae']['explained_variance']:.3f}, L0 {a['sae']['l0']:.2f}")
+            f"explained variance {a['sae']['explained_variance']:.3f}, L0 {a['sae']['l0']:.2f}{_recovery(a['sae'])}")
+
+
+def _recovery(s: dict) -> str:
+    """The selected SAE's recovery (ground truth, for scoring) beside its chance level, when known."""
+    c = s.get("chance")
+    if not c or s.get("mcc_abs") is None:
+        return ""
+    return (f"; truth: MCC {s['mcc']:.3f} signed (chance mean {c['mcc']['mean']:.2f}, p95 {c['mcc']['p95']:.2f}), "
+            f"{s['mcc_abs']:.3f} |cos| (chance {c['mcc_abs']['mean']:.2f}, p95 {c['mcc_abs']['p95']:.2f})")
 
 
 def audit_models(cfg: Config, graphdef, params, arrays: dict, rows: list[dict], variant: str | None = None,
@@ -184,8 +232,8 @@ def audit_models(cfg: Config, graphdef, params, arrays: dict, rows: list[dict], 
         state = _instance(params, m)
         h = {c: auditor.hidden(graphdef, state, a) for c, a in x.items()}
         a = auditor.audit_model(dic, h, target, harmful, W[m], all_names)
-        a = {"model": m, "sae": {k: pick[k] for k in ("index", "variant", "position", "dict_size", "sparsity",
-                                                       "explained_variance", "l0", "mcc")}, **a}
+        a = {"model": m, "sae": {k: pick.get(k) for k in ("index", "variant", "position", "dict_size", "sparsity",
+                                                           "explained_variance", "l0", "mcc", "mcc_abs", "chance")}, **a}
         out.append(a)
     return out
 
@@ -197,17 +245,31 @@ def _instance(params, m: int):
 
 
 def scoring_summary(audits: list[dict]) -> dict:
-    """Over the audited models: how often the target and the harmful feature were found, the mean |error| of
-    the auditor's cos(target, harmful), and how often the harmful latent was ranked first."""
+    """Over the audited models: how often the dictionary's target and harmful latents matched the true
+    features, the mean |error| of its cos(target, harmful), how often the harmful latent was ranked first;
+    and for the labelled directions (:func:`.auditor.labelled_directions`, the headline) ``probe_target_found``,
+    ``probe_harmful_found`` (within ``found_deg`` of the truth and nearest to it; ``found_chance``: a random
+    direction's probability), ``probe_max_angle`` (degrees, target and harmful) and ``probe_raise`` (the
+    fraction of models with the verdict "raise")."""
     ok = [a for a in audits if a.get("truth")]
     if not ok:
         return {"n": 0}
     h = lambda a: a["truth"]["harmful"][0]
-    return {"n": len(ok), "target_found": float(np.mean([a["truth"]["target_found"] for a in ok])),
-            "harmful_found": float(np.mean([h(a)["found"] for a in ok])),
-            "mean_abs_cos_error": float(np.mean([abs(h(a)["cos_error"]) for a in ok])),
-            "harmful_ranked_first": float(np.mean([a["harmful"][0]["rank"] == 1 for a in ok])),
-            "harmful_truly_first": float(np.mean([h(a)["true_rank"] == 1 for a in ok]))}
+    out = {"n": len(ok), "target_found": float(np.mean([a["truth"]["target_found"] for a in ok])),
+           "harmful_found": float(np.mean([h(a)["found"] for a in ok])),
+           "mean_abs_cos_error": float(np.mean([abs(h(a)["cos_error"]) for a in ok])),
+           "harmful_ranked_first": float(np.mean([a["harmful"][0]["rank"] == 1 for a in ok])),
+           "harmful_truly_first": float(np.mean([h(a)["true_rank"] == 1 for a in ok]))}
+    pr = [a for a in ok if a["truth"].get("probe")]
+    if pr:
+        cls = lambda a, c: a["truth"]["probe"]["classes"][c]
+        t, hn = pr[0]["probe"]["target"]["name"], pr[0]["probe"]["harmful"][0]["name"]
+        out |= {"probe_target_found": float(np.mean([cls(a, t)["found"] for a in pr])),
+                "probe_harmful_found": float(np.mean([cls(a, hn)["found"] for a in pr])),
+                "probe_max_angle": float(max(max(cls(a, t)["angle"], cls(a, hn)["angle"]) for a in pr)),
+                "probe_raise": float(np.mean([a["probe"]["harmful"][0]["predicted"] > 0 for a in pr])),
+                "found_deg": pr[0]["truth"]["probe"]["found_deg"], "found_chance": pr[0]["truth"]["probe"]["chance"]}
+    return out
 
 
 def recovered_harmful(a: dict, arrays: dict, variant: str, d: int) -> np.ndarray:

@@ -13,7 +13,8 @@ Measured on a fixed evaluation batch per model (:func:`evaluate`): explained var
 1 − Σ‖h − ĥ‖² / Σ‖h − h̄‖², L0 (active latents per sample, also over non-empty samples), dead latents
 (never active on the batch), each latent's mean code when active, and BatchTopK's inference threshold.
 Against ground truth (:func:`recovery`): MCC and mean max cosine of the alive latents' decoder directions
-with the true columns W_j (:mod:`.metrics`).
+with the true columns W_j (:mod:`.metrics`), signed and |cos|, beside their chance levels
+(:func:`chance_fields`).
 """
 
 from __future__ import annotations
@@ -207,10 +208,24 @@ def recovery(W: np.ndarray, directions: np.ndarray, fired: np.ndarray, min_norm:
     ``mcc`` over all n features (an unrepresented feature cannot be recovered and lowers it),
     ``mcc_represented`` over the features with ‖W_j‖ >= min_norm, ``mean_max_cos``, the matching
     (``matched_latent`` per feature, −1 for none, and ``matched_cos``). ``signed``: a latent along −W_j does
-    not recover feature j (:func:`.metrics.cosines`; False for signed features, task 'abs')."""
+    not recover feature j (:func:`.metrics.cosines`; False for signed features, task 'abs'). ``mcc_abs`` and
+    ``mean_max_cos_abs``: the same under SAELens' |cos| convention (never lower)."""
     W = np.asarray(W, np.float64)
     latent, value = metrics.match(directions, W, fired, signed)
     rep = np.asarray(feature_norms(W)) >= min_norm
     return {"mcc": float(value.mean()), "mcc_represented": float(value[rep].mean()) if rep.any() else None,
             "mean_max_cos": metrics.mean_max_cosine(directions, W, fired, signed), "n_represented": int(rep.sum()),
+            "mcc_abs": metrics.mcc(directions, W, fired, signed=False),
+            "mean_max_cos_abs": metrics.mean_max_cosine(directions, W, fired, signed=False),
             "matched_latent": latent.tolist(), "matched_cos": value.tolist()}
+
+
+def chance_fields(rec: dict, chance: dict, signed: bool = True) -> dict:
+    """A recovery row's chance columns (:func:`.metrics.chance_recovery` of its width and model): ``chance``
+    (mean and 95th percentile of MCC / mean max cos, signed and |cos|) and ``beats_chance`` per score
+    (score > its chance p95). Under ``signed=False`` (task 'abs') the "signed" scores are |cos| ones."""
+    c = {k: chance[k if signed else k.split("_")[0] + "_abs"] for k in ("mcc", "mmcs")}
+    c |= {k: chance[k] for k in ("mcc_abs", "mmcs_abs")}
+    score = {"mcc": rec["mcc"], "mmcs": rec["mean_max_cos"], "mcc_abs": rec["mcc_abs"],
+             "mmcs_abs": rec["mean_max_cos_abs"]}
+    return {"chance": c, "beats_chance": {k: bool(score[k] > c[k]["p95"]) for k in score}}

@@ -66,13 +66,17 @@ def sae_recovery() -> Suite:
     """Two members (the 2-D pentagon family at p = 0.02, 0.05, 0.1 and 20 features in 5-D at p = 0.02, 0.05),
     each pretrained (10 000 steps) and then every SAE variant trained in the engine on its hidden activations
     (4 000 steps, batch 1024, one compiled sweep per variant over models x dictionary sizes x sparsities).
-    The suite's summary.json holds every SAE's ``mcc`` and the best per variant. Runtime on 2 cores: about 6
+    The suite's summary.json holds every SAE's ``mcc`` (and ``mcc_abs``, ``chance``, ``beats_chance``,
+    ``selected``), ``table`` per (member, model, variant) the auditor-selected and the ground-truth best SAE,
+    ``by_variant`` (``selected_mean_mcc``, ``selected_beats_chance``, ``best_mcc``, ...) and ``chance`` (per
+    model and width). Runtime on 2 cores: about 6
     minutes (5 min 47 s measured with another job sharing the cores)."""
     return Suite(name="sae-recovery", members=tuple(recovery_member(*m) for m in RECOVERY_MODELS),
                  plots=("sae_recovery_suite",), summary="sae_recovery",
                  notes="MCC: Hungarian matching of the alive latents' decoder directions to the true columns W_j, "
                        "mean max(cos, 0) over all true features (an unrepresented feature, or a latent along -W_j, "
-                       "counts 0).",
+                       "counts 0); |cos| (SAELens' convention) beside it; chance: random dictionaries of the same "
+                       "width; headline: the SAE the auditor's rule selects, not the ground-truth best.",
                  meta={"models": [[n, m, list(p)] for _, n, m, p, _ in RECOVERY_MODELS]})
 
 
@@ -82,46 +86,95 @@ def recovery_rows(members) -> list[dict]:
              **r} for m in members for r in m.summary["sae"]["instances"]]
 
 
+RECOVERY_KEYS = ("dict_size", "sparsity", "mcc", "mcc_abs", "mcc_represented", "mean_max_cos", "mean_max_cos_abs",
+                 "explained_variance", "l0_nonempty", "dead", "revived", "chance", "beats_chance")
+
+
 def recovery_table(rows: list[dict]) -> list[dict]:
-    """Per (member, model, variant): the best MCC over dictionary sizes and sparsities, and that SAE's numbers."""
+    """Per (member, model, variant): the headline ``selected``, the SAE the auditor's own rule picks without
+    ground truth (:func:`toymodels.audit.stage.select`, the row's ``selected`` flag), and ``best``, the highest
+    MCC over dictionary sizes and sparsities (uses the truth; not available to an auditor); each with its
+    scores, chance levels (random dictionaries of its width) and whether it beats them."""
     out = []
-    keys = dict.fromkeys((r["member"], r["model"], r["variant"]) for r in rows)
-    for member, model, variant in keys:
+    for member, model, variant in dict.fromkeys((r["member"], r["model"], r["variant"]) for r in rows):
         sel = [r for r in rows if (r["member"], r["model"], r["variant"]) == (member, model, variant)]
         b = max(sel, key=lambda r: (r["mcc"], -r["index"]))
+        pick = next((r for r in sel if r.get("selected")), b)
         out.append({k: b[k] for k in ("member", "model", "variant", "feature_probability", "n_features", "d_hidden",
-                                       "n_represented", "dict_size", "sparsity", "mcc", "mcc_represented",
-                                       "mean_max_cos", "explained_variance", "l0_nonempty", "dead", "revived")})
+                                       "n_represented")}
+                   | {"selected": {k: pick.get(k) for k in RECOVERY_KEYS}, "best": {k: b.get(k) for k in RECOVERY_KEYS}})
     return out
+
+
+def _pair(r: dict, key: str) -> str:
+    """'signed / |cos|' of a score with a mark where it beats its chance p95 (✓) or not (✗)."""
+    mark = lambda k: "✓" if r["beats_chance"][k] else "✗"
+    a, b = {"mcc": ("mcc", "mcc_abs"), "mmcs": ("mean_max_cos", "mean_max_cos_abs")}[key]
+    return f"{r[a]:.3f} {mark(key)} / {r[b]:.3f} {mark(key + '_abs')}"
+
+
+def _chance(r: dict, key: str) -> str:
+    c = r["chance"]
+    return f"{c[key]['mean']:.2f}, {c[key]['p95']:.2f} / {c[key + '_abs']['mean']:.2f}, {c[key + '_abs']['p95']:.2f}"
+
+
+RECOVERY_FOOTNOTE = (
+    "MCC: Hungarian one-to-one matching of the alive latents' decoder directions to the true columns W_j, averaged "
+    "over all true features. *signed* uses max(cos, 0) (a latent along −W_j does not recover feature j: the "
+    "toy's features are non-negative); SAELens' synthetic benchmarks use |cos|, which is never lower: both are "
+    "shown, each with its own chance level. MMCS: mean over features of the best cosine, no one-to-one "
+    "constraint. *chance*: {n} random unit dictionaries of the same width in the same dimension, scored the same "
+    "way against the same W (mean, 95th percentile); ✓ = above the chance 95th percentile, ✗ = not. *auditor-"
+    "selected* is the headline: per model the SAE the auditor's own rule picks without ground truth (the lowest "
+    "L0 among those explaining >= {ev:.0%} of the variance). *ground-truth best* picks the highest MCC over the "
+    "sweep: it uses the truth and is not available to an auditor.")
 
 
 @suite_summary("sae_recovery")
 def sae_recovery_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
     rows = recovery_rows(members)
-    best = recovery_table(rows)
+    table = recovery_table(rows)
     by_variant = {}
     for v in dict.fromkeys(r["variant"] for r in rows):
-        sel = [b for b in best if b["variant"] == v]
+        sel = [b for b in table if b["variant"] == v]
         full = [b for b in sel if b["n_represented"] == b["n_features"]]
-        by_variant[v] = {"best_mcc": max(b["mcc"] for b in sel), "mean_best_mcc": float(np.mean([b["mcc"] for b in sel])),
-                         "min_best_mcc_all_represented": min((b["mcc"] for b in full), default=None)}
-    lines = ["| member | model (p) | represented | variant | best MCC | MCC (represented) | mean max cos | at "
-             "(latents, sparsity) | explained variance | L0 (non-empty) | dead | revived |", "|" + "---|" * 12]
-    for b in best:
+        pick = [b["selected"] for b in sel]
+        by_variant[v] = {"selected_mean_mcc": float(np.mean([p["mcc"] for p in pick])),
+                         "selected_min_mcc": min(p["mcc"] for p in pick),
+                         "selected_beats_chance": int(sum(p["beats_chance"]["mcc"] for p in pick)),
+                         "selected_beats_chance_abs": int(sum(p["beats_chance"]["mcc_abs"] for p in pick)),
+                         "n_models": len(sel),
+                         "best_mcc": max(b["best"]["mcc"] for b in sel),
+                         "mean_best_mcc": float(np.mean([b["best"]["mcc"] for b in sel])),
+                         "min_best_mcc_all_represented": min((b["best"]["mcc"] for b in full), default=None)}
+    chance = {f"{b['member']} model {b['model']}, {w} latents": b[k]["chance"]
+              for b in table for k in ("selected", "best") for w in [b[k]["dict_size"]]}
+    min_ev = members[0].config.audit.min_explained_variance if members[0].config.audit else 0.9
+    n_draws = 200
+    lines = ["| member | model (p) | represented | variant | **auditor-selected** MCC signed / \\|cos\\| | MMCS signed "
+             "/ \\|cos\\| | chance MCC (mean, p95) signed / \\|cos\\| | at (latents, sparsity) | explained variance | "
+             "L0 (non-empty) | ground-truth best MCC (uses truth; not available to an auditor) | at |", "|" + "---|" * 12]
+    for b in table:
+        p, g = b["selected"], b["best"]
         lines.append(f"| {b['member']} | {b['model']} ({b['feature_probability']:g}) | {b['n_represented']}/"
-                     f"{b['n_features']} | {b['variant']} | {b['mcc']:.3f} | {b['mcc_represented']:.3f} | "
-                     f"{b['mean_max_cos']:.3f} | {b['dict_size']}, {b['sparsity']:g} | {b['explained_variance']:.3f} | "
-                     f"{b['l0_nonempty']:.2f} | {b['dead']} | {b['revived']} |")
+                     f"{b['n_features']} | {b['variant']} | {_pair(p, 'mcc')} | {_pair(p, 'mmcs')} | "
+                     f"{_chance(p, 'mcc')} | {p['dict_size']}, {p['sparsity']:g} | {p['explained_variance']:.3f} | "
+                     f"{p['l0_nonempty']:.2f} | {_pair(g, 'mcc')} | {g['dict_size']}, {g['sparsity']:g} |")
     audits = {m.config.name: m.summary["audit"]["scoring"] for m in members if "audit" in m.summary}
-    md = "\n".join(["# sae-recovery", "", "Best SAE per (model, variant) over dictionary sizes and sparsities.", "",
-                    *lines, "", "Per variant (best over each model's sweep): " + "; ".join(
-                        f"{v}: max {s['best_mcc']:.3f}, mean {s['mean_best_mcc']:.3f}, worst on a fully represented "
-                        f"model {s['min_best_mcc_all_represented'] if s['min_best_mcc_all_represented'] is None else format(s['min_best_mcc_all_represented'], '.3f')}"
-                        for v, s in by_variant.items())])
+    per_variant = "; ".join(
+        f"{v}: auditor-selected mean {s['selected_mean_mcc']:.3f} (min {s['selected_min_mcc']:.3f}), above chance "
+        f"in {s['selected_beats_chance']}/{s['n_models']} models (|cos|: {s['selected_beats_chance_abs']}/"
+        f"{s['n_models']}); ground-truth best mean {s['mean_best_mcc']:.3f}" for v, s in by_variant.items())
+    md = "\n".join(["# sae-recovery", "", "Per (model, variant): the SAE the auditor selects (headline) beside the "
+                    "ground-truth best over dictionary sizes and sparsities, and random dictionaries of the same "
+                    "width.", "", *lines, "", RECOVERY_FOOTNOTE.format(n=n_draws, ev=min_ev), "",
+                    "Per variant: " + per_variant])
     runs.write_text(Path(run_dir) / "sae_recovery.md", md + "\n")
-    summary = {"suite": suite["suite"], "members": suite["members"], "by_variant": by_variant, "best": best,
-               "audit": audits, "mcc": [r["mcc"] for r in rows], "instances": rows, "markdown": "sae_recovery.md"}
-    report = "\n".join(f"{v}: best MCC {s['best_mcc']:.3f} (mean of per-model best {s['mean_best_mcc']:.3f})"
+    summary = {"suite": suite["suite"], "members": suite["members"], "by_variant": by_variant, "table": table,
+               "chance": chance, "audit": audits, "mcc": [r["mcc"] for r in rows], "instances": rows,
+               "markdown": "sae_recovery.md"}
+    report = "\n".join(f"{v}: auditor-selected MCC mean {s['selected_mean_mcc']:.3f}, above chance in "
+                       f"{s['selected_beats_chance']}/{s['n_models']} models; ground-truth best {s['best_mcc']:.3f}"
                        for v, s in by_variant.items())
     return summary, report
 
