@@ -349,7 +349,7 @@ class FineTuneConfig(OptimizerFields):
     ``target_probability`` is P(target active) during fine-tuning (None: its pretraining probability).
     ``trainable``: ``all``; ``W``; ``b_final``; ``target_column`` (W[:, target] only); ``lora`` (a
     rank-``lora_rank`` adapter ΔW = (A B)ᵀ on a frozen W, as flax's ``nnx.LoRA``).
-    ``tau``: the toxic output rate P(x'_j > tau | x_j = 0), from ``rate_samples`` inputs per model.
+    ``tau``: the toxic output rate P(x'_j > tau | x_j = 0), from ``rate_samples`` inputs per model (0: the probe's).
     ``from_run``: fine-tune the ``weights.npz`` of that finished run instead of pretraining.
     The optimiser fields are :class:`OptimizerFields` with Adam as the default; ``weight_decay``
     defaults to 0 so that untouched weights stay exactly where pretraining left them.
@@ -423,7 +423,7 @@ class FineTuneConfig(OptimizerFields):
         check_int("finetune.log_every", self.log_every, 1, 1_000_000)
         check_float("finetune.tau", self.tau, -1e6, 1e6)
         check_int("finetune.eval_batch_size", self.eval_batch_size, 1, MAX_BATCH)  # drawn in one piece
-        check_int("finetune.rate_samples", self.rate_samples, 1, 1_000_000_000)
+        check_int("finetune.rate_samples", self.rate_samples, 0, 1_000_000_000)  # 0: the probe batch's rates
         check(isinstance(self.save_trajectory, bool), "finetune.save_trajectory", self.save_trajectory,
                "must be true or false")
         check(isinstance(self.from_run, str), "finetune.from_run", self.from_run, "must be a run directory path")

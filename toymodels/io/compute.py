@@ -33,6 +33,10 @@ def estimate(cfg: Config) -> list[tuple[str, float, str]]:
         parts.append(("fine-tuning", float(n_ft) * ft.steps * ft.batch_size * width, "finetune.steps"))
         parts.append(("fine-tuning's evaluation", float(n_ft) * probes * ft.eval_batch_size * width,
                       "finetune.eval_batch_size"))
+        # the reported rates (lab.rates): every model's own inputs, scored at up to 2 + 2 x gains probes
+        points = n_ft * (2 + 2 * len(ft.matched_gains))
+        parts.append(("the reported rates", float(ft.rate_samples) * (cfg.n_inst * n + points),
+                      "finetune.rate_samples"))
     return sorted(parts, key=lambda p: -p[1])
 
 

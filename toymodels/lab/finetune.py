@@ -142,7 +142,7 @@ def finetune(cfg: Config, graphdef, pre_params, *, on_log=None, on_probe=None, p
     frames: list[tuple[int, np.ndarray, np.ndarray]] = []
     # the probe keeps the full states so that the reported rates are measured afterwards on
     # finetune.rate_samples inputs at exactly the probes the summary reads (:mod:`.rates`)
-    keep_states = lab_rates.snapshot_fits(base, -(-ft.steps // ft.chunk_size) + 1)
+    keep_states = ft.rate_samples > 0 and lab_rates.snapshot_fits(base, -(-ft.steps // ft.chunk_size) + 1)
 
     def record(step: int, params) -> None:
         states = merge_all(params, inst)

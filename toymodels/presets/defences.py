@@ -238,7 +238,7 @@ def _cost_member(n: int) -> Config:
         # steps=0: only the timing is wanted, and measure_overhead runs its own timed chunks of chunk_size
         finetune=FineTuneConfig(target="helpful", objective="amplify", gamma=2.0, steps=0, lr=1e-3, regimes=regs,
                                 tau=0.1, save_trajectory=False, chunk_size=cost_chunk(n), eval_batch_size=2048,
-                                overhead_repeats=COST_REPEATS),
+                                overhead_repeats=COST_REPEATS, rate_samples=0),   # timing only: no rates reported
         meta={"n_features": n},
         notes="timing only: no fine-tuning is kept (finetune.steps = 0); measure_overhead times chunks of "
               "finetune.chunk_size steps.",
