@@ -201,9 +201,11 @@ def robustness_section() -> str:
     rep = s["sections"][0]
     return "\n".join([
         "`toymodels run robustness` (two members, one compiled sweep each: "
-        f"{rep['n_pretrained']} pretrained models x 4 regimes x {len(rep['optimizers'])} optimisers x "
-        f"{rep['orientations']} orientations = {rep['n_pretrained'] * 4 * len(rep['optimizers']) * rep['orientations']} "
-        "fine-tunes; cells that repeat another up to a rotation are counted once). *Orientation*: the same pretrained model fine-tuned as it is (axis-aligned) and with its hidden "
+        + " and ".join(f"`{sec['name']}`: {sec['n_pretrained']} pretrained models x 4 regimes x "
+                       f"{len(sec['optimizers'])} optimisers x {sec['orientations']} orientations = "
+                       f"{sec['n_pretrained'] * 4 * len(sec['optimizers']) * sec['orientations']} fine-tunes"
+                       for sec in s["sections"])
+        + "; cells that repeat another up to a rotation are counted once). *Orientation*: the same pretrained model fine-tuned as it is (axis-aligned) and with its hidden "
         "space rotated by a random orthogonal O (W → OW computes the same function, so only the optimiser can tell "
         "them apart). *Matched gain*: every run read where the target's read-out first reaches g times its "
         "pretrained value. Directions: up/down when the paired 95% CI of the mean change (a t interval over the G "
