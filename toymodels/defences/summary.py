@@ -134,7 +134,8 @@ def table_rows(runs_: list) -> list[dict]:
 
 def pretraining_rows(run) -> list[dict]:
     """Per λ of a run whose ``train.penalty_strength`` sweeps λ (``regularisation-pretrain``), from its
-    saved summary, means with 95% bootstrap CIs over the seeds at that λ:
+    saved summary, means with 95% bootstrap CIs over the seeds at that λ (the toxic-rate change: the paired
+    test, :func:`toymodels.stats.paired`, a t interval over the seeds):
 
     * ``cos``: cos(target, first harmful feature) as pretraining left it;
     * ``recon_loss`` (the pretraining loss without the penalty), also ``recon_loss_vs_unpenalised``,
@@ -166,8 +167,8 @@ def pretraining_rows(run) -> list[dict]:
             "n_represented": mean_with_ci([inst[i]["n_represented"] for i in idx]),
             "dims_per_feature": mean_with_ci([inst[i]["dimensions_per_feature"] for i in idx]),
             "penalty": mean_with_ci([inst[i]["penalty"] for i in idx if "penalty" in inst[i]]),
-            "rate_change_pp": {reg: mean_with_ci([e["harmful"][harmful]["rate"]["change_pp"] for e in es])
-                               for reg, es in per.items()},
+            "rate_change_pp": {reg: paired([e["harmful"][harmful]["rate"]["change_pp"] for e in es],
+                                           clusters=[e["pretrain_instance"] for e in es]) for reg, es in per.items()},
             "target_gain": {reg: mean_with_ci([e["target_gain"] for e in es]) for reg, es in per.items()},
         })
     return rows
