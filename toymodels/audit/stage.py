@@ -134,7 +134,7 @@ class Stage:
         traj = self.run_dir / "weights_trajectory.npz"
         out["risk"] = risk.member_rows(cfg, self.graphdef, ft, self.audits, self.arrays,
                                        self.read_npz(traj) if traj.exists() else None,
-                                       self.read_metrics(self.run_dir / "metrics.jsonl"))
+                                       self.read_metrics(self.run_dir / "metrics.jsonl"), pre_params=self.params)
         if cfg.audit.diff:
             pre = self.read_npz(self.run_dir / "weights_pretrained.npz")
             post = self.read_npz(self.run_dir / "weights_finetuned.npz")
