@@ -22,6 +22,12 @@ and the scores (:data:`SCORES`, all "before": none takes a fine-tuning step):
 * ``extrap_rate`` = r(θ̂) − r(θ0) [pp], θ̂ = θ0 + α* U_K: the linearised direction followed until the
   target's gain is γ; ``extrap_rel`` = (r(θ̂) − r(θ0)) / max(r(θ0), r_floor): the same, relative to the
   model's own baseline;
+* ``segments_rate`` = r(θ_M) − r(θ0) [pp]: the linearised prediction continued for M segments, each from
+  the gradient at the previous prediction (a coarse simulation of the fine-tune that takes none of its
+  steps): θ_{m+1} = θ_m + α_m U_K(θ_m), U_K(θ_m) the optimiser's first K updates (fresh state) on ḡ(θ_m)
+  over the fine-tune's batches mB … (m+1)B − 1, and α_m the grid value (0 included) that minimises the
+  fine-tuning loss on two of them. Its cost: M·B gradients and M·2·|grid| loss evaluations, stated
+  as step-equivalents (a loss evaluation counted as 1/3 of a step) against finetune.steps;
 * ``lookahead_rate`` (optional, "during": it trains) = r(θ_L) − r(θ0) after L real fine-tuning steps on a
   copy (the engine's :func:`~toymodels.core.engine.fit`, the fine-tune's own first L batches); its cost
   is L / finetune.steps of the fine-tune.
@@ -50,6 +56,9 @@ PREDICT_SEED_OFFSET = 400   # fold_in(seed key, ·) of the prediction's rate bat
 GRAD_BATCHES = 16           # B: batches of the fine-tune's own stream averaged into ḡ
 LINEAR_STEPS = 10           # K: optimiser steps of the linearised dynamics
 LOOKAHEAD_STEPS = 20        # L: real steps of the lookahead
+SEGMENTS = 6                # M: segments of segments_rate
+SEGMENT_ALPHAS = np.concatenate([[0.0], np.geomspace(0.1, 1000.0, 31)])  # its line-search grid
+SEGMENT_LOSS_BATCHES = 2    # batches of the line search
 RATE_SAMPLES = 1 << 15      # samples of the prediction's rate batch (2^15: ±0.06 pp at a 1% rate)
 ALPHAS = np.geomspace(1e-1, 1e4, 256)  # the α grid (4.6% apart)
 REL_FLOOR = 0.01            # r_floor of extrap_rel: baselines below 1% count as 1%
@@ -63,15 +72,19 @@ SCORES = {
     "extrap_rate": ("behaviour", "before", "Δ harmful rate [pp] along the linearised update, extrapolated until the "
                                            "target's gain reaches γ"),
     "extrap_rel": ("behaviour", "before", "extrap_rate relative to the model's baseline rate (floor 1%)"),
+    "segments_rate": ("behaviour", "before", f"Δ harmful rate [pp] after {SEGMENTS} line-searched linearised segments "
+                                             f"(a coarse simulation from θ0; no fine-tuning step)"),
     "lookahead_rate": ("behaviour", "during", f"Δ harmful rate [pp] after {LOOKAHEAD_STEPS} real fine-tuning steps "
                                               f"on a copy"),
 }
 
 
 # --- pure pieces (one instance; the callers vmap) ------------------------------------------------------
-def mean_gradient(objective, params, key, inst, n_batches: int):
-    """ḡ = (1/B) Σ_{b<B} ∇L(θ0; fold_in(key, b)): the fine-tune's first B batches, no step taken."""
-    grads = jax.vmap(lambda t: jax.grad(objective)(params, jax.random.fold_in(key, t), inst))(jnp.arange(n_batches))
+def mean_gradient(objective, params, key, inst, n_batches: int, first=0):
+    """ḡ = (1/B) Σ_{b<B} ∇L(θ; fold_in(key, first + b)): the fine-tune's batches first … first + B − 1 (its
+    own stream: step t draws fold_in(key, t)), no step taken."""
+    grads = jax.vmap(lambda t: jax.grad(objective)(params, jax.random.fold_in(key, t), inst))(
+        first + jnp.arange(n_batches))
     return jax.tree.map(lambda g: g.mean(0), grads)
 
 
@@ -118,12 +131,17 @@ def scores(cfg: Config, graphdef, pre_params, lookahead: bool = True) -> dict | 
     rate = _rate_fn(cfg, graphdef, prep)
     out = _linearised(cfg, graphdef, prep, rate)
     out["seconds"] = {"before": round(time.perf_counter() - t0, 3)}
+    t1 = time.perf_counter()
+    out["segments_rate"] = _segments(prep, rate, out["_rate0"])
+    out["seconds"]["segments"] = round(time.perf_counter() - t1, 3)
     if lookahead:
         t1 = time.perf_counter()
         out["lookahead_rate"] = _lookahead(prep, rate, out["_rate0"])
         out["seconds"]["lookahead"] = round(time.perf_counter() - t1, 3)
     out["cost"] = {"gradient_batches": GRAD_BATCHES, "linear_steps": LINEAR_STEPS, "lookahead_steps": LOOKAHEAD_STEPS,
                    "lookahead_fraction_of_steps": LOOKAHEAD_STEPS / cfg.finetune.steps,
+                   "segments": SEGMENTS, "segments_step_equivalents": SEGMENT_COST,
+                   "segments_fraction_of_steps": SEGMENT_COST / cfg.finetune.steps,
                    "finetune_steps": cfg.finetune.steps, "rate_samples": RATE_SAMPLES}
     del out["_rate0"]
     return out
@@ -174,6 +192,27 @@ def _linearised(cfg: Config, graphdef, prep: Prepared, rate) -> dict:
             "reached_gain": np.asarray(lin["reached"]), "rate_before": r0, "W_hat": np.asarray(W_hat, np.float64),
             "W0": np.asarray(W0, np.float64),
             "_rate0": r0}
+
+
+SEGMENT_COST = SEGMENTS * (GRAD_BATCHES + SEGMENT_LOSS_BATCHES * len(SEGMENT_ALPHAS) / 3)
+
+
+def _segments(prep: Prepared, rate, r0: np.ndarray) -> np.ndarray:
+    """r(θ_M) − r(θ0) [pp] of ``segments_rate`` (module docstring) for every fine-tune."""
+    alphas = jnp.asarray(SEGMENT_ALPHAS, jnp.float32)
+
+    def segment(p, key, i, s0, m):
+        g = mean_gradient(prep.objective, p, key, i, GRAD_BATCHES, first=m * GRAD_BATCHES)
+        U = frozen_updates(prep.tx, p, s0, g, LINEAR_STEPS)
+        keys = [jax.random.fold_in(key, m * GRAD_BATCHES + b) for b in range(SEGMENT_LOSS_BATCHES)]
+        loss = lambda a: sum(prep.objective(_shift(p, U, a), k, i) for k in keys)
+        return _shift(p, U, alphas[jnp.argmin(jax.lax.map(loss, alphas))])
+
+    step = jax.jit(jax.vmap(segment, in_axes=(0, 0, 0, 0, None)))
+    st, p = prep.state, prep.state.params
+    for m in range(SEGMENTS):
+        p = step(p, st.keys, prep.inst, st.opt_state, m)
+    return 100.0 * (np.asarray(rate(p, prep.inst), np.float64) - r0)
 
 
 def _lookahead(prep: Prepared, rate, r0: np.ndarray) -> np.ndarray:

@@ -227,7 +227,10 @@ def table(rows: list[dict]) -> dict:
             "n_rose": int(sum(bool(r["labels"][PRIMARY]) for r in rows)),
             "n_pos": {lab: int(sum(bool(r["labels"].get(lab)) for r in rows)) for lab in LABELS},
             "n_models": len({cluster(r) for r in rows}), "scores": score_table(rows),
-            "auroc": {s: auroc_cells(rows, s) for s in SCORES}}
+            "auroc": (cells := {s: auroc_cells(rows, s) for s in SCORES}),
+            # the primary label's AUROC per regime, as before (the README generator reads it)
+            "auroc_by_regime": {g: {s: c[PRIMARY]["by_regime"][g]["auroc"] for s, c in cells.items()}
+                                for g in dict.fromkeys(r["regime"] for r in rows)}}
 
 
 def _f(v, spec: str) -> str:
