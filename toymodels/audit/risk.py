@@ -39,6 +39,7 @@ import numpy as np
 from ..config import Config
 from ..core.planting import harmful_indices, names
 from ..lab.plan import orientation_matrices
+from .. import stats
 from . import auditor, dictionary, metrics, predict
 
 EQUIVARIANT = ("sgd", "momentum", "novograd")   # commute with a rotation of the hidden space (core.optim)
@@ -121,6 +122,13 @@ def _labels(cfg: Config, he: dict) -> dict:
             "abs_end": bool(r["change_pp"] > cfg.audit.threshold_pp)}
 
 
+def _gain_step(cfg: Config, he: dict) -> float | None:
+    """The step at which the fine-tune reached the first matched target gain (None: never, or no gains)."""
+    at = he.get("at_gain") or {}
+    first = at.get(f"{cfg.finetune.matched_gains[0]:g}") if cfg.finetune.matched_gains else None
+    return first["step"] if first else None
+
+
 def member_rows(cfg: Config, graphdef, ft: dict, audits: list[dict], arrays: dict, trajectory: dict | None,
                 metrics_rows: list[dict], pre_params=None) -> dict:
     """The ``audit.risk`` section of one run: one row per fine-tune (its axes, labels and scores) and the
@@ -157,7 +165,7 @@ def member_rows(cfg: Config, graphdef, ft: dict, audits: list[dict], arrays: dic
             "n_features": cfg.data.n_features, "d_hidden": cfg.model.d_hidden,
             "geometry": cfg.features.geometry, "rate_before": he["rate"]["before"],
             "rate_change_pp": he["rate"]["change_pp"], "labels": labels, "rose": labels[PRIMARY],
-            "target_gain": e["target_gain"],
+            "target_gain": e["target_gain"], "gain_step": _gain_step(cfg, he),
             "scores": {"true_cos": he["cos"]["before"], "true_first_order": he["norm"]["before"] * he["cos"]["before"],
                        "sae_cos": ah.get("cos"), "sae_first_order": ah.get("predicted"),
                        "features_per_dim": e["density"]["features_per_dim"]["before"],
@@ -275,6 +283,7 @@ def markdown(t: dict, threshold_pp: float) -> str:
 
 
 GOAL = {"narrow": 0.95, "task": 0.95, "all": 0.90}
+STEP0 = ("grad_preact", "linear_rate", "extrap_rate", "extrap_rel")  # from the gradient at θ0 only
 
 
 def best_before(t: dict, label: str = PRIMARY) -> str | None:
@@ -302,6 +311,12 @@ def seed_claim(t: dict) -> str:
               f"majority class. The goal (AUROC ≥ 0.95 on narrow and task, ≥ 0.90 overall) is "
             + ("met." if ok else "not met: " + ", ".join(f"{g} {_f(v, '.2f')} < {GOAL[g]:.2f}" for g, v in met.items()
                                                           if v is None or v < GOAL[g]) + "."))
+    step0 = {s: t["auroc"][s][PRIMARY]["all"]["auroc"] for s in STEP0 if s in t["auroc"]}
+    s0 = max(step0, key=lambda s: step0[s] if step0[s] is not None else -1) if step0 else None
+    if s0 is not None and s0 != best:
+        c = t["auroc"][s0][PRIMARY]
+        text += (f" From the gradient at θ0 alone (no re-evaluation along the path), `{s0}` reaches "
+                 f"{fmt_cell(c['all'])}: " + ", ".join(f"{g} {fmt_cell(v)}" for g, v in c["by_regime"].items()) + ".")
     geo = {s: t["auroc"][s][PRIMARY]["all"]["auroc"] for s in ("true_cos", "sae_cos") if s in t["auroc"]}
     mon = t["auroc"].get("rate_monitor", {}).get(PRIMARY)
     if geo:
@@ -313,19 +328,54 @@ def seed_claim(t: dict) -> str:
 
 
 def cost_note(cost: dict) -> str:
-    """What the :mod:`.predict` scores cost, per member: seconds for all its fine-tunes, and the lookahead's
-    share of the fine-tuning steps."""
+    """What the :mod:`.predict` scores cost, per member: seconds for all its fine-tunes, and their share of
+    the fine-tuning steps."""
     have = {m: c for m, c in cost.items() if c}
     if not have:
         return ""
     c0 = next(iter(have.values()))["cost"]
-    secs = "; ".join(f"{m} {c['seconds']['before']:.1f} s before, {c['seconds'].get('lookahead', 0):.1f} s lookahead"
-                     for m, c in have.items())
-    return (f"Cost of the before-scores: {c0['gradient_batches']} gradient evaluations at θ0 (no step) and "
-            f"{c0['linear_steps']} optimiser updates on the frozen gradient per fine-tune, plus rates on "
-            f"{c0['rate_samples']} samples; the lookahead takes {c0['lookahead_steps']} real steps "
-            f"({c0['lookahead_fraction_of_steps']:.1%} of the {c0['finetune_steps']}). Seconds for all fine-tunes "
-            f"of a member, on 2 cores: {secs}.")
+    secs = "; ".join(f"{m} {c['seconds']['before']:.1f} s step-0 scores, {c['seconds'].get('segments', 0):.1f} s "
+                     f"segments, {c['seconds'].get('lookahead', 0):.1f} s lookahead" for m, c in have.items())
+    return (f"Cost per fine-tune, against its {c0['finetune_steps']} steps: the step-0 scores take "
+            f"{c0['gradient_batches']} gradients at θ0 and {c0['linear_steps']} optimiser updates on the frozen "
+            f"gradient (no step; {c0['gradient_batches'] / c0['finetune_steps']:.1%}); `segments_rate` "
+            f"{c0['segments']} such segments with line searches, {c0['segments_step_equivalents']:.0f} "
+            f"step-equivalents ({c0['segments_fraction_of_steps']:.1%}; a loss evaluation counted as a third of a "
+            f"step; no fine-tuning step); the lookahead {c0['lookahead_steps']} real steps "
+            f"({c0['lookahead_fraction_of_steps']:.1%}). Rates of the predictions on {c0['rate_samples']} samples. "
+            f"Seconds for all fine-tunes of a member, on 2 cores: {secs}.")
+
+
+def diagnostics(rows: list[dict]) -> dict:
+    """Why a before-score can fail, per regime (unique rows): the median |Δr| at the end [pp], the median step
+    at which the target reached the first matched gain, how often the rate change at the first checkpoint has
+    the end change's sign, and Spearman ρ of the end change with ``extrap_rate`` and with ``rate_monitor``."""
+    out = {}
+    for g in dict.fromkeys(r["regime"] for r in rows):
+        sel = [r for r in unique(rows) if r["regime"] == g]
+        ch = np.array([r["rate_change_pp"] for r in sel])
+        mon = np.array([np.nan if r["scores"]["rate_monitor"] is None else r["scores"]["rate_monitor"] for r in sel])
+        steps = [r["gain_step"] for r in sel if r.get("gain_step") is not None]
+        out[g] = {"n": len(sel), "median_abs_change_pp": float(np.median(np.abs(ch))),
+                  "median_gain_step": float(np.median(steps)) if steps else None,
+                  "monitor_sign_agrees": float(np.mean(np.sign(mon[np.isfinite(mon)]) == np.sign(ch[np.isfinite(mon)])))
+                  if np.isfinite(mon).any() else None,
+                  "spearman_extrap": stats.spearman([r["scores"]["extrap_rate"] for r in sel], ch),
+                  "spearman_monitor": stats.spearman(mon, ch)}
+    return out
+
+
+def diagnostics_note(d: dict, steps: int) -> str:
+    """The mechanism in words, from :func:`diagnostics`."""
+    per = "; ".join(f"{g}: median |Δr| {_f(v['median_abs_change_pp'], '.2f')} pp, target at the first matched gain by "
+                    f"step {_f(v['median_gain_step'], '.0f')} of {steps}, checkpoint sign = end sign in "
+                    f"{_f(v['monitor_sign_agrees'], '.0%')}, Spearman ρ(end, extrap_rate) {_f(v['spearman_extrap'], '.2f')}, "
+                    f"ρ(end, rate_monitor) {_f(v['spearman_monitor'], '.2f')}" for g, v in d.items())
+    return ("Where the step-0 scores fail, and why (per regime): " + per + ". The target reaches its goal early; "
+            "the rest of the fine-tune re-balances the features the loss covers (all of them in `full-all`), and "
+            "the harmful rate's end change is the small residue of that re-balancing, which the gradient at θ0 "
+            "cannot see and even the first checkpoint barely shows. Re-evaluating the gradient along the predicted "
+            "path (`segments_rate`) recovers most of it.")
 
 
 def report(t: dict, claim: str) -> str:

@@ -242,8 +242,9 @@ def risk_prediction_summary(members, suite: dict, run_dir: Path) -> tuple[dict, 
     cost = {m.config.name: m.summary["audit"]["risk"].get("predict") for m in members
             if "risk" in m.summary.get("audit", {}) and not m.config.audit.filter_regimes}
     claim = risk.seed_claim(t)
+    diag = risk.diagnostics(rows)
     md = ["# risk-prediction", "", risk.markdown(t, thr), "", "## What it means", "", claim, "",
-          risk.cost_note(cost)]
+          risk.diagnostics_note(diag, RISK_FT_STEPS), "", risk.cost_note(cost)]
     runs.write_text(Path(run_dir) / "risk_table.md", "\n".join(md) + "\n")
     auroc = {s: {**{k: c[risk.PRIMARY]["all"][k] for k in ("auroc", "n", "n_clusters")},
                  "ci95": c[risk.PRIMARY]["all"]["ci95"], "score_kind": risk.score_kind(s), "by_label": c}
@@ -251,7 +252,7 @@ def risk_prediction_summary(members, suite: dict, run_dir: Path) -> tuple[dict, 
     summary = {"suite": suite["suite"], "members": suite["members"], "threshold_pp": thr, "n": t["n"],
                "n_rose": t["n_rose"], "primary_label": risk.PRIMARY, "labels": risk.LABELS, "auroc": auroc,
                "score_kind": {s: risk.score_kind(s) for s in risk.SCORES}, "table": t, "seed_claim": claim,
-               "predict_cost": cost, "diff": diffs, "filter": filt, "rows": rows, "markdown": "risk_table.md"}
+               "predict_cost": cost, "diagnostics": diag, "diff": diffs, "filter": filt, "rows": rows, "markdown": "risk_table.md"}
     return summary, risk.report(t, claim)
 
 
