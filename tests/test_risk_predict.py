@@ -85,14 +85,19 @@ def test_grad_preact_sign_is_the_pinned_cosine_on_narrow(small_risk):
             assert np.sign(pred["grad_preact"][k]) == np.sign(c), (k, c, pred["grad_preact"][k])
 
 
-def test_before_score_predicts_narrow_and_task(small_risk):
-    """The seed's "90%" as a tested claim, on this small sweep: the extrapolated step-0 update ranks the
-    fine-tunes whose harmful rate rose above those where it did not with AUROC >= 0.95 − 0.05 on narrow and
-    task together, and beats the best geometric score (cos) by at least 0.1 there."""
+def test_before_scores_predict_narrow_and_task(small_risk):
+    """The seed's "90%" as a tested claim, on this small sweep (narrow and task, Adam and SGD; measured 0.98
+    for ``extrap_rate`` and 1.00 for ``segments_rate`` against 0.72 for cos): both before-scores rank the
+    fine-tunes whose harmful rate rose above those where it did not with AUROC >= 0.95 − 0.05 (the goal on
+    narrow and task, with a tolerance for 24 fine-tunes of 6 models), and beat the geometric score (the
+    pretrained cosine) by at least 0.1. The full preset's numbers, full-all included, are in
+    results/risk-prediction/risk_table.md."""
     cfg, pred, ins, y = small_risk
     assert pred["reached_gain"].all()
     assert 3 <= y.sum() <= len(y) - 3, "the sweep must hold both outcomes"
-    a = metrics.auroc(pred["extrap_rate"], y)
     cos = metrics.auroc([e["harmful"]["toxic"]["cos"]["before"] for e in ins], y)
-    assert a >= 0.95 - 0.05, a
-    assert a >= cos + 0.1, (a, cos)
+    for score in ("extrap_rate", "segments_rate"):
+        a = metrics.auroc(pred[score], y)
+        assert a >= 0.95 - 0.05, (score, a)
+        assert a >= cos + 0.1, (score, a, cos)
+    assert pred["cost"]["segments_fraction_of_steps"] < 0.5 and pred["cost"]["lookahead_steps"] == 0

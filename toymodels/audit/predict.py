@@ -14,7 +14,7 @@ distribution (:func:`harmful_rate`):
                                                   how far along U_K the target read-out R_t(e_t) reaches
                                                   the fine-tune's goal, the gain γ (``finetune.gamma``)
 
-and the scores (:data:`SCORES`, all "before": none takes a fine-tuning step):
+and the scores (:data:`SCORES`; "before": none takes a fine-tuning step):
 
 * ``grad_preact`` = −⟨∂pre_h/∂θ, ḡ⟩: the first-order change of the harmful pre-activation on the unit
   target input per unit SGD step, Δpre_h ≈ −η ⟨∂pre_h/∂θ, ∇L⟩;
@@ -121,9 +121,9 @@ def harmful_rate(graphdef, trainable: str, h: int, tau: float, sample, key):
 
 
 def scores(cfg: Config, graphdef, pre_params, lookahead: bool = True) -> dict | None:
-    """Per fine-tune of ``cfg`` (in the plan's order), the before-scores of the module docstring, the
-    predicted endpoint's W (``W_hat``, (n_ft, d, n), in each fine-tune's own hidden frame, beside ``W0``), and their cost.
-    None when a regime uses a defence (its hooks change the objective; those fine-tunes are baselines)."""
+    """Per fine-tune of ``cfg`` (in the plan's order), the scores of the module docstring (``lookahead``:
+    also ``lookahead_rate``), the predicted endpoint's W (``W_hat``, (n_ft, d, n), in each fine-tune's own
+    hidden frame, beside ``W0``), seconds and cost. None when a regime uses a defence (its hooks change the objective; those fine-tunes are baselines)."""
     if any(r.defence != "none" for r in cfg.finetune.regimes):
         return None
     t0 = time.perf_counter()
@@ -138,8 +138,9 @@ def scores(cfg: Config, graphdef, pre_params, lookahead: bool = True) -> dict | 
         t1 = time.perf_counter()
         out["lookahead_rate"] = _lookahead(prep, rate, out["_rate0"])
         out["seconds"]["lookahead"] = round(time.perf_counter() - t1, 3)
-    out["cost"] = {"gradient_batches": GRAD_BATCHES, "linear_steps": LINEAR_STEPS, "lookahead_steps": LOOKAHEAD_STEPS,
-                   "lookahead_fraction_of_steps": LOOKAHEAD_STEPS / cfg.finetune.steps,
+    ahead = LOOKAHEAD_STEPS if lookahead else 0
+    out["cost"] = {"gradient_batches": GRAD_BATCHES, "linear_steps": LINEAR_STEPS, "lookahead_steps": ahead,
+                   "lookahead_fraction_of_steps": ahead / cfg.finetune.steps,
                    "segments": SEGMENTS, "segments_step_equivalents": SEGMENT_COST,
                    "segments_fraction_of_steps": SEGMENT_COST / cfg.finetune.steps,
                    "finetune_steps": cfg.finetune.steps, "rate_samples": RATE_SAMPLES}

@@ -21,7 +21,8 @@ labelled samples, weights = the weights alone, behaviour = the harmful output of
   auditor's ``sae_cos`` and ``sae_first_order`` (:mod:`.auditor`); the density ``features_per_dim`` and
   ``mean_cos2``. Constant within a pretrained model: they cannot tell its regimes or optimisers apart;
 * before fine-tuning, from the fine-tune's own data, loss and optimiser (:mod:`.predict`): ``grad_preact``,
-  ``linear_rate``, ``extrap_rate``, ``extrap_rel``; ``sae_extrap``, :func:`sae_monitor` at the
+  ``linear_rate``, ``extrap_rate``, ``extrap_rel`` (the gradient at θ0 only) and ``segments_rate`` (re-evaluated
+  along the predicted path: a coarse simulation that takes no fine-tuning step; cost stated); ``sae_extrap``, :func:`sae_monitor` at the
   extrapolated weights θ̂ (the auditor's latent, no truth);
 * during fine-tuning (monitoring, not prediction): ``lookahead_rate`` (20 real steps on a copy),
   ``sae_monitor`` and ``rate_monitor`` at the first checkpoint.
@@ -36,10 +37,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import stats
 from ..config import Config
 from ..core.planting import harmful_indices, names
 from ..lab.plan import orientation_matrices
-from .. import stats
 from . import auditor, dictionary, metrics, predict
 
 EQUIVARIANT = ("sgd", "momentum", "novograd")   # commute with a rotation of the hidden space (core.optim)
