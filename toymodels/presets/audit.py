@@ -5,8 +5,10 @@
   features (MCC, mean max cosine), and the audit of every model.
 * ``risk-prediction``: models of different shapes, planted and learned geometry and sparsities, each
   fine-tuned under three regimes × two optimisers × two orientations (one compiled sweep per member);
-  before each fine-tune the candidate risk scores, after it whether the harmful output rose; the AUROC
-  table, crosscoder diffs (BatchTopK against L1), and the geometric data filter with recovered directions.
+  before each fine-tune the candidate risk scores (geometric, and from the fine-tune's own step-0 gradient:
+  :mod:`toymodels.audit.predict`), after it whether the harmful output rose relative to its baseline; the
+  AUROC table per label, regime and optimiser, crosscoder diffs (BatchTopK against L1), and the geometric
+  data filter with recovered directions.
 """
 
 from __future__ import annotations
@@ -216,7 +218,8 @@ def risk_prediction() -> Suite:
     program), and ``risk-filter``, the data filter with recovered directions. The suite's summary.json has
     ``auroc``: score -> AUROC with CI, n and clusters, per label, regime and optimiser
     (:func:`toymodels.audit.risk.table`), and ``score_kind``: score -> "before" or "during". Crosscoders
-    run on one member only (they cost about as much as the member itself)."""
+    run on one member only (they cost about as much as the member itself). Runtime on 2 cores: 7 min 32 s
+    and 8 min 52 s measured (other jobs sharing the cores); the before-scores take about 50 s of it."""
     # crosscoders (BatchTopK against L1) on the 96 fine-tunes of the planted 5-in-2-D member only: they cost
     # about as much as the member itself, and one member's fine-tunes are enough to compare the two
     members = tuple(risk_member(n, m, g, diff=(n, m, g) == (5, 2, "pinned")) for n, m in RISK_SHAPES
