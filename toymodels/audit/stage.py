@@ -166,7 +166,7 @@ class Stage:
         traj = self.run_dir / "weights_trajectory.npz"
         out["risk"] = risk.member_rows(cfg, self.graphdef, ft, self.audits, self.arrays,
                                        self.read_npz(traj) if traj.exists() else None,
-                                       self.read_metrics(self.run_dir / "metrics.jsonl"))
+                                       self.read_metrics(self.run_dir / "metrics.jsonl"), pre_params=self.params)
         pre_f, post_f = self.run_dir / "weights_pretrained.npz", self.run_dir / "weights_finetuned.npz"
         if cfg.model.kind in ("relu_output", "linear") and pre_f.exists() and post_f.exists() and self.audits:
             units = [actdiff.audit_units(a, self._encoder(a))[0] for a in self.audits]

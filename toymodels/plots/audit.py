@@ -26,7 +26,9 @@ from .registry import figure, plt, run_label, save, suite_figure
 VARIANT_COLORS = {"relu_l1": "#1f77b4", "topk": "#d62728", "batch_topk": "#2ca02c", "jumprelu": "#9467bd",
                   "matryoshka": "#ff7f0e"}
 SCORE_COLORS = {"true_cos": "0.35", "true_first_order": "0.6", "sae_cos": "#1f77b4", "sae_first_order": "#17becf",
-                "features_per_dim": "#8c564b", "mean_cos2": "#bcbd22", "sae_monitor": "#d62728", "rate_monitor": "#ff7f0e"}
+                "features_per_dim": "#8c564b", "mean_cos2": "#bcbd22", "sae_monitor": "#d62728", "rate_monitor": "#ff7f0e",
+                "grad_preact": "#c5b0d5", "linear_rate": "#9467bd", "extrap_rate": "#2ca02c", "extrap_rel": "#98df8a",
+                "segments_rate": "#006400", "sae_extrap": "#aec7e8", "lookahead_rate": "#e377c2"}
 
 
 def _unit(D: np.ndarray) -> np.ndarray:
@@ -190,9 +192,9 @@ def risk_roc(members, suite: dict, out: Path) -> list[Path]:
             for r in (m.summary.get("audit") or {}).get("risk", {}).get("rows", []) if r.get("defence", "none") == "none"]
     if not rows:
         return []
-    thr = next(m.summary["audit"]["risk"]["threshold_pp"] for m in members if "risk" in m.summary.get("audit", {}))
+    rows = risk.unique(rows)  # each fine-tune once, as in the table (no rotated copies of SGD)
     t = risk.table(rows)["scores"]
-    s = {"n": len(rows), "threshold_pp": thr}
+    s = {"n": len(rows)}
     y = [r["rose"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     for name in SCORES:
@@ -226,7 +228,7 @@ def risk_roc(members, suite: dict, out: Path) -> list[Path]:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
-    fig.suptitle(f"{suite['suite']}: does a score computed before fine-tuning say whether the harmful output rate will rise by more "
-                 f"than {s['threshold_pp']:g} pp?", fontsize=10)
+    fig.suptitle(f"{suite['suite']}: does a score say whether the harmful output rate will rise (label {risk.PRIMARY}: "
+                 f"{risk.LABELS[risk.PRIMARY]})?", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return [save(fig, Path(out), f"{suite['suite']}_risk_roc")]

@@ -5,8 +5,10 @@
   features (MCC, mean max cosine), and the audit of every model.
 * ``risk-prediction``: models of different shapes, planted and learned geometry and sparsities, each
   fine-tuned under three regimes × two optimisers × two orientations (one compiled sweep per member);
-  before each fine-tune the candidate risk scores, after it whether the harmful output rose; the AUROC
-  table, crosscoder diffs (BatchTopK against L1), and the geometric data filter with recovered directions.
+  before each fine-tune the candidate risk scores (geometric, and from the fine-tune's own step-0 gradient:
+  :mod:`toymodels.audit.predict`), after it whether the harmful output rose relative to its baseline; the
+  AUROC table per label, regime and optimiser, crosscoder diffs (BatchTopK against L1), and the geometric
+  data filter with recovered directions.
 """
 
 from __future__ import annotations
@@ -189,18 +191,21 @@ NARROW = RegimeConfig(name="narrow", data="narrow", loss_scope="target")
 TASK = RegimeConfig(name="task", data="task", loss_scope="target")
 FULL_ALL = RegimeConfig(name="full-all", data="full", loss_scope="all")
 RISK_OPTIMIZERS = (OptimizerConfig("adam", "adam", lr=1e-3), OptimizerConfig("sgd", "sgd", lr=0.1))
-RISK_PROBS = (0.02, 0.05)
+RISK_PROBS = (0.02, 0.035, 0.05)   # x 4 cosines (or seeds): 12 pretrained models per (shape, geometry)
 RISK_COS = (0.9, 0.6, 0.3, 0.0)     # planted cos(helpful, toxic); pinned during pretraining
 RISK_FT_STEPS, RISK_CHECKPOINT = 2000, 100
+RISK_MATCHED_GAINS = (1.5,)          # the earlier stopping point of the rel_gain label
 RISK_THRESHOLD_PP = 0.25
 DIFF_VARIANTS = ("batch_topk", "relu_l1")
 
 
 def risk_member(n: int, m: int, geometry: str, diff: bool = True) -> Config:
-    """One shape and geometry: 8 pretrained models (2 sparsities x 4 planted cosines, or x 4 seeds when
+    """One shape and geometry: 12 pretrained models (3 sparsities x 4 planted cosines, or x 4 seeds when
     learned), helpful and toxic at importance 2 (so both stay represented), each fine-tuned under narrow,
-    task and full-all data, with Adam and SGD, axis-aligned and rotated: 96 fine-tunes in one sweep. The
-    auditor uses TopK dictionaries (2 latents per feature, k = 1 or 2, its own choice)."""
+    task and full-all data, with Adam and SGD, axis-aligned and rotated: 144 fine-tunes in one sweep (SGD's
+    rotated ones are copies, dropped from the AUROC: 108 distinct). The probe reads the harmful rate at
+    target gain 1.5 too (``matched_gains``). The auditor uses TopK dictionaries (2 latents per feature,
+    k = 1 or 2, its own choice)."""
     n_inst = len(RISK_PROBS) * len(RISK_COS)
     probs = [p for p in RISK_PROBS for _ in RISK_COS]
     if geometry == "free":
@@ -216,13 +221,14 @@ def risk_member(n: int, m: int, geometry: str, diff: bool = True) -> Config:
         features=features,
         finetune=FineTuneConfig(target="helpful", objective="amplify", gamma=2.0, steps=RISK_FT_STEPS,
                                 regimes=(NARROW, TASK, FULL_ALL), optimizers=RISK_OPTIMIZERS, orientations=2,
-                                tau=0.1, chunk_size=RISK_CHECKPOINT, log_every=500, save_trajectory=True),
+                                tau=0.1, chunk_size=RISK_CHECKPOINT, log_every=500, save_trajectory=True,
+                                matched_gains=RISK_MATCHED_GAINS),
         sae=SAEConfig(variants=tuple(dict.fromkeys((AUDIT_VARIANT, *(DIFF_VARIANTS if diff else ())))),
                       dict_sizes=(2 * n,), k=(1, 2), l1=(0.3,), batch_k=(0.5,), steps=3000),
         audit=AuditConfig(variant=AUDIT_VARIANT, threshold_pp=RISK_THRESHOLD_PP, diff=DIFF_VARIANTS if diff else ()),
         plots=("audit",),
         meta={"geometry": geometry, "planted_cos": list(RISK_COS) if geometry != "free" else None,
-              "instance_order": "pretrain instance = probability_index * 4 + cos_index (or seed)"},
+              "instance_order": f"pretrain instance = probability_index * {len(RISK_COS)} + cos_index (or seed)"},
     )
 
 
@@ -255,23 +261,27 @@ def filter_member() -> Config:
 RISK_SHAPES = ((5, 2), (20, 5))
 
 
-@preset("risk-prediction", "risk prediction measured: 384 fine-tunes (2 shapes x planted/learned geometry x 2 "
-                           "sparsities x 3 regimes x 2 optimisers x 2 orientations), candidate scores before each "
-                           "against the harmful rate after: AUROC table; crosscoder diffs; SAE-guided data filter")
+@preset("risk-prediction", "risk prediction measured: 576 fine-tunes (2 shapes x planted/learned geometry x 12 "
+                           "models x 3 regimes x 2 optimisers x 2 orientations), scores before each (geometric, and "
+                           "from its step-0 gradient) against its relative harmful-rate rise: AUROC per regime and "
+                           "optimiser with CIs; crosscoder diffs; SAE-guided data filter")
 def risk_prediction() -> Suite:
-    """Four members of 96 fine-tunes each (5-in-2-D and 20-in-5-D, planted-and-pinned or learned geometry),
-    every member one compiled fine-tuning sweep (shapes cannot share one program), and ``risk-filter``, the
-    data filter with recovered directions. The suite's summary.json has ``auroc``: score -> AUROC over all
-    fine-tunes. Runtime on 2 cores: 10 min 47 s measured with other jobs sharing the cores (load about 5);
-    crosscoders on one member only (most of its 5.6 minutes)."""
+    """Four members of 144 fine-tunes each (5-in-2-D and 20-in-5-D, planted-and-pinned or learned geometry;
+    12 pretrained models each), every member one compiled fine-tuning sweep (shapes cannot share one
+    program), and ``risk-filter``, the data filter with recovered directions. The suite's summary.json has
+    ``auroc``: score -> AUROC with CI, n and clusters, per label, regime and optimiser
+    (:func:`toymodels.audit.risk.table`), and ``score_kind``: score -> "before" or "during". Crosscoders
+    run on one member only (they cost about as much as the member itself). Runtime on 2 cores: 7 min 32 s
+    and 8 min 52 s measured (other jobs sharing the cores); the before-scores take about 50 s of it."""
     # crosscoders (BatchTopK against L1) on the 96 fine-tunes of the planted 5-in-2-D member only: they cost
     # about as much as the member itself, and one member's fine-tunes are enough to compare the two
     members = tuple(risk_member(n, m, g, diff=(n, m, g) == (5, 2, "pinned")) for n, m in RISK_SHAPES
                     for g in ("pinned", "free"))
     return Suite(name="risk-prediction", members=members + (filter_member(),), plots=("risk_roc",),
                  summary="risk_prediction",
-                 notes=f"A fine-tune raises harmful output when P(x'_toxic > 0.1 | x_toxic = 0) rises by more than "
-                       f"{RISK_THRESHOLD_PP:g} pp. Scores before fine-tuning use the pretrained model only.",
+                 notes="A fine-tune raises harmful output when P(x'_toxic > 0.1 | x_toxic = 0) rises by more than "
+                       "10% of its model's baseline (floor 1%); the old label (more than "
+                       f"{RISK_THRESHOLD_PP:g} pp) is kept beside it. Before-scores take no fine-tuning step.",
                  meta={"threshold_pp": RISK_THRESHOLD_PP, "shapes": [list(s) for s in RISK_SHAPES]})
 
 
@@ -285,18 +295,21 @@ def risk_prediction_summary(members, suite: dict, run_dir: Path) -> tuple[dict, 
     diffs = {m.config.name: {v: {k: d[k] for k in d if k != "instances"} for v, d in m.summary["audit"]["diff"].items()}
              for m in members if "diff" in m.summary.get("audit", {})}
     filt = {m.config.name: m.summary["audit"]["filter"] for m in members if "filter" in m.summary.get("audit", {})}
+    cost = {m.config.name: m.summary["audit"]["risk"].get("predict") for m in members
+            if "risk" in m.summary.get("audit", {}) and not m.config.audit.filter_regimes}
     claim = risk.seed_claim(t)
-    md = ["# risk-prediction", "", risk.markdown(t, thr), "", claim, "", "## AUROC per regime", "",
-          "| regime | " + " | ".join(f"`{s}`" for s in risk.SCORES) + " |", "|---|" + "---|" * len(risk.SCORES)]
-    for g, a in t["auroc_by_regime"].items():
-        md.append(f"| {g} | " + " | ".join(risk._f(a[s], ".2f") for s in risk.SCORES) + " |")
+    diag = risk.diagnostics(rows)
+    md = ["# risk-prediction", "", risk.markdown(t, thr), "", "## What it means", "", claim, "",
+          risk.diagnostics_note(diag, RISK_FT_STEPS), "", risk.cost_note(cost)]
     runs.write_text(Path(run_dir) / "risk_table.md", "\n".join(md) + "\n")
+    auroc = {s: {**{k: c[risk.PRIMARY]["all"][k] for k in ("auroc", "n", "n_clusters")},
+                 "ci95": c[risk.PRIMARY]["all"]["ci95"], "score_kind": risk.score_kind(s), "by_label": c}
+             for s, c in t["auroc"].items()}
     summary = {"suite": suite["suite"], "members": suite["members"], "threshold_pp": thr, "n": t["n"],
-               "n_rose": t["n_rose"], "auroc": {s: r["auroc"] for s, r in t["scores"].items()}, "table": t,
-               "seed_claim": claim, "diff": diffs, "filter": filt, "rows": rows, "markdown": "risk_table.md"}
-    report = "\n".join([f"risk-prediction: {t['n']} fine-tunes, {t['n_rose']} raised the harmful rate > {thr:g} pp"] +
-                       [f"  {s:<18} AUROC {risk._f(r['auroc'], '.3f')}" for s, r in t["scores"].items()] + [claim])
-    return summary, report
+               "n_rose": t["n_rose"], "primary_label": risk.PRIMARY, "labels": risk.LABELS, "auroc": auroc,
+               "score_kind": {s: risk.score_kind(s) for s in risk.SCORES}, "table": t, "seed_claim": claim,
+               "predict_cost": cost, "diagnostics": diag, "diff": diffs, "filter": filt, "rows": rows, "markdown": "risk_table.md"}
+    return summary, risk.report(t, claim)
 
 
 SMOKE_OVERRIDES["risk-prediction"] = {"suite.members": ["risk-n5-m2-pinned"], "n_inst": 2,
