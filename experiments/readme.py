@@ -378,15 +378,18 @@ def audit() -> str:
                   " ".join(_img(p.name, 420) for p in sorted((ROOT / "figures").glob("sae-recovery_*.png")))]
     if risk is not None:
         t = risk["table"]
-        rows = ["| score | uses | AUROC [95% CI] | n |", "|---|---|---|---|"]
+        rows = ["| score | uses | computed | AUROC [95% CI] (G models) | n |", "|---|---|---|---|---|"]
         for name, r in t["scores"].items():
             ci = r.get("auroc_ci95")
             a = "n/a" if r["auroc"] is None else f"{r['auroc']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-            rows.append(f"| `{name}` ({r['when']}) | {r['needs']} | {a} | {r['n']} |")
+            rows.append(f"| `{name}` | {r['needs']} | {r.get('score_kind', r['when'])} fine-tuning | {a} "
+                        f"(G={r.get('n_clusters', '?')}) | {r['n']} |")
+        label = (risk.get("labels") or {}).get(risk.get("primary_label"), f"Δr > {risk['threshold_pp']:g} pp")
         parts += ["", "### `risk-prediction`: can the harmful spike be predicted before fine-tuning?", "",
-                  f"`toymodels run risk-prediction`: {t['n']} fine-tunes of {t['n_models']} pretrained models; "
-                  f"{t['n_rose']} raised the harmful output rate by more than {risk['threshold_pp']:g} pp.", "",
-                  *rows, "", risk["seed_claim"], "", _regime_sentence(t), ""]
+                  f"`toymodels run risk-prediction`: {t['n']} distinct fine-tunes of {t['n_models']} pretrained models "
+                  f"({t.get('n_copies_dropped', 0)} rotated copies of rotation-equivariant runs counted once); "
+                  f"{t['n_rose']} are labelled risky by `{risk.get('primary_label', 'abs_end')}`: {label}.", "",
+                  *rows, "", risk["seed_claim"], "", _regime_sentence(t), "", *_risk_diagnostics(risk)]
         for member, d in risk.get("diff", {}).items():
             drow = ["| crosscoder | AUROC (pooled / mean) | precision@1, @3 | recall@1, @3 | 'new' latents per "
                     "fine-tune | fine-tunes with an amplified feature |", "|---|---|---|---|---|---|"]
@@ -410,16 +413,30 @@ def audit() -> str:
     return "\n".join(parts).strip()
 
 
+def _risk_diagnostics(risk: dict) -> list[str]:
+    """Why the end outcome is hard to call before fine-tuning, per regime, and what the scores cost."""
+    d = risk.get("diagnostics")
+    if not d:
+        return []
+    per = "; ".join(f"`{reg}`: median |Δ rate| {x['median_abs_change_pp']:.2f} pp, the first checkpoint's sign agrees "
+                    f"with the end's in {100 * x['monitor_sign_agrees']:.0f}% of fine-tunes" for reg, x in d.items())
+    cost = next(iter((risk.get("predict_cost") or {}).values()), {}).get("cost", {})
+    frac = cost.get("segments_fraction_of_steps")
+    return [f"Where a before-score has least to go on: {per}." + (
+        f" `segments_rate` takes no fine-tuning step but re-evaluates the gradient along its predicted path "
+        f"({cost.get('segments')} segments, about {100 * frac:.0f}% of the fine-tune's steps in gradient "
+        f"evaluations)." if frac else ""), ""]
+
+
 def _regime_sentence(t: dict) -> str:
     """Where the before-fine-tuning geometric scores work: their AUROC per regime, and scores below 0.5."""
     by = t.get("auroc_by_regime") or {}
-    geo = ("true_cos", "sae_cos")
+    geo = ("true_cos", "sae_cos", "extrap_rate", "segments_rate")
     parts = [f"`{reg}`: " + ", ".join(f"`{k}` {v[k]:.2f}" for k in geo if v.get(k) is not None)
              for reg, v in by.items()]
     low = [f"`{k}` ({r['auroc']:.2f})" for k, r in t["scores"].items() if r["auroc"] is not None and r["auroc"] < 0.5]
-    out = ("Split by the fine-tune's regime, the geometry predicts where the claim's regime holds and not elsewhere "
-           "(AUROC per regime, " + "; ".join(parts) + "): an auditor needs to know the fine-tuning data, "
-           "not only the geometry.") if parts else ""
+    out = ("AUROC per regime, the geometry alone (`true_cos`, `sae_cos`) against the scores that also read the "
+           "fine-tuning data (`extrap_rate`, `segments_rate`): " + "; ".join(parts) + ".") if parts else ""
     if low:
         out += (" Below 0.5, a score ranks the other way round: " + ", ".join(low) +
                 " (more crowded models rose less often here).")
