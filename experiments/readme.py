@@ -312,7 +312,7 @@ def defence_verdicts() -> str:
     s = _load("defences-table")
     if s is None:
         return "_(run `toymodels run defences-table` to fill this in)_"
-    rows = [r for r in s["rows"] if r.get("rate_change_pp_vs_baseline")]
+    rows = [r for r in s["rows"] if r.get("rate_change_pp_vs_baseline") and r["defence"] != "none"]
     geo = ", ".join(f"{k} in {n} of {s['n_seeds']} models" for k, n in (s.get("starting_geometry") or {}).items())
     out = [f"From `results/defences-table` ({s['n_seeds']} pretrained models; starting geometry: {geo or 'n/a'}). "
            "Each defence is compared with the undefended fine-tune of the same model on the same data stream: the "
@@ -332,12 +332,19 @@ def defence_verdicts() -> str:
             if hit:
                 parts.append(f"*{word}*: " + "; ".join(
                     f"{r['name']} ({_vs_pp(r['rate_change_pp_vs_baseline'])}{_present(r)})" for r in hit))
+        tiny = [r["name"] for r in group if r["rate_change_pp_vs_baseline"].get("effect") in ("cuts", "raises")
+                and abs(r["rate_change_pp_vs_baseline"]["mean"]) < 0.01]
+        if tiny:
+            parts.append(f"({', '.join(tiny)}: certain but below 0.01 pp, a change of a few inputs in a million)")
         out.append(head + ": " + ". ".join(parts) + ".")
     return "\n".join(out)
 
 
 def _vs_pp(p: dict) -> str:
-    return f"{p['mean']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}], G={p['n_clusters']}" if p.get("ci95") else "n/a"
+    if not p.get("ci95"):
+        return "n/a"
+    f = "{:+.1e}" if abs(p["mean"]) < 0.005 and p["mean"] != 0 else "{:+.2f}"
+    return f"{f.format(p['mean'])} [{f.format(p['ci95'][0])}, {f.format(p['ci95'][1])}], G={p['n_clusters']}"
 
 
 def _present(r: dict) -> str:

@@ -39,7 +39,7 @@ def _markdown_row(r: dict) -> str:
     ovh = (r.get("overhead") or {}).get("ratio_median")
     return " | ".join([
         f"| {r['name']}", r["plugs"], strength_label(r), _with_g(r["rate_change_pp"]),
-        _vs(r.get("rate_change_pp_vs_baseline")), "–" if removed is None else f"{100 * removed:.0f}%", fmt_stat(r["preact_change"], "{:+.3f}", ci=False),
+        "(the baseline)" if r["defence"] == "none" else _vs(r.get("rate_change_pp_vs_baseline")), "–" if removed is None else f"{100 * removed:.0f}%", fmt_stat(r["preact_change"], "{:+.3f}", ci=False),
         fmt_stat(r["target_gain"], "{:.2f}", ci=False), _milli(r.get("recon_loss_benign_vs_baseline")),
         _milli(r.get("harmful_present_loss_vs_baseline"), ci=False),
         fmt_stat(r["harmful_norm_after"], "{:.2f}", ci=False),
@@ -56,11 +56,14 @@ def _with_g(stat: dict | None) -> str:
 
 
 def _vs(stat: dict | None) -> str:
-    """Defended − undefended, paired by model: the interval and "cuts", "raises" or "no evidence"."""
+    """Defended − undefended, paired by model: the interval and "cuts", "raises" or "no evidence". An
+    effect below 0.005 pp is printed in full (``+3.1e-04``), so a tiny but certain effect is not shown as
+    "+0.00 … raises"."""
     if not stat or stat.get("mean") is None:
         return "–"
-    return fmt_stat(stat) + f" (G={stat.get('n_clusters')}): " + (f"**{stat['effect']}**" if stat.get("effect") in
-                                                                    ("cuts", "raises") else "no evidence")
+    small = max(abs(stat["mean"]), *(abs(v) for v in stat.get("ci95") or [0.0])) < 0.005
+    return fmt_stat(stat, "{:+.1e}" if small and stat["mean"] != 0 else "{:+.2f}") + f" (G={stat.get('n_clusters')}): " + (
+        f"**{stat['effect']}**" if stat.get("effect") in ("cuts", "raises") else "no evidence")
 
 
 def markdown_table(rows: list[dict], n_seeds: int) -> str:
