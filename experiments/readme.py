@@ -335,7 +335,7 @@ def defence_verdicts() -> str:
         tiny = [r["name"] for r in group if r["rate_change_pp_vs_baseline"].get("effect") in ("cuts", "raises")
                 and abs(r["rate_change_pp_vs_baseline"]["mean"]) < 0.01]
         if tiny:
-            parts.append(f"({', '.join(tiny)}: certain but below 0.01 pp, a change of a few inputs in a million)")
+            parts.append(f"({', '.join(tiny)}: certain but below 0.01 pp: fewer than 1 input in 10,000 changes)")
         out.append(head + ": " + ". ".join(parts) + ".")
     return "\n".join(out)
 
