@@ -69,3 +69,20 @@ def test_points_are_the_ends_and_the_probes_around_each_matched_gain():
     readout = np.array([[1.0, 1.0], [1.2, 1.0], [1.6, 1.1], [2.1, 1.2]])
     need = rates.points(readout, [1.5, 2.0])
     assert need[0] == {0, 1, 2, 3} and need[1] == {0, 3}   # instance 1 never reaches 1.5
+
+
+def test_rotated_copies_are_measured_once_and_give_the_rates_of_the_original():
+    cfg, graphdef, params = _setup(samples=1 << 15)
+    one = jax.tree.map(lambda a: a[0], params)
+    moved = jax.tree.map(lambda a: a, one)
+    moved["b_final"].set_value(one["b_final"][...].at[HARM].add(0.05))
+    c, s_ = np.cos(0.7), np.sin(0.7)
+    O = jnp.array([[c, -s_], [s_, c]], jnp.float32)
+    rot = lambda st: jax.tree.map(lambda a: a, st) | {"W": type(st["W"])(O @ st["W"][...])}
+    # start, moved, and both rotated; plus a state whose reference differs from its twin's
+    states = jax.tree.map(lambda *a: jnp.stack(a), one, moved, rot(one), rot(moved), moved)
+    ref = np.array([0, 0, 2, 2, 4])
+    m = rates.measure(cfg, graphdef, states, np.zeros(5, int), ref, [HARM])
+    np.testing.assert_allclose(m["rate"][2:4], m["rate"][:2], atol=2 / m["n_absent"][0, 0])
+    assert m["change"][4, 0] == 0 and m["se_change"][4, 0] == 0          # its own reference: no change
+    assert m["change"][1, 0] > 0 and m["se_change"][1, 0] > 0

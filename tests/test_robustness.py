@@ -109,3 +109,14 @@ def test_a_cell_of_ten_models_claims_its_direction_and_one_of_nine_does_not():
     nine["instances"] = [e for e in nine["instances"] if e["pretrain_instance"] < 9]
     r = robustness.group_rows(nine)[0]
     assert r["rate_ci"][0] > 0 and r["direction"] == "no evidence" and r["n_clusters"] == 9
+
+
+def test_runs_with_no_finite_outcome_are_never_called_the_same_run():
+    a = _inst(0, 0, "narrow", "sgd", 0, 1.0)
+    b = _inst(1, 0, "narrow", "sgd", 1, 1.0)
+    for e in (a, b):
+        e["target_gain"] = None
+        h = e["harmful"]["toxic"]
+        h["angle_deg"]["after"] = h["norm"]["after"] = h["rate"]["after"] = float("nan")
+    assert not inference.same_run(a, b, "toxic")
+    assert inference.duplicates([a, b], "toxic") == set()

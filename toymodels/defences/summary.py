@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import Config
+from ..lab.inference import claim
 from ..stats import mean_with_ci, paired
 from .registry import DEFENCES
 
@@ -167,8 +168,9 @@ def pretraining_rows(run) -> list[dict]:
             "n_represented": mean_with_ci([inst[i]["n_represented"] for i in idx]),
             "dims_per_feature": mean_with_ci([inst[i]["dimensions_per_feature"] for i in idx]),
             "penalty": mean_with_ci([inst[i]["penalty"] for i in idx if "penalty" in inst[i]]),
-            "rate_change_pp": {reg: paired([e["harmful"][harmful]["rate"]["change_pp"] for e in es],
-                                           clusters=[e["pretrain_instance"] for e in es]) for reg, es in per.items()},
+            "rate_change_pp": {reg: claim(paired([e["harmful"][harmful]["rate"]["change_pp"] for e in es],
+                                                 clusters=[e["pretrain_instance"] for e in es]))
+                               for reg, es in per.items()},
             "target_gain": {reg: mean_with_ci([e["target_gain"] for e in es]) for reg, es in per.items()},
         })
     return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..lab.inference import MIN_CLUSTERS, claim
 from .registry import DEFENCES
 
 
@@ -52,7 +53,8 @@ def _with_g(stat: dict | None) -> str:
     if not stat or stat.get("mean") is None:
         return "–"
     g = f" (G={stat['n_clusters']})" if stat.get("n_clusters") else ""
-    return fmt_stat(stat) + g + (f" **{stat['direction']}**" if stat.get("direction") in ("up", "down") else "")
+    word = claim(stat)["direction"] if stat.get("n_clusters") else None
+    return fmt_stat(stat) + g + (f" **{word}**" if word in ("up", "down") else "")
 
 
 def _vs(stat: dict | None) -> str:
@@ -62,8 +64,10 @@ def _vs(stat: dict | None) -> str:
     if not stat or stat.get("mean") is None:
         return "–"
     small = max(abs(stat["mean"]), *(abs(v) for v in stat.get("ci95") or [0.0])) < 0.005
-    return fmt_stat(stat, "{:+.1e}" if small and stat["mean"] != 0 else "{:+.2f}") + f" (G={stat.get('n_clusters')}): " + (
-        f"**{stat['effect']}**" if stat.get("effect") in ("cuts", "raises") else "no evidence")
+    effect = {"down": "cuts", "up": "raises"}.get(claim(stat)["direction"], "no evidence")
+    few = f" < {MIN_CLUSTERS}" if stat["n_clusters"] < MIN_CLUSTERS else ""
+    return fmt_stat(stat, "{:+.1e}" if small and stat["mean"] != 0 else "{:+.2f}") + (
+        f" (G={stat.get('n_clusters')}{few}): " + (f"**{effect}**" if effect != "no evidence" else effect))
 
 
 def markdown_table(rows: list[dict], n_seeds: int) -> str:
@@ -84,8 +88,9 @@ def markdown_table(rows: list[dict], n_seeds: int) -> str:
     pre = rows[0]
     lines.append(f"Means over {n_seeds} pretrained models (seeds); 95% CIs are t intervals over the G models "
                  "(each model one unit). Δ toxic rate: change of P(x'_toxic > τ | x_toxic = 0) on the pretraining "
-                 "distribution, in percentage points, measured on 1.2M inputs per model, before and after on the same "
-                 "inputs (**up**/**down** only when the interval excludes 0); vs undefended: the defended minus the "
+                 "distribution, in percentage points, measured on finetune.rate_samples inputs per model (1.2M by "
+                 "default), before and after on the same inputs (**up**/**down** only when the interval excludes 0 "
+                 f"and G >= {MIN_CLUSTERS}); vs undefended: the defended minus the "
                  "undefended fine-tune of the same model on the same data stream, paired by model: **cuts** or "
                  "**raises** only when its interval excludes 0, otherwise no evidence; amplification removed: 1 − mean Δ / mean Δ(undefended); target gain: the target's "
                  "read-out on its unit input after / before; benign features' loss: the pretraining loss over the "

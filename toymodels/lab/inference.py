@@ -50,10 +50,12 @@ def _signature(e: dict, harm: str) -> dict[str, float]:
 
 def same_run(a: dict, b: dict, harm: str) -> bool:
     """Whether fine-tunes a and b (instance records) are one run up to a rotation: every
-    rotation-invariant outcome within :data:`SAME_RUN_TOL`."""
+    rotation-invariant outcome within :data:`SAME_RUN_TOL` (and at least one of them finite). Decided
+    from the numbers, not the optimiser's name: a rotation-equivariant optimiser repeats its run exactly;
+    a run that ends at the same point by another path is also counted once (conservative)."""
     sa, sb = _signature(a, harm), _signature(b, harm)
-    return all(abs(sa[k] - sb[k]) <= tol for k, tol in SAME_RUN_TOL.items()
-               if np.isfinite(sa[k]) and np.isfinite(sb[k]))
+    both = [k for k in SAME_RUN_TOL if np.isfinite(sa[k]) and np.isfinite(sb[k])]
+    return bool(both) and all(abs(sa[k] - sb[k]) <= SAME_RUN_TOL[k] for k in both)
 
 
 def duplicates(instances: list[dict], harm: str) -> set[int]:
@@ -76,8 +78,10 @@ def _mean(v) -> float | None:
     return float(np.mean(v)) if v else None
 
 
-def _claimable(p: dict) -> dict:
-    """A paired test's direction is claimed only from at least :data:`MIN_CLUSTERS` models."""
+def claim(p: dict) -> dict:
+    """A paired test (:func:`toymodels.stats.paired`) with its direction kept only when it rests on at
+    least :data:`MIN_CLUSTERS` models; below that the interval stays and the direction is "no evidence".
+    Every table that prints up/down/cuts goes through this."""
     if p["n_clusters"] < MIN_CLUSTERS:
         return p | {"direction": "no evidence", "below_min_clusters": True}
     return p
@@ -91,7 +95,7 @@ def cell(rows: list[dict], harm: str, gains, dup: set[int]) -> dict:
     models = [e["pretrain_instance"] for e in rows]
     pu = [x["first_order"]["per_unit_push"] for x in h]
     pu_f = [x for x in pu if x is not None]
-    end = _claimable(stats.paired([x["rate"]["change_pp"] for x in h], clusters=models))
+    end = claim(stats.paired([x["rate"]["change_pp"] for x in h], clusters=models))
     se = [x["rate"].get("se_change_pp") for x in h]
     out = {"n": len(rows), "n_distinct": len(distinct), "n_clusters": end["n_clusters"],
            "n_up_distinct": int(sum(e["harmful"][harm]["rate"]["change_pp"] > 0 for e in distinct)),
@@ -105,7 +109,7 @@ def cell(rows: list[dict], harm: str, gains, dup: set[int]) -> dict:
     for g in gains:
         at = [(x.get("at_gain") or {}).get(g) for x in h]
         hit = [(a["rate_change_pp"], m) for a, m in zip(at, models) if a is not None]
-        p = _claimable(stats.paired([v for v, _ in hit], clusters=[m for _, m in hit]))
+        p = claim(stats.paired([v for v, _ in hit], clusters=[m for _, m in hit]))
         out["at_gain"][g] = p | {"n_reached": len(hit), "step": _mean([a["step"] for a in at if a is not None])}
     return out
 

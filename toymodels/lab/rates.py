@@ -129,8 +129,10 @@ def measure(cfg: Config, graphdef, states, model_index: np.ndarray, ref: np.ndar
     probs = np.asarray(cfg.feature_probability(), np.float32)
     P, h = len(model_index), len(harmful)
     fp = _fingerprints(cfg, states, harmful)
-    rep = {}   # (model, fingerprint) -> the first state with it
-    canon = np.array([rep.setdefault((int(model_index[p]), fp[p]), p) for p in range(P)])
+    # (model, fingerprint, its reference's fingerprint) -> the first state with them: a state is measured
+    # once, and against a reference that fires exactly like its own
+    rep = {}
+    canon = np.array([rep.setdefault((int(model_index[p]), fp[p], fp[ref[p]]), p) for p in range(P)])
     fired, both, absent = np.zeros((P, h), np.int64), np.zeros((P, h), np.int64), np.zeros((P, h), np.int64)
     todo = np.unique(canon)
     for i in np.unique(model_index[todo]):
@@ -147,7 +149,7 @@ def measure(cfg: Config, graphdef, states, model_index: np.ndarray, ref: np.ndar
                 fired[blk], both[blk] = np.asarray(f)[:len(blk)], np.asarray(b)[:len(blk)]
                 absent[blk] = np.asarray(a)[None]
     fired, both, absent = fired[canon], both[canon], absent[canon]
-    # ``both`` was counted against the canonical reference, which fires exactly like ref[p]
+    # ``both`` was counted against canon[p]'s reference, whose fingerprint is ref[p]'s: it fires like ref[p]
     n_abs = absent.astype(np.float64)
     rate = fired / n_abs
     n10, n01 = (fired - both).astype(np.float64), (fired[ref] - both).astype(np.float64)

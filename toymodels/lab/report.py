@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..core.planting import barely_represented_counts
+from . import inference
 from .robustness import text_table
 
 
@@ -25,7 +26,8 @@ def format_table(summary: dict) -> str:
              (f"rate = P(x'_j > {ft['tau']:g} | x_j = 0) on the pretraining distribution (Δpp: percentage points; "
               f"rel: mean relative increase); gain = target read-out after / before"),
              ("direction: up/down only when the 95% CI of the mean change (a t interval over the G pretrained models, "
-              "each model's rates on its own inputs) excludes 0; otherwise 'no evidence'"),
+              f"each model's rates on its own inputs) excludes 0 and G >= {inference.MIN_CLUSTERS}; otherwise "
+              "'no evidence'"),
              head, "-" * len(head)]
     for rname, r in ft["by_regime"].items():
         for hname, h in r["harmful"].items():
@@ -39,7 +41,7 @@ def format_table(summary: dict) -> str:
                 f"{'(' + m(pred_after, fmt='{:+.3f}') + ')':>11}  {m(h['per_unit_push'], fmt='{:+.3f}'):>8}  "
                 f"{m(h['rate_before'], 100, '{:.2f}') + '→' + m(h['rate_after'], 100, '{:.2f}'):>13} "
                 f"{m(h['rate_change_pp'], fmt='{:+.2f}'):>6} {m(h['rate_rel_increase_pct'], fmt='{:+.0f}%'):>6}  "
-                f"{_paired_ci(h.get('rate_change_pp_paired')):<22} {(h.get('rate_change_pp_paired') or {}).get('direction', 'n/a')}")
+                f"{_paired_ci(h.get('rate_change_pp_paired')):<22} {_direction(h.get('rate_change_pp_paired'))}")
     corr_lines = []
     for rname, r in ft["by_regime"].items():
         for hname, h in r["harmful"].items():
@@ -67,6 +69,11 @@ def format_table(summary: dict) -> str:
                       "is a t interval over the G pretrained models. The table above is the axis-aligned run of the first optimiser.",
                   text_table(ft, features=feats)]
     return "\n".join(lines)
+
+
+def _direction(p: dict | None) -> str:
+    """The direction a regime's paired test allows (none below ``inference.MIN_CLUSTERS`` models)."""
+    return "n/a" if not p else inference.claim(p)["direction"]
 
 
 def _paired_ci(p: dict | None) -> str:

@@ -4,16 +4,17 @@ Built only from a run's saved ``summary["finetune"]`` (its ``by_group`` section,
 :func:`toymodels.lab.summary.group_summaries` when the run has an optimiser or orientation axis), so the
 table, the figure and the README's claims are regenerated from the same numbers.
 
-One row per (regime, optimiser, orientation class): the axis-aligned fine-tunes, and the fine-tunes
-of the same models with the hidden space rotated by K − 1 random orthogonal matrices. Columns: the
-per-unit push Δpre_j / (α ‖W0_j‖) beside cos θ (what the first-order claim predicts), the angle
-between target and harmful before → after, the change of the toxic output rate [pp] with a 95%
-cluster-bootstrap CI over pretrained models, how many runs went up, the target gain, and the rate
-change at matched gains.
+One row per (starting geometry, regime, optimiser, orientation class): the axis-aligned fine-tunes, and
+the fine-tunes of the same models with the hidden space rotated by K − 1 random orthogonal matrices.
+Columns: the per-unit push Δpre_j / (α ‖W0_j‖) beside cos θ (what the first-order claim predicts), the
+angle between target and harmful before → after, the change of the toxic output rate [pp] with its paired
+95% t interval over the G pretrained models of the cell (:mod:`.inference`), how many distinct runs went
+up, the target gain, and the rate change at matched gains (with G).
 
-A *direction* is ``up`` when the 95% CI of the mean rate change lies above 0, ``down`` when below,
-``flat`` otherwise. A conclusion about a regime *survives* when every optimiser and orientation gives
-the same direction; it *flips* when some go up and others down.
+A *direction* is ``up`` when the interval lies above 0, ``down`` when below, ``no evidence`` otherwise or
+when G < ``inference.MIN_CLUSTERS``. A conclusion about a regime *survives* when every optimiser and
+orientation gives the same direction and that direction is up or down; it *flips* when some go up and
+others down. Cells that only repeat another up to a rotation are left out of the verdicts.
 """
 
 from __future__ import annotations
@@ -80,24 +81,31 @@ def verdicts(rows: list[dict]) -> dict:
         at = {}
         for gain in sel[0]["at_gain"]:
             d = {label(r): r["at_gain"][gain]["direction"] for r in sel if r["at_gain"][gain]["n_reached"] >= 2}
-            at[gain] = {"directions": d, "survives": len(set(d.values())) == 1,
+            at[gain] = {"directions": d, "n_cells": len(sel), "survives": _agreed(d.values()),
                         "flips": {"up", "down"} <= set(d.values())}
         push_ok = [abs(r["per_unit_push"] - r["cos_before"]) < PUSH_TOLERANCE for r in sel
                    if r["per_unit_push"] is not None]
         # the stopping point: the direction that every optimiser and orientation agree on at each matched
         # gain and at the end ("mixed" where they disagree); it flips when both up and down occur
-        by_point = {f"gain {g}": (next(iter(a["directions"].values())) if a["survives"] and a["directions"]
-                                  else "mixed") for g, a in at.items()}
-        by_point["end"] = next(iter(dirs.values())) if len(set(dirs.values())) == 1 else "mixed"
+        # a matched gain that some cells never reached has no agreed direction
+        by_point = {f"gain {g}": (next(iter(a["directions"].values())) if a["survives"]
+                                  and len(a["directions"]) == len(sel) else "mixed") for g, a in at.items()}
+        by_point["end"] = next(iter(dirs.values())) if _agreed(dirs.values()) else "mixed"
         out[reg] = {"regime": sel[0]["regime"], "stratum": sel[0].get("stratum"),
                     "n_clusters": sorted({r["n_clusters"] for r in sel}),
-                    "directions": dirs, "survives": len(set(dirs.values())) == 1,
+                    "directions": dirs, "survives": _agreed(dirs.values()),
                     "flips": {"up", "down"} <= set(dirs.values()), "at_gain": at,
                     "over_stopping": by_point, "flips_with_stopping": {"up", "down"} <= set(by_point.values()),
                     "push_equals_cos": bool(push_ok) and all(push_ok),
                     "push_equals_cos_in": [label(r) for r in sel if r["per_unit_push"] is not None
                                            and abs(r["per_unit_push"] - r["cos_before"]) < PUSH_TOLERANCE]}
     return out
+
+
+def _agreed(directions) -> bool:
+    """Every cell gives the same direction, and it is up or down."""
+    d = set(directions)
+    return len(d) == 1 and d <= {"up", "down"}
 
 
 def _num(v, fmt: str) -> str:
@@ -144,7 +152,7 @@ def markdown_table(ft: dict, harmful: str | None = None, features: dict | None =
                          f"{r['n_up']}/{r['n_distinct']}", _num(r["target_gain"], "{:.2f}")]
         for g in gains:
             a = r["at_gain"][g]
-            cells.append(_ci(a["rate_change_pp"], a["ci"]) + f" ({a['n_reached']}/{a['n']})")
+            cells.append(_ci(a["rate_change_pp"], a["ci"], a["n_clusters"]) + f" ({a['n_reached']}/{a['n']})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -190,7 +198,8 @@ def robustness_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
     sections = [member_section(m) for m in members]
     summary = {"suite": suite["suite"], "members": [s["name"] for s in sections], "sections": sections,
                "direction_rule": "up/down: the 95% t interval over pretrained models (clusters; each model's mean "
-                                 "change, rates on its own 1.2M inputs) lies above/below 0; 'no evidence' otherwise. "
+                                 "change, rates on its own finetune.rate_samples inputs) lies above/below 0, from at "
+                                 f"least {inference.MIN_CLUSTERS} models; 'no evidence' otherwise. "
                                  "Runs identical up to a rotation are counted once; models of different starting "
                                  "geometry are never pooled"}
     md = ["# robustness", ""]

@@ -366,8 +366,10 @@ def regularisation_pretrain_summary(members, suite: dict, run_dir: Path) -> tupl
                          f"{fmt_stat(r['rate_change_pp'].get('task'))} | "
                          f"{fmt_stat(r['target_gain'].get('narrow'), '{:.2f}', ci=False)} |")
     n = members[0].config.meta["seeds"] if members and members[0].config.meta else "?"
+    few = isinstance(n, int) and n < inference.MIN_CLUSTERS
     lines += ["", f"Means over {n} pretrained models per λ (95% bootstrap CIs; the toxic-rate changes: paired t "
-                  f"intervals over those models, G = {n} < 10, so no direction is claimed from them); λ = 0 is each "
+                  f"intervals over those models, G = {n}" + (f" < {inference.MIN_CLUSTERS}, so no direction is claimed "
+                                                              "from them" if few else "") + "); λ = 0 is each "
                   f"member's own unpenalised "
                   f"baseline from the same initialisations. The penalty acts only in pretraining; the fine-tuning "
                   f"(helpful to γ = 2, loss on helpful only) is undefended. Toxic rate = P(x'_toxic > 0.1 | "

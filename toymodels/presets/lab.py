@@ -257,9 +257,9 @@ ROBUSTNESS_OPTIMIZERS = (
 )
 ROBUSTNESS_ORIENTATIONS = 4        # the axis-aligned model and 3 random rotations of its hidden space
 ROBUSTNESS_GAINS = (1.25, 1.5, 2.0, 2.25)
-# the weak start splits seed by seed into "helpful weak" (~70%) and "toxic weak" models, which are never
-# pooled; 16 models give the helpful-weak stratum >= 10 (a stratum below 10 claims no direction)
-WEAK_MODELS = 16
+# the weak start splits seed by seed into "helpful weak" and "toxic weak" models (9 and 7 of seeds 0-15),
+# which are never pooled; a stratum below 10 models claims no direction, so the member has 32
+WEAK_MODELS = 32
 
 
 def robustness_member(name: str, represented: bool, n_inst: int = 10) -> Config:
@@ -282,11 +282,11 @@ def robustness_member(name: str, represented: bool, n_inst: int = 10) -> Config:
 def robustness() -> Suite:
     """Two members: ``robustness-represented`` (analogy-15deg's models, both features represented) and
     ``robustness-weak`` (the earlier setup, in which one of the pair ends at norm ~0.45). Each fine-tunes
-    its 10 (weak: 16) pretrained models under 4 regimes x 5 optimisers x 4 orientations of one
+    its 10 (weak: 32) pretrained models under 4 regimes x 5 optimisers x 4 orientations of one
     compiled sweep, probing every 25 steps so that every run can be read at matched gains. The suite's
     summary gives, per member, starting geometry and regime, whether the toxic-rate change keeps its
     direction (paired t intervals over the models) across every optimiser and orientation, and where it
-    flips. Runtime on 2 cores: about 4 minutes."""
+    flips. Runtime on 2 cores: about 8 minutes."""
     return Suite(
         name="robustness",
         members=(robustness_member("robustness-represented", True), robustness_member("robustness-weak", False, n_inst=WEAK_MODELS)),
