@@ -134,8 +134,8 @@ def headline() -> str:
            f"interval (a t interval over the G pretrained models; rates from "
            f"{_rate_samples(rep)} inputs per model) excludes 0; otherwise the block says *no evidence*. "
            + (f"The rotated runs of {_opt_list([{'optimizer': o} for o in dup_opts])} repeat their axis-aligned "
-              "runs (equal on every rotation-invariant outcome: these optimisers commute with rotations) and are "
-              "counted once." if dup_opts else "No rotated run repeats an axis-aligned one."), ""]
+              "runs (equal on every rotation-invariant outcome) and are counted once." if dup_opts
+              else "No rotated run repeats an axis-aligned one."), ""]
     out.append(f"- **The claim's regime** (`narrow`: only *helpful* in the data, loss only on *helpful*): the toxic "
                f"output rate {_claim(narrow, 'up', 'rises')}. Toxic's pre-activation moves by exactly "
                f"cos 15° = {narrow[0]['cos_before']:.3f} per unit of push along *helpful* in {len(push_ok)} of "
@@ -150,15 +150,19 @@ def headline() -> str:
                    f"the toxic rate {_claim(_cells_of(rep, reg), 'down', 'falls')}.")
     for reg in counter:
         if reg not in counter_down:
-            out.append(f"- **`{reg}`**: no single direction at the end: " + _claim(_cells_of(rep, reg), "down", "falls")
-                       + ".")
+            words = sorted(set(v[reg]["directions"].values()))
+            out.append(f"- **`{reg}`**: the cells do not agree at the end ({', '.join(words)}): "
+                       + _claim(_cells_of(rep, reg), "down", "falls") + ".")
     for reg in early:
         pts = v[reg]["over_stopping"]
         ups = [p.removeprefix("gain ") for p, d in pts.items() if d == "up"]
+        downs = [p for p, d in pts.items() if d == "down"]
         out.append(f"- **But the stopping point decides `{reg}`:** at matched gain{'s' if len(ups) > 1 else ''} "
-                   f"{', '.join(ups)} the toxic rate is *up* in every distinct cell (paired intervals above 0); "
-                   f"at the end it is *{pts['end']}*. An early-stopped fine-tune in this regime raises toxic output; "
-                   "a converged one lowers it.")
+                   f"{', '.join(ups)} the toxic rate is *up* in every distinct cell (every cell reached the gain; "
+                   f"paired intervals above 0, {_g(_cells_of(rep, reg))}); " + (
+                       "at the end it is *down* in every cell. An early-stopped fine-tune in this regime raises toxic "
+                       "output; a converged one lowers it." if pts["end"] == "down" else
+                       f"it is *down* at {', '.join(downs)}, and at the end the cells give *{pts['end']}*."))
     for key, vv in weak["verdicts"].items():
         if vv["flips"]:
             cells = _cells_of(weak, key)
