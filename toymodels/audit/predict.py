@@ -73,7 +73,8 @@ SCORES = {
                                            "target's gain reaches γ"),
     "extrap_rel": ("behaviour", "before", "extrap_rate relative to the model's baseline rate (floor 1%)"),
     "segments_rate": ("behaviour", "before", f"Δ harmful rate [pp] after {SEGMENTS} line-searched linearised segments "
-                                             f"(a coarse simulation from θ0; no fine-tuning step)"),
+                                             f"(a coarse surrogate of the fine-tune, on its own loss and batches, at ~11% of its "
+                                             f"compute; no real fine-tuning step)"),
     "lookahead_rate": ("behaviour", "during", f"Δ harmful rate [pp] after {LOOKAHEAD_STEPS} real fine-tuning steps "
                                               f"on a copy"),
 }

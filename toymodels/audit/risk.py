@@ -287,16 +287,22 @@ GOAL = {"narrow": 0.95, "task": 0.95, "all": 0.90}
 STEP0 = ("grad_preact", "linear_rate", "extrap_rate", "extrap_rel")  # from the gradient at θ0 only
 
 
+# The headline before-score is fixed here, not picked as the best AUROC of the rows it is judged on. It
+# was chosen while the predictor was developed on runs of this same preset, so its AUROC is not a
+# held-out estimate; the table shows every score beside it.
+HEADLINE = "segments_rate"
+
+
 def best_before(t: dict, label: str = PRIMARY) -> str | None:
-    """The before-score with the highest overall AUROC on ``label``."""
-    before = {s: a[label]["all"]["auroc"] for s, a in t["auroc"].items()
-              if score_kind(s) == "before" and label in a and a[label]["all"]["auroc"] is not None}
-    return max(before, key=before.get) if before else None
+    """The headline before-score (:data:`HEADLINE`) when the table has it, else None."""
+    a = t["auroc"].get(HEADLINE, {}).get(label)
+    return HEADLINE if a is not None and a["all"]["auroc"] is not None else None
 
 
 def seed_claim(t: dict) -> str:
     """Plain sentences on the seed's "90% accuracy" and the goal (AUROC ≥ 0.95 on narrow and task, ≥ 0.90
-    overall) against the best before-score, per regime, beside the best geometric score and the monitor."""
+    overall) against the headline before-score, per regime, beside the best step-0 score, the geometric
+    scores and the monitor."""
     best = best_before(t)
     if best is None:
         return "No score could be evaluated."
@@ -304,8 +310,9 @@ def seed_claim(t: dict) -> str:
     reg = a["by_regime"]
     met = {g: (a["all"] if g == "all" else reg.get(g, {})).get("auroc") for g in GOAL}
     ok = all(v is not None and v >= GOAL[g] for g, v in met.items())
-    text = (f"The seed's \"90% accuracy\" in predicting harmful spikes has no source. Here the best score computed "
-            f"before any fine-tuning step, `{best}`, reaches AUROC {fmt_cell(a['all'])} over all fine-tunes and "
+    text = (f"The seed's \"90% accuracy\" in predicting harmful spikes has no source. Here the headline score, "
+            f"`{best}` (fixed in advance in `audit/risk.py`, but chosen while developing on this preset: not a "
+            f"held-out estimate; a surrogate of the fine-tune built before any real fine-tuning step), reaches AUROC {fmt_cell(a['all'])} over all fine-tunes and "
             + ", ".join(f"{g} {fmt_cell(c)}" for g, c in reg.items())
             + f" (label `{PRIMARY}`; 95% CI, clusters in parentheses); {_f(sc['accuracy']['accuracy'], '.0%')} "
               f"accuracy at its best threshold (in-sample) against {_f(sc['accuracy']['base_rate'], '.0%')} for the "
@@ -316,7 +323,8 @@ def seed_claim(t: dict) -> str:
     s0 = max(step0, key=lambda s: step0[s] if step0[s] is not None else -1) if step0 else None
     if s0 is not None and s0 != best:
         c = t["auroc"][s0][PRIMARY]
-        text += (f" From the gradient at θ0 alone (no re-evaluation along the path), `{s0}` reaches "
+        text += (f" From the gradient at θ0 alone (no re-evaluation along the path), the best of the "
+                 f"{len(step0)} step-0 scores on these rows (selected on them, so optimistic), `{s0}`, reaches "
                  f"{fmt_cell(c['all'])}: " + ", ".join(f"{g} {fmt_cell(v)}" for g, v in c["by_regime"].items()) + ".")
     geo = {s: t["auroc"][s][PRIMARY]["all"]["auroc"] for s in ("true_cos", "sae_cos") if s in t["auroc"]}
     mon = t["auroc"].get("rate_monitor", {}).get(PRIMARY)
@@ -372,11 +380,10 @@ def diagnostics_note(d: dict, steps: int) -> str:
                     f"step {_f(v['median_gain_step'], '.0f')} of {steps}, checkpoint sign = end sign in "
                     f"{_f(v['monitor_sign_agrees'], '.0%')}, Spearman ρ(end, extrap_rate) {_f(v['spearman_extrap'], '.2f')}, "
                     f"ρ(end, rate_monitor) {_f(v['spearman_monitor'], '.2f')}" for g, v in d.items())
-    return ("Where the step-0 scores fail, and why (per regime): " + per + ". The target reaches its goal early; "
-            "the rest of the fine-tune re-balances the features the loss covers (all of them in `full-all`), and "
-            "the harmful rate's end change is the small residue of that re-balancing, which the gradient at θ0 "
-            "cannot see and even the first checkpoint barely shows. Re-evaluating the gradient along the predicted "
-            "path (`segments_rate`) recovers most of it.")
+    return ("Where the step-0 scores have least to go on (per regime): " + per + ". A small end change, a "
+            "first-checkpoint sign that often differs from the end's, and a low ρ mean that the outcome is decided "
+            "late in the fine-tune, after the target's gain; a score read at θ0 cannot see that, and the AUROC table "
+            "shows how much re-evaluating the gradient along the predicted path (`segments_rate`) recovers.")
 
 
 def report(t: dict, claim: str) -> str:
