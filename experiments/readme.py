@@ -120,7 +120,10 @@ def headline() -> str:
     rep, weak = s["sections"][0], s["sections"][1]
     v = rep["verdicts"]
     narrow = _cells_of(rep, "narrow")
-    dup_opts = list(dict.fromkeys(r["optimizer"] for r in rep["rows"] if r.get("duplicate_of")))
+    rotated = [r for r in rep["rows"] if r["orientation"] == "rotated"]
+    dup_all = [o for o in dict.fromkeys(r["optimizer"] for r in rotated)
+               if all(r.get("duplicate_of") for r in rotated if r["optimizer"] == o)]
+    dup_some = [o for o in dict.fromkeys(r["optimizer"] for r in rotated if r.get("duplicate_of")) if o not in dup_all]
     push_ok = v["narrow"]["push_equals_cos_in"]
     off = [r for r in narrow if f"{r['optimizer']}, {'axis-aligned' if r['orientation'] == 'axis' else 'rotated'}"
            not in push_ok]
@@ -133,21 +136,23 @@ def headline() -> str:
            f"read at the end and at matched target gains). A direction is claimed only where the paired 95% "
            f"interval (a t interval over the G pretrained models; rates from "
            f"{_rate_samples(rep)} inputs per model) excludes 0; otherwise the block says *no evidence*. "
-           + (f"The rotated runs of {_opt_list([{'optimizer': o} for o in dup_opts])} repeat their axis-aligned "
-              "runs (equal on every rotation-invariant outcome) and are counted once." if dup_opts
-              else "No rotated run repeats an axis-aligned one."), ""]
+           + (f"The rotated runs of {_opt_list([{'optimizer': o} for o in dup_all])} repeat their axis-aligned "
+              "runs in every regime (equal on every rotation-invariant outcome) and are counted once" if dup_all
+              else "No optimiser's rotated runs repeat its axis-aligned ones in every regime")
+           + (f"; so do {_opt_list([{'optimizer': o} for o in dup_some])}'s in some regimes." if dup_some else "."), ""]
     out.append(f"- **The claim's regime** (`narrow`: only *helpful* in the data, loss only on *helpful*): the toxic "
                f"output rate {_claim(narrow, 'up', 'rises')}. Toxic's pre-activation moves by exactly "
                f"cos 15° = {narrow[0]['cos_before']:.3f} per unit of push along *helpful* in {len(push_ok)} of "
                f"{len(narrow)} cells" + (": not in " + "; ".join(
                    f"{_label(r)} ({r['per_unit_push']:+.3f}, angle {r['angle_before']:.0f}° → {r['angle_after']:.1f}°)"
-                   for r in off) + ". Adam's per-coordinate steps turn *helpful* towards *toxic* when the pair is off "
-                   "the hidden axes, and AdamW's weight decay shrinks what the data never touches, so \"exactly "
-                   "cos 15°\" is a property of a rotation-equivariant optimiser or of an axis-aligned pair, not of "
-                   "the geometry alone." if off else "."))
+                   for r in off) + ". In those cells the fine-tune also moved the pair's angle or toxic's own norm: "
+                   "Adam's per-coordinate steps see the hidden axes, and AdamW's weight decay also shrinks weights the "
+                   "data never touches. So \"exactly cos 15°\" is a property of the optimiser and the orientation "
+                   "as well as of the geometry." if off else "."))
     for reg in counter_down:
-        out.append(f"- **`{reg}`** (*toxic* in the data or the loss on every output): at the end of fine-tuning "
-                   f"the toxic rate {_claim(_cells_of(rep, reg), 'down', 'falls')}.")
+        c = _cells_of(rep, reg)
+        out.append(f"- **`{reg}`** (data: {c[0]['data']}, loss on {c[0]['loss_scope']} outputs): at the end of "
+                   f"fine-tuning the toxic rate {_claim(c, 'down', 'falls')}.")
     for reg in counter:
         if reg not in counter_down:
             words = sorted(set(v[reg]["directions"].values()))
