@@ -1,6 +1,7 @@
 """Run configuration: frozen dataclasses, validated on construction, loaded from TOML or presets.
 
-* :mod:`.schema`: the sections (``[data]``, ``[model]``, ``[train]``, ``[features]``, ``[finetune]``);
+* :mod:`.schema`: the sections (``[data]``, ``[train]``, ``[features]``, ``[finetune]``);
+* :mod:`.model`: ``[model]``, the model kinds and their fields;
 * :mod:`.run`: :class:`Config`, the whole run, with the checks across sections;
 * :mod:`.serde`: to and from JSON-able dicts, TOML values and ``key=value`` overrides;
 * :mod:`.checks`: the one-line validation helpers.
@@ -21,8 +22,6 @@ from .schema import (
     FT_SCOPES,
     FT_TRAINABLE,
     GEOMETRIES,
-    INITS,
-    MODEL_KINDS,
     OPTIMIZERS,
     RNGS,
     SCHEDULES,
@@ -31,12 +30,12 @@ from .schema import (
     DataConfig,
     FeaturesConfig,
     FineTuneConfig,
-    ModelConfig,
     OptimizerConfig,
     OptimizerFields,
     RegimeConfig,
     TrainConfig,
 )
+from .model import INITS, MODEL_KINDS, ModelConfig
 from .serde import parse_override, set_dotted, to_jsonable
 
 __all__ = [

@@ -21,7 +21,8 @@ from ..directions import planted_directions
 from ..errors import ConfigError
 from .checks import array_spec, check, check_int, check_name, freeze, listy
 from .sae import AuditConfig, SAEConfig
-from .schema import MAX_BATCH, DataConfig, FeaturesConfig, FineTuneConfig, ModelConfig, TrainConfig
+from .model import ROTATION_INVARIANT_KINDS, ModelConfig
+from .schema import MAX_BATCH, DataConfig, FeaturesConfig, FineTuneConfig, TrainConfig
 from .serde import MAX_DEPTH, build, optional_section, set_dotted, to_jsonable, too_deep
 from .unused import check_finetune, check_optimizer_fields
 
@@ -161,8 +162,8 @@ class Config:
             check(ft.lora_rank <= top, "finetune.lora_rank", ft.lora_rank,
                    f"must be <= min(d_hidden, n_features) = {top}")
         if ft.orientations > 1:
-            check(self.model.kind in ("relu_output", "linear"), "finetune.orientations", ft.orientations,
-                   f"rotating the hidden space leaves only relu_output and linear models unchanged; "
+            check(self.model.kind in ROTATION_INVARIANT_KINDS, "finetune.orientations", ft.orientations,
+                   f"rotating the hidden space leaves only {', '.join(ROTATION_INVARIANT_KINDS)} models unchanged; "
                    f"model.kind={self.model.kind!r} has a privileged hidden basis")
         for r in ft.regimes:  # these act on the full W and b_final, which LoRA freezes
             check(not (ft.trainable == "lora" and r.defence in ("freeze_harmful", "grad_projection")),

@@ -41,7 +41,6 @@ from .structure import check_structure
 # A batch core draws in one piece (an evaluation batch, a chunk of one) obeys data.batch_size's limit.
 MAX_BATCH = 1_000_000
 
-MODEL_KINDS = ("relu_output", "linear", "relu_hidden", "abs_computation")
 TASKS = ("reconstruct", "abs")
 SCHEDULES = ("constant", "linear", "cosine")
 # sgd: plain SGD; momentum: SGD with heavy-ball momentum (optax.sgd(momentum=...)); adam, adamw; novograd:
@@ -50,7 +49,6 @@ SCHEDULES = ("constant", "linear", "cosine")
 OPTIMIZERS = ("adamw", "adam", "sgd", "momentum", "novograd")
 DECAYING_OPTIMIZERS = ("adamw", "novograd")  # the optimisers that use weight_decay
 RNGS = ("hash", "threefry")
-INITS = ("xavier_normal", "notebook")
 GEOMETRIES = ("free", "planted", "pinned")
 BASES = ("axes", "random")
 FT_OBJECTIVES = ("amplify", "importance")
@@ -108,26 +106,6 @@ class DataConfig:
             check(ok, f"data.{name}", list(sizes) if isinstance(sizes, tuple) else sizes,
                    "must be a list of set sizes, each an integer >= 2")
         check_structure(self)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Which toy model, and its sizes.
-
-    * ``relu_output``  x' = ReLU(WᵀW x + b_final)          (TMS §Demonstrating Superposition)
-    * ``linear``       x' = WᵀW x + b_final
-    * ``relu_hidden``  x' = ReLU(Wᵀ ReLU(W x) + b_final)   (TMS §Privileged Basis)
-    * ``abs_computation`` y' = ReLU(W_out ReLU(W x) + b_final), untied (§Computation in Superposition)
-    """
-
-    kind: Literal["relu_output", "linear", "relu_hidden", "abs_computation"] = "relu_output"
-    d_hidden: int = 2
-    init: Literal["xavier_normal", "notebook"] = "xavier_normal"
-
-    def __post_init__(self):
-        check_choice("model.kind", self.kind, MODEL_KINDS)
-        check_int("model.d_hidden", self.d_hidden, 1, 100_000)
-        check_choice("model.init", self.init, INITS)
 
 
 @dataclass(frozen=True)

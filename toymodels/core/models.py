@@ -11,8 +11,21 @@ geometry metrics and the saved ``weights.npz`` read the same names, and ``hidden
 ``abs_computation`` y' = ReLU(W_out ReLU(W x) + b_final), untied     TMS §Computation in Superposition
 =================  ================================================  =============================
 
-A new model (deeper, mixture-of-experts, ...) is a module with the same three members, added to
-``MODELS``; the engine does not change.
+Beyond one layer, in their own modules and registered here: ``deep`` (:mod:`.deep`), ``residual_mlp``
+(:mod:`.residual`) and ``moe`` (:mod:`.moe`). A new model is a module with the same members, added to
+``MODELS``; the engine does not change. The members every model has, and what the lab reads:
+
+* ``W`` (d_hidden, n_features): the directions of the features where the named ones are planted (the
+  planted layer of a deep stack, expert 0 of a mixture); ``b_final`` (n_features,): the output bias;
+* ``hidden(x)`` (batch, d_hidden): the activations at ``W``'s layer;
+* ``__call__(x)`` and, optionally, ``forward_t(xt)``: the output;
+* optionally ``preact(x)`` (batch, n_features): the output layer's input before its ReLU (the lab's
+  pre-activation; without it, ``hidden(x) @ W + b_final``), and ``layer_preacts(x)`` (L, batch, n): the
+  same at every layer, for the per-layer records;
+* optionally ``n_layers`` and ``hidden_at(x, layer)`` (batch, d_hidden): the hidden activations of layer
+  1..n_layers (what ``toymodels audit --layer`` reads); a model without them has one layer, ``hidden``;
+* optionally ``HIDDEN_LEAVES``: the leaves whose second-to-last axis is a hidden space that a rotation
+  of the hidden space turns (default ``("W",)``).
 
 Each model also has ``forward_t(xt)``: the same map on a *feature-major* batch, xt = xᵀ of shape
 (n_features, batch), returning x'ᵀ. The training engine uses it when present. On CPU the contractions
@@ -127,16 +140,39 @@ MODELS = {
 }
 
 
+def _register_families():
+    """The families beyond one layer live in their own modules (each imports nothing from here)."""
+    from .deep import DeepTMS
+
+    MODELS.update(deep=DeepTMS)
+
+
+_register_families()
+
+
+def hidden_leaves(kind: str) -> tuple[str, ...]:
+    """The parameter leaves of ``kind`` that a rotation of the hidden space turns (``HIDDEN_LEAVES``)."""
+    return getattr(MODELS[kind], "HIDDEN_LEAVES", ("W",))
+
+
+def build(model_cfg, n_features: int, *, std: float, rngs: nnx.Rngs) -> nnx.Module:
+    """One instance of ``model_cfg.kind``. The single-layer kinds take (n_features, d_hidden); the
+    families take their own fields from ``model_cfg`` through their ``from_config``."""
+    cls = MODELS[model_cfg.kind]
+    if hasattr(cls, "from_config"):
+        return cls.from_config(model_cfg, n_features, std=std, rngs=rngs)
+    return cls(n_features, model_cfg.d_hidden, std=std, rngs=rngs)
+
+
 def init_instances(model_cfg, n_features: int, n_inst: int, key: jax.Array):
     """Build ``n_inst`` independent models. Returns ``(graphdef, params)`` where every leaf of the
     ``params`` state has a leading instance axis. Instance i is initialised from ``fold_in(key, i)``,
     so it does not depend on how many other instances there are."""
-    cls = MODELS[model_cfg.kind]
     std = init_std(model_cfg.init, n_features, model_cfg.d_hidden, n_inst)
 
     def one(k):
-        return nnx.split(cls(n_features, model_cfg.d_hidden, std=std, rngs=nnx.Rngs(params=k)))[1]
+        return nnx.split(build(model_cfg, n_features, std=std, rngs=nnx.Rngs(params=k)))[1]
 
-    graphdef = nnx.split(cls(n_features, model_cfg.d_hidden, std=std, rngs=nnx.Rngs(params=0)))[0]
+    graphdef = nnx.split(build(model_cfg, n_features, std=std, rngs=nnx.Rngs(params=0)))[0]
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_inst))
     return graphdef, jax.vmap(one)(keys)

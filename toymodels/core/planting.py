@@ -172,10 +172,13 @@ def geometry_summary(cfg: Config, W: np.ndarray) -> dict:
     return out
 
 
-def rotate_hidden(params, O):
-    """The same model with its hidden space rotated: W → O W for every instance; O (n_inst, d, d).
-    Other leaves (b_final) are unchanged. For ``relu_output`` and ``linear`` the function is the same."""
+def rotate_hidden(params, O, leaves=("W",)):
+    """The same model with its hidden space rotated: A → O A for every instance and every leaf A in
+    ``leaves`` (the model's ``HIDDEN_LEAVES``: those whose second-to-last axis is the hidden space);
+    O (n_inst, d, d). Other leaves (the biases) are unchanged. For ``relu_output``, ``linear`` and the
+    stacks of them (``deep``) the function is the same."""
     new = nnx.State(dict(params))
-    W = params["W"][...]
-    new["W"] = params["W"].replace(jnp.einsum("iab,ibn->ian", jnp.asarray(O, W.dtype), W))
+    for name in leaves:
+        A = params[name][...]
+        new[name] = params[name].replace(jnp.einsum("iab,i...bn->i...an", jnp.asarray(O, A.dtype), A))
     return new

@@ -23,6 +23,7 @@ from ..config import Config
 from ..core import data as tdata
 from ..core.engine import Objective, Stop, TrainState, fit, init_state
 from ..core.optim import set_optimizer_choice
+from ..core.models import hidden_leaves
 from ..core.planting import rotate_hidden
 from ..errors import TrainingDiverged
 from .hooks import NO_HOOKS, FineTuneHooks
@@ -79,7 +80,7 @@ def prepare(cfg: Config, graphdef, pre_params, hooks: FineTuneHooks = NO_HOOKS) 
     base = jax.tree.map(lambda a: a[jnp.asarray(plan.pretrain_index)], pre_params)
     if plan.n_orientations > 1:  # the orientation axis: the same models, hidden space rotated by O_o
         O = orientation_matrices(cfg)[plan.orientation_index]
-        base = rotate_hidden(base, O)
+        base = rotate_hidden(base, O, hidden_leaves(cfg.model.kind))
     root = jax.random.fold_in(jax.random.key(cfg.seed), FT_SEED_OFFSET)
     k_data, k_lora = jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)
     inst = {k: jnp.asarray(v) for k, v in arrays.items()}

@@ -22,8 +22,11 @@ from .plan import PROBE_SEED_OFFSET, Plan
 
 # --- the probe ----------------------------------------------------------------------------------------
 def preactivation(model, x):
-    """The output layer's input before the final ReLU: hidden(x) @ readout + b_final (batch, n);
-    readout is W for tied models and W_outᵀ for ``abs_computation``."""
+    """The output layer's input before the final ReLU (batch, n): the model's ``preact`` when it has one
+    (the families of :mod:`toymodels.core.models`), else hidden(x) @ readout + b_final, readout W for
+    tied models and W_outᵀ for ``abs_computation``."""
+    if hasattr(model, "preact"):
+        return model.preact(x)
     readout = model.W_out[...].T if hasattr(model, "W_out") else model.W[...]
     return model.hidden(x) @ readout + model.b_final[...]
 

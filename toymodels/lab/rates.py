@@ -35,6 +35,7 @@ from flax import nnx
 
 from ..config import Config
 from ..core import data as tdata
+from .probe import preactivation
 
 RATE_SEED_OFFSET = 400   # fold_in(seed key, ·) of the rate inputs; model i's: fold_in(that, i)
 CHUNK = 1 << 14          # inputs per chunk
@@ -67,9 +68,7 @@ def _counter(graphdef, cfg: Config, harmful: np.ndarray, chunks: int):
             return pre + states["b_final"][...][:, harm][None]
 
         def one(state):
-            model = nnx.merge(graphdef, state)
-            readout = model.W_out[...].T if hasattr(model, "W_out") else model.W[...]
-            return model.hidden(x) @ readout[:, harm] + model.b_final[...][harm]
+            return preactivation(nnx.merge(graphdef, state), x)[:, harm]
         return jnp.moveaxis(jax.vmap(one)(states), 0, 1)
 
     def count(states, ref_state, key, p):
