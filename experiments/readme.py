@@ -349,6 +349,40 @@ def defence_verdicts() -> str:
     return "\n".join(out)
 
 
+def depth() -> str:
+    """The deep suite: per plant layer the toxic-rate change (paired CIs, G), where the harmful
+    pre-activation moves, and the verdict on 'spill-over is worse in later layers' (toymodels.lab.depth)."""
+    from toymodels.lab import depth as lab_depth
+
+    s = _load("deep")
+    if s is None:
+        return "_(run `toymodels run deep` to fill this in)_"
+    sec = s["sections"]
+    G = sorted({r["n_clusters"] for x in sec for r in x["rows"] if not r["duplicate_of"]})
+    verdict = "; ".join(f"{p}: **{v['overall']}** (" + ", ".join(f"`{r}` {x}" for r, x in v["per_regime"].items())
+                        + ")" for p, v in s["later_layers"].items())
+    where = []
+    for x in sec:
+        shares: dict[int, list[float]] = {}
+        for groups in x["by_layer"].values():
+            for p in groups.get(x["harmful"], []):
+                shares.setdefault(p["layer"], []).append(p["argmax_share"])
+        top = max(shares, key=lambda k: sum(shares[k])) if shares else None
+        if top is not None:
+            where.append(f"pair at layer {x['plant_layer']}: layer {top} "
+                         f"({sum(shares[top]) / len(shares[top]):.0%} of fine-tunes, averaged over cells)")
+    return "\n".join([
+        f"From `results/deep` ({s['n_layers']}-layer stacks of the 15° analogy, the pair planted at layer "
+        f"{', '.join(map(str, s['plant_layers']))}; optimisers {', '.join(sec[0]['optimizers'])}; "
+        f"{sec[0]['orientations']} orientations; G = {', '.join(map(str, G))} pretrained models per cell; models whose "
+        "pair ended barely represented form their own stratum). *Later layers spill over more* (deepest minus "
+        f"shallowest plant layer, paired by model index) — {verdict}.", "",
+        "**Where it goes** (the layer whose harmful pre-activation on the target input changed most): "
+        + "; ".join(where) + ".", "",
+        lab_depth.comparison_table(s), "", "<details><summary>per plant layer and cell</summary>", "",
+        lab_depth.layer_table(s), "", "</details>", "", _fig("deep", "depth_summary.png", width=640)])
+
+
 def _vs_pp(p: dict) -> str:
     if not p.get("ci95"):
         return "n/a"
@@ -498,7 +532,7 @@ def drift() -> str:
 
 
 BLOCKS = {"defence-verdicts": defence_verdicts, "drift": drift, "main-result": main_result, "headline": headline, "robustness": robustness_section, "gallery": lambda: (ROOT / "figures" / "GALLERY.md").read_text().strip(),
-          "lab": lab, "defences": defences, "audit": audit}
+          "lab": lab, "defences": defences, "audit": audit, "depth": depth}
 
 
 def pages() -> list[Path]:

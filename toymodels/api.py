@@ -49,7 +49,7 @@ def pretrain(cfg: Config, **kwargs):
     if cfg.features is not None:
         import numpy as np
 
-        warn_barely_represented(geometry_summary(cfg, np.asarray(params["W"][...])))
+        warn_barely_represented(geometry_summary(cfg, np.asarray(params["W"][...]), graphdef, params))
     return graphdef, params, info
 
 

@@ -236,7 +236,7 @@ def _run(cfg: Config, run_dir: str | Path, *, progress: bool, echo: Callable[[st
     if source is not None:
         summary["pretrained_from"] = str(source.path)
     if cfg.features is not None:
-        summary["features"] = geometry_summary(cfg, weights["W"])
+        summary["features"] = geometry_summary(cfg, weights["W"], graphdef, params)
         warn_barely_represented(summary["features"])
     stage = None
     if cfg.sae is not None:  # SAEs on the pretrained activations, and the audit (toymodels.audit)
@@ -275,6 +275,10 @@ def warn_barely_represented(features: dict) -> list[str]:
     msgs = []
     per_inst = features.get("barely_represented") or []
     names, norms = features["names"], np.asarray(features["norms"])
+    by_readout = "own_readouts" in features  # models with layers (core.planting.geometry_summary)
+    values = np.asarray(features["own_readouts"]) if by_readout else norms
+    what, bound = ("own read-out", features["represented_norm"] ** 2) if by_readout else \
+        ("norm", features["represented_norm"])
     for k, name in enumerate(names):
         where = [i for i, weak in enumerate(per_inst) if name in weak]
         if not where:
@@ -282,8 +286,8 @@ def warn_barely_represented(features: dict) -> list[str]:
         role = "harmful " if name in features.get("harmful", []) else ""
         w = RepresentationWarning(
             "features.names", name,
-            f"the {role}feature ended pretraining barely represented (norm {_span(norms[where, k])} < "
-            f"{features['represented_norm']:g}) in {len(where)} of {len(per_inst)} models (instances "
+            f"the {role}feature ended pretraining barely represented ({what} {_span(values[where, k])} < "
+            f"{bound:g}) in {len(where)} of {len(per_inst)} models (instances "
             f"{_ids(where)}); its rates, gains and spill-over describe a feature the model hardly carries, so a "
             f"0.00 -> 0.00 is no evidence of no spill-over (summary.json: features.barely_represented)")
         warnings.warn(w, stacklevel=2)

@@ -30,7 +30,7 @@ from flax import nnx
 
 from ..config import Config, ConfigError, feature_names
 from ..directions import pairwise_angles_deg, planted_directions, planted_norms, random_rotations
-from .models import init_instances
+from .models import MODELS, init_instances
 from .optim import optimizer
 
 BASIS_SEED_OFFSET = 400  # numpy seed (cfg.seed, ·) of features.basis = "random"
@@ -148,10 +148,25 @@ def barely_represented_counts(per_instance) -> dict[str, tuple[int, int]]:
     return {n: (sum(n in weak for weak in per_instance), len(per_instance)) for n in names}
 
 
-def geometry_summary(cfg: Config, W: np.ndarray) -> dict:
+def own_readouts(graphdef, params, k: int, n_features: int) -> np.ndarray:
+    """(n_inst, k): each named feature's own end-to-end read-out x'_j(e_j) − x'_j(0), the part of its output
+    on a unit input that is not the bias alone. For a one-layer tied model it is ‖W_j‖² when b_j >= 0; the
+    deep families use it instead of the norm, since a layer's norm there says little (the next layers can
+    rescale anything)."""
+    E = jnp.eye(n_features)[:k]
+
+    def one(state):
+        m = nnx.merge(graphdef, state)
+        return jnp.diagonal(m(E)[:, :k]) - m(jnp.zeros((1, n_features)))[0, :k]
+
+    return np.asarray(jax.vmap(one)(params), np.float64)
+
+
+def geometry_summary(cfg: Config, W: np.ndarray, graphdef=None, params=None) -> dict:
     """The named features' measured geometry for ``summary.json``: norms, pairwise cosines and angles
     (degrees) per instance, the requested cosines when the geometry was planted, and per instance the
-    features that ended barely represented (norm < ``REPRESENTED_NORM``)."""
+    features that ended barely represented: norm < ``REPRESENTED_NORM``, or, for models with layers
+    (given ``graphdef`` and ``params``), own read-out (:func:`own_readouts`) < ``REPRESENTED_NORM``²."""
     k = len(cfg.features.names)
     Wk = np.asarray(W, np.float64)[:, :, :k]
     U = Wk / np.maximum(np.linalg.norm(Wk, axis=1, keepdims=True), 1e-300)
@@ -168,7 +183,13 @@ def geometry_summary(cfg: Config, W: np.ndarray) -> dict:
         out["requested_cosines"] = np.einsum("imk,iml->ikl", D, D)
         out["max_cosine_error"] = float(np.abs(out["cosines"] - out["requested_cosines"]).max())
     out["represented_norm"] = REPRESENTED_NORM
-    out["barely_represented"] = barely_represented(out["names"], out["norms"])
+    if graphdef is not None and hasattr(MODELS[cfg.model.kind], "layer_preacts"):
+        out["own_readouts"] = own_readouts(graphdef, params, k, cfg.data.n_features)
+        out["represented_by"] = f"own read-out x'_j(e_j) - x'_j(0) >= {REPRESENTED_NORM ** 2:g}"
+        out["barely_represented"] = barely_represented(out["names"], np.sqrt(np.maximum(out["own_readouts"], 0)))
+    else:
+        out["represented_by"] = f"norm ||W_j|| >= {REPRESENTED_NORM:g}"
+        out["barely_represented"] = barely_represented(out["names"], out["norms"])
     return out
 
 

@@ -30,6 +30,7 @@ from .hooks import NO_HOOKS, FineTuneHooks
 from .objective import finetune_objective, target_readout
 from .plan import FT_SEED_OFFSET, Plan, make_plan, orientation_matrices, regime_arrays
 from .probe import make_probe
+from . import layers as lab_layers
 from . import rates as lab_rates
 from .progress import gain_stop
 from .trainable import column_mask, finetune_optimizer, full_state, init_lora, set_element_mask
@@ -47,6 +48,7 @@ class FineTuneResult:
     evaluation: dict | None = None   # the hooks' evaluate(), e.g. the defences' capability numbers
     stopped_at: np.ndarray | None = None  # (n_ft,) step at which finetune.stop_gain stopped it, −1: never
     rates: dict | None = None        # :func:`.rates.for_probes`: the reported rates, from rate_samples inputs
+    layers: dict | None = None       # :func:`.layers.measure`: per-layer pre-activations and their prediction
 
 
 @dataclass
@@ -183,7 +185,8 @@ def finetune(cfg: Config, graphdef, pre_params, *, on_log=None, on_probe=None, p
     result = FineTuneResult(plan=plan, pretrained=base, finetuned=finetuned, probes=probes,
                             trajectory=trajectory, seconds=seconds,
                             stopped_at=None if state.stopped_at is None else np.asarray(state.stopped_at),
-                            rates=lab_rates.for_probes(cfg, graphdef, plan, probes, jax.tree.structure(finetuned)))
+                            rates=lab_rates.for_probes(cfg, graphdef, plan, probes, jax.tree.structure(finetuned)),
+                            layers=lab_layers.measure(cfg, graphdef, plan, base, finetuned))
     evaluation = hooks.evaluate(graphdef, pre_params, result)
     if evaluation is not None:
         result = dataclasses.replace(result, evaluation=evaluation)

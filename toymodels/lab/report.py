@@ -21,8 +21,9 @@ def format_table(summary: dict) -> str:
             f"{'(1st-order)':>11}  {'per-unit':>8}  {'rate% b→a':>13} {'Δpp':>6} {'rel':>6}  {'95% CI (G models)':<22} {'direction':<11}")
     lines = [(f"fine-tuning '{ft['target']}' ({ft['objective']}, trainable={ft['trainable']}, {ft['steps']} steps). "
               f"harmful feature j, means over instances:"),
-             ("pre-act = j's pre-activation on the unit target input; 1st-order = pre0 + <W0_j, dW_t>; "
-              "per-unit = d(pre-act) / (push along target x |W0_j|)"),
+             ("pre-act = j's output pre-activation on the unit target input; 1st-order = pre0 + "
+              + ("the composed prediction (a JVP through every layer); " if ft.get("by_layer") else "<W0_j, dW_t>; ")
+              + "per-unit = d(pre-act) / (push along target x |W0_j|)"),
              (f"rate = P(x'_j > {ft['tau']:g} | x_j = 0) on the pretraining distribution (Δpp: percentage points; "
               f"rel: mean relative increase); gain = target read-out after / before"),
              ("direction: up/down only when the 95% CI of the mean change (a t interval over the G pretrained models, "
@@ -57,10 +58,15 @@ def format_table(summary: dict) -> str:
     feats = summary.get("features")
     if feats is not None:  # a gain is only meaningful from a represented start (norm >= 0.5)
         names_ = feats["names"]
-        norms = " ".join("(" + ", ".join(f"{v:.2f}" for v in row) + ")" for row in feats["norms"])
-        lines += ["", f"pretrained norms ({', '.join(names_)}) per model: {norms}"]
+        readout = "own_readouts" in feats  # models with layers: the end-to-end read-out decides (core.planting)
+        what = "own read-outs x'_j(e_j) - x'_j(0)" if readout else "norms"
+        rows = feats["own_readouts"] if readout else feats["norms"]
+        vals = " ".join("(" + ", ".join(f"{v:.2f}" for v in row) + ")" for row in rows)
+        lines += ["", f"pretrained {what} ({', '.join(names_)}) per model: {vals}"]
+        bound = (f"own read-out < {feats.get('represented_norm', 0.5) ** 2:g}" if readout
+                 else f"norm < {feats.get('represented_norm', 0.5):g}")
         for name, (k, n) in weak.items():
-            lines.append(f"! {name} ended pretraining barely represented (norm < {feats.get('represented_norm', 0.5):g}) "
+            lines.append(f"! {name} ended pretraining barely represented ({bound}) "
                          f"in {k} of {n} models: its row describes a feature the model hardly carries")
     if ft.get("by_group"):
         K = ft.get("orientations", 1)

@@ -17,6 +17,7 @@ import numpy as np
 from .. import stats
 from ..config import Config
 from ..directions import pairwise_angles_deg
+from . import layers as lab_layers
 from . import metrics as amp
 from .finetune import FineTuneResult
 from .hooks import NO_HOOKS, FineTuneHooks
@@ -96,6 +97,16 @@ def instance_summaries(cfg: Config, result: FineTuneResult) -> list[dict]:
             }
             if cfg.finetune.matched_gains:
                 entry["harmful"][name]["at_gain"] = _at_gains(result.probes, k, h, cfg.finetune.matched_gains, R)
+        if result.layers is not None:  # per-layer records of a deep model (lab.layers)
+            entry["layers"] = {name: lab_layers.instance_record(result.layers, k, h)
+                               for h, name in enumerate(harmful_names)}
+            for name, rec in entry["layers"].items():
+                # the output's first-order prediction through every layer (the JVP), not the one-layer
+                # ⟨W0_j, ΔW_t⟩ of the planted layer alone
+                fo = entry["harmful"][name]["first_order"]
+                fo["predicted"] = rec["predicted"][-1]
+                fo["rel_error"] = float(amp.relative_error(fo["measured"], fo["predicted"]))
+                fo["prediction"] = "composed (JVP through every layer)"
         if result.stopped_at is not None:
             entry["stopped_at"] = int(result.stopped_at[k]) if result.stopped_at[k] >= 0 else None
         out.append(entry)
@@ -280,9 +291,12 @@ def summarize(cfg: Config, result: FineTuneResult, hooks: FineTuneHooks = NO_HOO
         "by_regime": regime_summaries(instances, plan),
         **({"by_group": group_summaries(instances, plan, result.probes, max(ft.matched_gains, default=None))}
            if plan.n_orientations > 1 or len(plan.optimizer_names) > 1 else {}),
+        **({"by_layer": lab_layers.by_layer(instances, plan, lambda e: group_key(
+            e["regime"], e["optimizer"], "axis" if e["orientation"] == 0 else "rotated"))}
+           if result.layers is not None else {}),
         "instances": instances,
     }
-    assert tuple(k for k in out if k != "by_group") == SUMMARY_KEYS, "the summary layout is SUMMARY_KEYS"
+    assert tuple(k for k in out if k not in ("by_group", "by_layer")) == SUMMARY_KEYS, "the summary layout is SUMMARY_KEYS"
     if result.evaluation is not None:
         out |= hooks.summary_section(out, result.evaluation)
     return out
