@@ -362,11 +362,12 @@ def depth() -> str:
     verdict = "; ".join(f"{p}: **{v['overall']}** (" + ", ".join(f"`{r}` {x}" for r, x in v["per_regime"].items())
                         + ")" for p, v in s["later_layers"].items())
     where = []
-    for x in sec:
+    for x in sec:  # the represented stratum's distinct cells
         shares: dict[int, list[float]] = {}
-        for groups in x["by_layer"].values():
-            for p in groups.get(x["harmful"], []):
-                shares.setdefault(p["layer"], []).append(p["argmax_share"])
+        for r in x["rows"]:
+            if r["stratum"] == "both represented" and not r["duplicate_of"]:
+                for p in r["layers"]:
+                    shares.setdefault(p["layer"], []).append(p["argmax_share"])
         top = max(shares, key=lambda k: sum(shares[k])) if shares else None
         if top is not None:
             where.append(f"pair at layer {x['plant_layer']}: layer {top} "

@@ -189,3 +189,26 @@ def test_deeper_minus_shallower_pairs_models_by_index(monkeypatch):
     assert end["n_clusters"] == 11                      # model 3's pair is barely represented in one run: out
     assert end["mean"] == pytest.approx(0.5, abs=0.02) and end["direction"] == "up"
     assert end["ci95"][1] - end["ci95"][0] < 0.05       # paired: the between-model spread (sd 1) cancels
+
+
+def test_objective_at_a_layer_reads_that_layers_output():
+    from toymodels.core import data as tdata
+    from toymodels.lab.objective import finetune_objective
+    cfg = _cfg("deep", n_layers=3, plant_layer=2)
+    g, p = init_instances(cfg.model, 5, 1, jax.random.key(11))
+    state = jax.tree.map(lambda a: a[0] + 0.02, p)
+    sample = tdata.make_sampler(dataclasses.replace(cfg.data, batch_size=64))
+    inst = {"feature_probability": jnp.full(5, 0.3), "present": jnp.ones(5), "out_scale": jnp.full(5, 2.0),
+            "loss_weight": jnp.ones(5)}
+    key = jax.random.key(12)
+    at = {layer: float(finetune_objective(g, sample, "reconstruct", "all", layer)(state, key, inst))
+          for layer in (0, 1, 3)}
+    assert at[3] == at[0]                       # the last layer is the output
+    x = np.asarray(sample(key, inst["feature_probability"]), np.float64)
+    m = nnx.merge(g, state)
+    W1, b1 = np.asarray(m.weights()[0], np.float64), np.asarray(m.biases()[0], np.float64)
+    x1 = np.maximum(x @ W1.T @ W1 + b1, 0)       # layer 1's output (ReLU between layers)
+    assert at[1] == pytest.approx(float(np.mean((2.0 * x - x1) ** 2)), rel=1e-5)
+    assert at[1] != pytest.approx(at[0], rel=1e-3)
+    with pytest.raises(ConfigError, match=r"finetune\.layer"):
+        dataclasses.replace(analogy_base("x"), finetune=dataclasses.replace(analogy_base("x").finetune, layer=1))

@@ -165,6 +165,10 @@ class Config:
             check(self.model.kind in ROTATION_INVARIANT_KINDS, "finetune.orientations", ft.orientations,
                    f"rotating the hidden space leaves only {', '.join(ROTATION_INVARIANT_KINDS)} models unchanged; "
                    f"model.kind={self.model.kind!r} has a privileged hidden basis")
+        if ft.layer:
+            L = self.model.n_layers if self.model.kind == "deep" else 1
+            check(self.model.kind == "deep" and ft.layer <= L, "finetune.layer", ft.layer,
+                  f"0 (the output) or a layer 1..model.n_layers={L} of a deep model (model.kind={self.model.kind!r})")
         for r in ft.regimes:  # these act on the full W and b_final, which LoRA freezes
             check(not (ft.trainable == "lora" and r.defence in ("freeze_harmful", "grad_projection")),
                    "finetune.regimes.defence", r.defence, "acts on W itself; not available with trainable='lora'")

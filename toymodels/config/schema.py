@@ -374,6 +374,7 @@ class FineTuneConfig(OptimizerFields):
     orientations: int = 1
     stop_gain: float | None = None
     matched_gains: tuple[float, ...] = ()
+    layer: int = 0   # 0: the objective reads the output; l >= 1: layer l's output x_l (model.kind = "deep")
 
     def __post_init__(self):
         object.__setattr__(self, "regimes", freeze(self.regimes))
@@ -418,6 +419,7 @@ class FineTuneConfig(OptimizerFields):
         ok = isinstance(self.matched_gains, tuple) and all(is_number(g) and math.isfinite(g) and g > 0
                                                            for g in self.matched_gains)
         check(ok, "finetune.matched_gains", listy(self.matched_gains), "must be a list of positive numbers")
+        check_int("finetune.layer", self.layer, 0, 64)
 
     def optimizer_list(self) -> tuple[OptimizerConfig, ...]:
         """The optimiser axis: ``optimizers``, or the single optimiser of the scalar fields."""

@@ -98,8 +98,31 @@ class DeepTMS(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         return jax.nn.relu(self.preact(x))
 
-    def forward_t(self, xt: jax.Array) -> jax.Array:
-        """x'ᵀ from xt = xᵀ, feature-major (the engine's fast path): (n, batch) -> (n, batch)."""
-        for layer, (W, b) in enumerate(zip(self.weights(), self.biases(), strict=True), start=1):
+    def forward_t(self, xt: jax.Array, upto: int | None = None) -> jax.Array:
+        """x'ᵀ from xt = xᵀ, feature-major (the engine's fast path): (n, batch) -> (n, batch); with
+        ``upto`` = l, layer l's output x_lᵀ instead."""
+        L = self.n_layers if upto is None else upto
+        for layer, (W, b) in enumerate(zip(self.weights()[:L], self.biases()[:L], strict=True), start=1):
             xt = self._sigma(layer, W.T @ (W @ xt) + b[:, None])
         return xt
+
+    def at_layer(self, layer: int) -> LayerView:
+        """This model read at ``layer``: x_l as the output (``finetune.layer``, the objective at layer l)."""
+        return LayerView(self, layer)
+
+
+class LayerView:
+    """A deep model whose output is layer l's, x_l = σ_l(p_l): what ``finetune.layer = l`` trains and reads
+    the target's gain on. Only the output moves; the parameters are the model's."""
+
+    def __init__(self, model: DeepTMS, layer: int):
+        self.model, self.layer = model, layer
+
+    def preact(self, x: jax.Array) -> jax.Array:
+        return self.model.layer_preacts(x)[self.layer - 1]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.model._sigma(self.layer, self.preact(x))
+
+    def forward_t(self, xt: jax.Array) -> jax.Array:
+        return self.model.forward_t(xt, upto=self.layer)

@@ -9,7 +9,8 @@ orientation × stopping point). Built only from the members' saved summaries:
 * per member and cell, the per-layer records (:mod:`.layers`): where the harmful pre-activation changes
   most, and the composed first-order prediction beside the measured change;
 * across members, the deepest plant layer against the shallowest, cell by cell: d_i = Δrate(l = L, model i)
-  − Δrate(l = 1, model i), a paired t interval over i. The members' model i share the seed, the
+  − Δrate(l = 1, model i), a paired t interval over the indices i whose pair is represented in both members
+  (:func:`represented`; strata are never pooled). The members' model i share the seed, the
   initialisation key and the data stream (not the model: the plant layer differs), so the pairing is by
   index and the interval is valid without assuming it removes any variance.
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from .. import stats
 from . import inference
+from . import layers as lab_layers
 from . import robustness as rob
 
 
@@ -90,13 +92,25 @@ def verdict(cells: list[dict], point: str = "end") -> dict:
     return {"per_regime": per, "overall": overall}
 
 
+def _row_layers(ft: dict, row: dict, stratum_of: list[str], harmful: str) -> list[dict]:
+    """The per-layer records (:func:`.layers.by_layer`) of one robustness row: its regime, optimiser,
+    orientation class and stratum of starting geometry only."""
+    sel = [e for e in ft["instances"] if "layers" in e and e["regime"] == row["regime"]
+           and e["optimizer"] == row["optimizer"] and (e["orientation"] == 0) == (row["orientation"] == "axis")
+           and stratum_of[e["pretrain_instance"]] == row["stratum"]]
+    return lab_layers.by_layer(sel, lambda e: "row").get("row", {}).get(harmful, [])
+
+
 def member_section(run) -> dict:
-    """One member (one plant layer): its robustness section, per-layer records and the pretrained norms."""
+    """One member (one plant layer): its robustness section, per-layer records per row (same stratum) and
+    the pretrained norms."""
     sec = rob.member_section(run)
     ft = run.summary["finetune"]
     sec["plant_layer"] = run.config.model.plant_layer
     sec["n_layers"] = run.config.model.n_layers
-    sec["by_layer"] = ft.get("by_layer", {})
+    stratum_of = inference.strata(run.summary.get("features"), run.config.n_inst)
+    for r in sec["rows"]:
+        r["layers"] = _row_layers(ft, r, stratum_of, sec["harmful"])
     errs = [e["harmful"][sec["harmful"]]["first_order"]["rel_error"] for e in ft["instances"]]
     sec["composed_prediction_rel_error_median"] = float(np.median(errs))
     return sec
@@ -132,7 +146,7 @@ def layer_table(summary: dict) -> str:
     """Markdown: per plant layer and distinct cell, Δ toxic rate at the end and each matched gain (paired
     CI, G), the layer where the harmful pre-activation moved most, and the composed prediction's error."""
     gains = [k for k in (summary["sections"][0]["rows"][0]["at_gain"] if summary["sections"][0]["rows"] else {})]
-    head = ["plant layer", "regime", "optimiser", "orientation", "Δ toxic rate at the end [pp] (95% CI, G)"] + [
+    head = ["plant layer", "models", "regime", "optimiser", "orientation", "Δ toxic rate at the end [pp] (95% CI, G)"] + [
         f"at gain {g}" for g in gains] + ["largest Δ pre-act at layer (share)", "Δ pre-act per layer: measured "
                                           "(composed prediction)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -140,10 +154,9 @@ def layer_table(summary: dict) -> str:
         for r in s["rows"]:
             if r["duplicate_of"]:
                 continue
-            key = f"{r['regime']}|{r['optimizer']}|{r['orientation']}"
-            per = s["by_layer"].get(key, {}).get(s["harmful"], [])
+            per = r["layers"]
             top = max(per, key=lambda x: x["argmax_share"]) if per else None
-            cells = [str(s["plant_layer"]), f"`{r['regime']}`", r["optimizer"], rob._orient(r),
+            cells = [str(s["plant_layer"]), r["stratum"], f"`{r['regime']}`", r["optimizer"], rob._orient(r),
                      rob._ci(r["rate_change_pp"], r["rate_ci"], r["n_clusters"]) + f" {r['direction']}"]
             cells += [rob._ci(r["at_gain"][g]["rate_change_pp"], r["at_gain"][g]["ci"], r["at_gain"][g]["n_clusters"])
                       + f" {r['at_gain'][g]['direction']}" for g in gains]

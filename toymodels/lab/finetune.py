@@ -108,11 +108,11 @@ def prepare(cfg: Config, graphdef, pre_params, hooks: FineTuneHooks = NO_HOOKS) 
         state.opt_state = set_element_mask(state.opt_state, cmask)
     state.opt_state = hooks.init_opt_state(state.opt_state, params, plan, cmask)
     sample = tdata.make_sampler(dataclasses.replace(cfg.data, batch_size=ft.batch_size))
-    objective = hooks.wrap_objective(finetune_objective(graphdef, sample, cfg.data.task, ft.trainable), graphdef,
-                                     sample)
+    objective = hooks.wrap_objective(finetune_objective(graphdef, sample, cfg.data.task, ft.trainable, ft.layer),
+                                     graphdef, sample)
     stop = None
     if ft.stop_gain is not None:
-        readout = target_readout(graphdef, ft.trainable)
+        readout = target_readout(graphdef, ft.trainable, ft.layer)
         inst["readout0"] = jax.vmap(lambda p, i: readout(p, i))(params, inst)
         stop = gain_stop(readout, ft.stop_gain)
     return Prepared(plan=plan, arrays=arrays, base=base, inst=inst, tx=tx, state=state, objective=objective,

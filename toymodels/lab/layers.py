@@ -73,7 +73,7 @@ def instance_record(layers: dict, k: int, h: int) -> dict:
             "argmax_layer": int(np.argmax(np.abs(change))) + 1}
 
 
-def by_layer(instances: list[dict], plan: Plan, group_of) -> dict:
+def by_layer(instances: list[dict], group_of) -> dict:
     """Per group (``group_of(entry)`` -> key) and harmful feature: per layer, the paired mean change with its
     95% t interval over pretrained models (``stats.paired``), the mean composed prediction, and the share of
     fine-tunes whose largest change is at that layer."""

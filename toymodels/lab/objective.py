@@ -21,25 +21,33 @@ def finetune_inputs(sample: Callable, key: jax.Array, inst) -> jax.Array:
     return jnp.where(inst["present"] > 0, x, 0.0)
 
 
-def finetune_objective(graphdef, sample: Callable, task: str, trainable: str) -> Objective:
+def read_at(model, layer: int = 0):
+    """The model, or for ``finetune.layer`` = l >= 1 its view at layer l (x_l as the output; deep models)."""
+    return model if not layer else model.at_layer(layer)
+
+
+def finetune_objective(graphdef, sample: Callable, task: str, trainable: str, layer: int = 0) -> Objective:
     """L = mean_{batch,i} w_i (s_i target(x)_i − x'_i)² for ONE instance (:mod:`toymodels.lab.plan`),
     through :func:`toymodels.core.engine.model_loss` (feature-major: the pretraining engine's fast path).
-    ``inst``: feature_probability, present, out_scale, loss_weight (n,) [+ base for LoRA]."""
+    ``inst``: feature_probability, present, out_scale, loss_weight (n,) [+ base for LoRA]. With ``layer``
+    = l >= 1, x' is layer l's output x_l (:func:`read_at`)."""
 
     def objective(params, key, inst):
         x = finetune_inputs(sample, key, inst)
-        model = nnx.merge(graphdef, full_state(params, inst, trainable))
+        model = read_at(nnx.merge(graphdef, full_state(params, inst, trainable)), layer)
         return model_loss(model, x, task, inst["loss_weight"], inst["out_scale"])
 
     return objective
 
 
-def target_readout(graphdef, trainable: str):
+def target_readout(graphdef, trainable: str, layer: int = 0):
     """``readout(params, inst)``: the target's output x'_t on the unit target input e_t, for ONE instance
-    (the probe's ``target_readout``; the gain is its ratio to the pretrained value)."""
+    (the probe's ``target_readout``; the gain is its ratio to the pretrained value), read where the
+    objective reads (``layer``)."""
 
     def readout(params, inst):
         e_t = inst["target"][None, :]
-        return (nnx.merge(graphdef, full_state(params, inst, trainable))(e_t)[0] * inst["target"]).sum()
+        model = read_at(nnx.merge(graphdef, full_state(params, inst, trainable)), layer)
+        return (model(e_t)[0] * inst["target"]).sum()
 
     return readout

@@ -17,6 +17,7 @@ from flax import nnx
 from ..config import Config
 from ..core import data as tdata
 from . import metrics as amp
+from .objective import read_at
 from .plan import PROBE_SEED_OFFSET, Plan
 
 
@@ -77,7 +78,7 @@ def make_probe(graphdef, cfg: Config, plan: Plan):
             "pred_along_target": amp.along_target_prediction(W0, W, target, harmful),
             "rel_error": amp.relative_error(change, pred),
             "target_norm": norms[target],
-            "target_readout": model(e_t)[0, target],
+            "target_readout": read_at(model, cfg.finetune.layer)(e_t)[0, target],  # where the objective reads
             "overlap": score,
             "overlap_signed": signed,
             "features_per_dim": fpd,

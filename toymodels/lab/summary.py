@@ -291,12 +291,14 @@ def summarize(cfg: Config, result: FineTuneResult, hooks: FineTuneHooks = NO_HOO
         "by_regime": regime_summaries(instances, plan),
         **({"by_group": group_summaries(instances, plan, result.probes, max(ft.matched_gains, default=None))}
            if plan.n_orientations > 1 or len(plan.optimizer_names) > 1 else {}),
-        **({"by_layer": lab_layers.by_layer(instances, plan, lambda e: group_key(
+        **({"by_layer": lab_layers.by_layer(instances, lambda e: group_key(
             e["regime"], e["optimizer"], "axis" if e["orientation"] == 0 else "rotated"))}
            if result.layers is not None else {}),
         "instances": instances,
     }
-    assert tuple(k for k in out if k not in ("by_group", "by_layer")) == SUMMARY_KEYS, "the summary layout is SUMMARY_KEYS"
+    if ft.layer:  # the objective read layer ft.layer's output (gains too); rates are at the output
+        out["objective_layer"] = ft.layer
+    assert tuple(k for k in out if k not in ("by_group", "by_layer", "objective_layer")) == SUMMARY_KEYS, "the summary layout is SUMMARY_KEYS"
     if result.evaluation is not None:
         out |= hooks.summary_section(out, result.evaluation)
     return out

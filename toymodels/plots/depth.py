@@ -4,7 +4,8 @@
   layer, measured (mean with its paired 95% interval over pretrained models) beside the composed
   first-order prediction (open marker); one colour per optimiser × orientation class.
 * ``depth_summary`` (the ``deep`` suite): the toxic-rate change [pp] against the layer the pair is planted
-  at, at the end of fine-tuning and at each matched gain, with paired intervals and G.
+  at, at the end of fine-tuning and at each matched gain, with paired intervals and G, over the models
+  whose pair is represented.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def depth_layers(run: runs.Run, out: Path) -> list[Path]:
                           f"1st-order", fontsize=8)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
-    fig.suptitle(f"where the spill-over goes: per layer, pair planted at layer {run.config.model.plant_layer}\n"
+    fig.suptitle(f"where the spill-over goes: per layer, pair planted at layer {run.config.model.plant_layer} "
+                 f"(all {run.config.n_inst} models)\n"
                  f"{run_label(run)}", fontsize=9)
     fig.tight_layout(rect=(0, 0.1, 1, 0.92))
     return [save(fig, out, f"{run.config.name}_depth_layers")]
@@ -66,8 +68,10 @@ def depth_summary(members: list[runs.Run], suite: dict, out: Path) -> list[Path]
     if not members:
         return []
     harm = members[0].summary["finetune"]["harmful"][0]
+    # the models whose pair is represented (a barely represented start is its own stratum, never pooled)
     rows = {m.config.model.plant_layer: [r for r in rob.group_rows(m.summary["finetune"], harm,
-                                                                  m.summary.get("features")) if not r["duplicate_of"]]
+                                                                  m.summary.get("features"))
+                                         if not r["duplicate_of"] and r["stratum"] == "both represented"]
             for m in members}
     first = next(iter(rows.values()))
     regimes = list(dict.fromkeys(r["regime"] for r in first))
@@ -105,7 +109,8 @@ def depth_summary(members: list[runs.Run], suite: dict, out: Path) -> list[Path]
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
     G = sorted({r["n_clusters"] for rs in rows.values() for r in rs})
-    fig.suptitle(f"{suite['suite']}: spill-over by plant layer (G = {', '.join(map(str, G))} models per cell)\n"
+    fig.suptitle(f"{suite['suite']}: spill-over by plant layer (models with the pair represented, G = "
+                 f"{', '.join(map(str, G))} per cell)\n"
                  f"{members[0].config.model.n_layers}-layer stack · {run_label(members[0]).split(' · ', 1)[1]}",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0.08, 1, 0.93))
