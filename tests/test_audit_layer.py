@@ -193,3 +193,29 @@ def test_a_single_layer_model_reads_as_before():
     assert [ac.file_name(deep, v) for v in (None, 1, 2, 3)] == ["audit-layer1.md" if v == 1 else
                                                                 "audit-layer3.md" if v == 3 else "audit.md"
                                                                 for v in (None, 1, 2, 3)]
+
+
+def test_activation_diffing_reads_the_models_layer(deep_run):
+    """actdiff.model_reads rebuilds fine-tune k's model from the run's arrays and reads h_l, the output
+    pre-activation and W_l; on a tied single-layer model it is the tied formula actdiff always used."""
+    from toymodels.audit import actdiff
+
+    graphdef, params = _models(deep_run)
+    arrays = {k: np.asarray(v) for k, v in ac.load(deep_run).weights.items()}
+    template = jax.tree.map(lambda a: a[0], params)
+    x = np.asarray(jax.random.uniform(jax.random.key(4), (32, N)))
+    for layer in (1, 2, 3):
+        H, P, W_l = actdiff.model_reads(graphdef, template, arrays, 0, x, layer)
+        want, W_want = _by_hand(params, x, layer)
+        np.testing.assert_allclose(H, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(W_l, W_want)
+        np.testing.assert_allclose(P, np.asarray(nnx.merge(graphdef, template).preact(jnp.asarray(x))), rtol=1e-6)
+    cfg = _cfg(kind="relu_output")
+    graphdef, params = init_instances(cfg.model, N, 2, jax.random.key(6))
+    flat = {k: np.asarray(v) for k, v in nnx.to_pure_dict(params).items()}
+    H, P, W = actdiff.model_reads(graphdef, jax.tree.map(lambda a: a[0], params), flat, 1, x, None)
+    W1, b1 = flat["W"][1].astype(np.float64), flat["b_final"][1].astype(np.float64)
+    np.testing.assert_allclose(H, x @ W1.T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(P, x @ W1.T @ W1 + b1, rtol=1e-5, atol=1e-6)
+    W0 = flat["W"][0].astype(np.float64)
+    np.testing.assert_allclose(actdiff.rise_of(x @ W0.T @ W0, P, x), actdiff.output_rise(W0, 0.0, W1, b1, x), atol=1e-5)

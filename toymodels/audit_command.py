@@ -34,7 +34,7 @@ from .audit import train as T
 from .config import ConfigError
 from .config.checks import check_choice
 from .config.sae import SAE_VARIANTS, AuditConfig, SAEConfig
-from .core.models import build, init_std, init_instances
+from .core.models import build, init_instances, init_std
 from .core.planting import harmful_indices, names
 from .errors import RunFileError
 from .io import runs
@@ -172,13 +172,13 @@ def run_audit(run_dir: str | Path, sae_run: str | Path | None = None, *, variant
     score = st.scoring_summary(audits)
     if score.get("n"):
         text += "\n\n" + score_text(score)
-    diff = _activation_diff(run, cfg, audits, arrays, variant, harmful, all_names) if at_w else None
+    diff = _activation_diff(run, cfg, audits, arrays, variant, harmful, all_names, graphdef, params, at)
     if diff is not None:
         text += "\n\n" + diff
     title = f"# audit: {cfg.name}" + (f" (layer {layer} of {n_layers})" if n_layers > 1 else "")
     md = "\n\n".join([title, head] + [auditor.markdown_audit(a, st.model_title(cfg, a)) for a in audits]
                      + [f"## over the models\n\n```\n{score_text(score)}\n```"] * bool(score.get("n"))
-                     + [f"## activation diffing\n\n```\n{diff}\n```"] * (diff is not None))
+                     + [f"## activation diffing{f' (layer {layer})' if n_layers > 1 else ''}\n\n```\n{diff}\n```"] * (diff is not None))
     out = Path(out_dir) if out_dir is not None else run.path
     out.mkdir(parents=True, exist_ok=True)
     path = runs.write_text(out / ("audit.md" if at_w else f"audit-layer{layer}.md"), md + "\n")  # atomic; in the run's manifest when written there
@@ -192,20 +192,28 @@ def true_directions(graphdef, params, layer: int | None) -> np.ndarray:
     return layers.true_directions_all(graphdef, params, layer)
 
 
-def _activation_diff(run: runs.Run, cfg, audits, arrays, variant, harmful, all_names) -> str | None:
+def _activation_diff(run: runs.Run, cfg, audits, arrays, variant, harmful, all_names, graphdef, params,
+                     layer: int | None) -> str | None:
     """The activation-diffing table (:mod:`toymodels.audit.actdiff`) of a run with fine-tunes (its
-    weights_pretrained.npz and weights_finetuned.npz), else None."""
+    weights_pretrained.npz and weights_finetuned.npz), else None. The tied single-layer models by their
+    formulas (as before); the families (deep, ...) through the model itself at ``layer`` (None: W's)."""
     pre_f, post_f = run.path / "weights_pretrained.npz", run.path / "weights_finetuned.npz"
+    tied = cfg.model.kind in ("relu_output", "linear")
     if run.config.finetune is None or not (pre_f.exists() and post_f.exists()) or \
-            cfg.model.kind not in ("relu_output", "linear"):
+            not (tied or cfg.model.kind not in T.SINGLE_LAYER_KINDS):
         return None
     units = []
     for a in audits:
         dic = dictionary.dictionary(arrays, variant, a["sae"]["position"])
         units.append(actdiff.audit_units(a, np.asarray(dic.params["W_enc"])[:, : dic.size])[0])
     ft_cfg = dataclasses.replace(cfg, finetune=run.config.finetune)
-    res = actdiff.activation_diff(ft_cfg, units, runs.read_npz(pre_f, run.path), runs.read_npz(post_f, run.path),
-                                  (cfg.audit or AuditConfig()).amplified, [all_names.index(h) for h in harmful])
+    pre, post = runs.read_npz(pre_f, run.path), runs.read_npz(post_f, run.path)
+    model = {} if tied else {"graphdef": graphdef, "template": jax.tree.map(lambda a: a[0], params), "layer": layer}
+    if not tied and not (set(pre) == set(post) == set(run.weights)):
+        raise RunFileError(post_f, f"holds the leaves {sorted(post)}, weights_pretrained.npz {sorted(pre)}, weights.npz "
+                                   f"{sorted(run.weights)}: not the fine-tuned models of this run")
+    res = actdiff.activation_diff(ft_cfg, units, pre, post, (cfg.audit or AuditConfig()).amplified,
+                                  [all_names.index(h) for h in harmful], **model)
     return actdiff.format_table(res, all_names)
 
 
