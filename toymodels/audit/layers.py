@@ -22,6 +22,9 @@ from flax import nnx
 
 from ..config import ConfigError
 
+# the kinds with one layer whose hidden activation is W x (through a ReLU for the last two)
+SINGLE_LAYER_KINDS = ("relu_output", "linear", "relu_hidden", "abs_computation")
+
 
 def n_layers(model) -> int:
     """L: the layers an audit can read (1 for a model without ``hidden_at``)."""
@@ -80,6 +83,13 @@ def layer_of(graphdef, params, layer: int | None, flag: str = "--layer") -> tupl
     return check_layer(model, layer, flag), n_layers(model)
 
 
+def hidden_is_Wx(cfg) -> bool:
+    """Whether the hidden activation at ``W``'s layer is W x (through a ReLU for ``relu_hidden`` and
+    ``abs_computation``): the single-layer kinds and a deep stack planted at layer 1 (h_1 = W_1 x). The
+    readers that have only ``W`` (the fine-tuning trajectory, the predicted endpoint) need it."""
+    return cfg.model.kind in SINGLE_LAYER_KINDS or (cfg.model.kind == "deep" and cfg.model.plant_layer == 1)
+
+
 def describe(layer: int, L: int) -> str:
     """One line for an audit's head: which layer it read."""
     if L == 1:
@@ -87,5 +97,5 @@ def describe(layer: int, L: int) -> str:
     return f"layer {layer} of {L} (h_{layer} = W_{layer} x_{layer - 1}; true directions: the columns of W_{layer})"
 
 
-__all__ = ["activations", "check_layer", "default_layer", "describe", "layer_of", "n_layers", "true_directions",
+__all__ = ["SINGLE_LAYER_KINDS", "activations", "check_layer", "default_layer", "describe", "hidden_is_Wx", "layer_of", "n_layers", "true_directions",
            "true_directions_all"]

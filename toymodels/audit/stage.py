@@ -137,7 +137,9 @@ class Stage:
         cfg = self.cfg
         self.audits = audit_models(cfg, self.graphdef, self.params, self.arrays, self.rows)
         text = "\n\n".join(auditor.markdown_audit(a, model_title(cfg, a)) for a in self.audits)
-        self.write_text(self.run_dir / "audit.md", f"# audit: {cfg.name}\n\n{AUDIT_NOTE}\n\n{text}")
+        at = self._layer()
+        title = f"# audit: {cfg.name}" + (f" (layer {at['layer']} of {at['n_layers']})" if at else "")
+        self.write_text(self.run_dir / "audit.md", f"{title}\n\n{AUDIT_NOTE}\n\n{text}")
         return {**self._layer(), "variant": cfg.audit.variant, "target": target_name(cfg), "harmful": list(cfg.features.harmful),
                 "models": self.audits, "scoring": scoring_summary(self.audits)}
 

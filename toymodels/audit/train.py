@@ -75,7 +75,7 @@ def root_key(cfg: Config) -> jax.Array:
 
 
 # the kinds whose hidden activation is W x (through a ReLU for two of them): read feature-major, fast
-SINGLE_LAYER_KINDS = ("relu_output", "linear", "relu_hidden", "abs_computation")
+SINGLE_LAYER_KINDS = layers.SINGLE_LAYER_KINDS
 
 
 def hidden_fn(graphdef, layer: int | None = None):
