@@ -69,7 +69,7 @@ def test_layer_activations_and_directions_are_W_l_x_l_minus_1(deep_run):
     graphdef, params = _models(deep_run)
     x = np.asarray(jax.random.uniform(jax.random.key(0), (64, N)) * (jax.random.uniform(jax.random.key(1), (64, N)) < 0.4))
     state = jax.tree.map(lambda a: a[0], params)
-    W_all = [ac.true_directions(graphdef, params, layer)[0] for layer in (1, 2, 3)]
+    W_all = [layers.true_directions_all(graphdef, params, layer)[0] for layer in (1, 2, 3)]
     for layer in (1, 2, 3):
         want, W_l = _by_hand(params, x, layer)
         # the accessor, the SAEs' batch-major and feature-major reads, and the auditor's
@@ -80,7 +80,7 @@ def test_layer_activations_and_directions_are_W_l_x_l_minus_1(deep_run):
         np.testing.assert_allclose(np.asarray(ht).T, want, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(W_all[layer - 1], W_l)
     # W's layer (the default) is the planted one, and its directions are W
-    np.testing.assert_array_equal(ac.true_directions(graphdef, params, None)[0], W_all[PLANT - 1])
+    np.testing.assert_array_equal(layers.true_directions_all(graphdef, params, None)[0], W_all[PLANT - 1])
     assert not np.allclose(W_all[0], W_all[1]) and not np.allclose(W_all[1], W_all[2])
 
 
@@ -89,7 +89,7 @@ def test_the_layer_2_audit_is_scored_against_W_2_not_W_1(deep_run, tiny_sae, mon
     chance; audit_models: the auditor's truth) is W_2's, not W_1's, and the SAEs were trained on h_2 (their
     scale is layer 2's)."""
     graphdef, params = _models(deep_run)
-    W = {layer: ac.true_directions(graphdef, params, layer) for layer in (1, 2, 3)}
+    W = {layer: layers.true_directions_all(graphdef, params, layer) for layer in (1, 2, 3)}
     seen = {"rows": [], "scales": [], "audit_W": []}
     sae_rows, train_variant, audit_model = st.sae_rows, T.train_variant, st.auditor.audit_model
 

@@ -158,7 +158,7 @@ def run_audit(run_dir: str | Path, sae_run: str | Path | None = None, *, variant
         tr = T.train_variant(cfg, graphdef, params, variant, scale, progress=progress, layer=at)
         ev = T.evaluate(cfg, graphdef, tr)
         arrays = dictionary.to_arrays({variant: tr}, {variant: ev}, scale, T.kmax(cfg), cfg.sae.bandwidth)
-        rows = st.sae_rows(cfg, true_directions(graphdef, params, at), {variant: tr}, {variant: ev})
+        rows = st.sae_rows(cfg, layers.true_directions_all(graphdef, params, at), {variant: tr}, {variant: ev})
         where = f"trained here ({variant}, {len(rows)} dictionaries, {cfg.sae.steps} steps)"
     else:
         arrays, rows, where = found
@@ -175,21 +175,16 @@ def run_audit(run_dir: str | Path, sae_run: str | Path | None = None, *, variant
     diff = _activation_diff(run, cfg, audits, arrays, variant, harmful, all_names, graphdef, params, at)
     if diff is not None:
         text += "\n\n" + diff
-    title = f"# audit: {cfg.name}" + (f" (layer {layer} of {n_layers})" if n_layers > 1 else "")
+    at_layer = f" (layer {layer} of {n_layers})" if n_layers > 1 else ""
+    title = f"# audit: {cfg.name}{at_layer}"
     md = "\n\n".join([title, head] + [auditor.markdown_audit(a, st.model_title(cfg, a)) for a in audits]
                      + [f"## over the models\n\n```\n{score_text(score)}\n```"] * bool(score.get("n"))
-                     + [f"## activation diffing{f' (layer {layer})' if n_layers > 1 else ''}\n\n```\n{diff}\n```"] * (diff is not None))
+                     + [f"## activation diffing{at_layer}\n\n```\n{diff}\n```"] * (diff is not None))
     out = Path(out_dir) if out_dir is not None else run.path
     out.mkdir(parents=True, exist_ok=True)
-    path = runs.write_text(out / ("audit.md" if at_w else f"audit-layer{layer}.md"), md + "\n")  # atomic; in the run's manifest when written there
+    name = "audit.md" if at_w else f"audit-layer{layer}.md"   # (file_name): another layer's beside audit.md
+    path = runs.write_text(out / name, md + "\n")  # atomic; in the run's manifest when written there
     return text, [path]
-
-
-def true_directions(graphdef, params, layer: int | None) -> np.ndarray:
-    """(n_inst, d, n) true feature directions at ``layer`` (None: W, read as before)."""
-    if layer is None:
-        return np.asarray(params["W"][...], np.float64)
-    return layers.true_directions_all(graphdef, params, layer)
 
 
 def _activation_diff(run: runs.Run, cfg, audits, arrays, variant, harmful, all_names, graphdef, params,

@@ -72,7 +72,9 @@ def true_directions(model, layer: int | None = None) -> jax.Array:
 
 def true_directions_all(graphdef, params, layer: int | None = None) -> np.ndarray:
     """:func:`true_directions` of every instance of ``params`` (leading instance axis): (n_inst, d, n),
-    float64 (the scorers' precision)."""
+    float64 (the scorers' precision); None: ``params["W"]``, read as before."""
+    if layer is None:
+        return np.asarray(params["W"][...], np.float64)
     W = jax.vmap(lambda state: true_directions(nnx.merge(graphdef, state), layer))(params)
     return np.asarray(W, np.float64)
 

@@ -230,7 +230,7 @@ def audit_models(cfg: Config, graphdef, params, arrays: dict, rows: list[dict], 
     all_names = names(cfg)
     target = target or target_name(cfg)
     harmful = harmful or [all_names[j] for j in harmful_indices(cfg)]
-    W = np.asarray(params["W"][...], np.float64) if layer is None else layers.true_directions_all(graphdef, params, layer)
+    W = layers.true_directions_all(graphdef, params, layer)
     out = []
     for m in (range(cfg.n_inst) if models is None else models):
         mine = [r for r in rows if r["variant"] == variant and r["model"] == m]
