@@ -182,7 +182,9 @@ class Stage:
                                           list(harmful_indices(cfg)))
             out["activation_diff"] = {**res, "rows": [{k: v for k, v in r.items() if k not in ("scores", "units_feature")}
                                                       for r in res["rows"]]}
-        if cfg.audit.diff:
+        if cfg.audit.diff and not layers.hidden_is_Wx(cfg):   # the crosscoders read h = W x from W alone
+            out["diff"] = None
+        elif cfg.audit.diff:
             pre = self.read_npz(pre_f)
             post = self.read_npz(post_f)
             idx = np.array([e["pretrain_instance"] for e in ft["instances"]])
