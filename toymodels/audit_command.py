@@ -11,6 +11,12 @@ models (``DEFAULT_SAE``, in the engine, seeded by the run's seed, so the audit i
 target and the harmful features are the run's ``[features]`` (``--target`` / ``--harmful`` override, by
 feature name, e.g. ``f3``). The ranked tables are printed and written to ``RUN_DIR/audit.md`` (or
 ``--out DIR``); nothing else in the run directory changes.
+
+``--layer l`` audits layer l of a multi-layer model (the deep TMS: h_l = W_l x_{l−1}, scored against the
+columns of W_l; :mod:`toymodels.audit.layers`). The default is ``W``'s layer (the planted one; layer 1 of a
+single-layer model), written to ``audit.md`` as before; another layer's audit goes to ``audit-layer{l}.md``
+(:func:`file_name`), so audits of several layers sit side by side. A dictionary of the run (``[sae]``,
+``--sae-run``) read ``W``'s layer, so another layer's audit trains its own.
 """
 
 from __future__ import annotations
@@ -22,13 +28,13 @@ import jax
 import numpy as np
 from flax import nnx
 
-from .audit import actdiff, auditor, dictionary
+from .audit import actdiff, auditor, dictionary, layers
 from .audit import stage as st
 from .audit import train as T
 from .config import ConfigError
 from .config.checks import check_choice
 from .config.sae import SAE_VARIANTS, AuditConfig, SAEConfig
-from .core.models import init_instances
+from .core.models import build, init_instances, init_std
 from .core.planting import harmful_indices, names
 from .errors import RunFileError
 from .io import runs
@@ -48,6 +54,28 @@ def load(path: str | Path) -> runs.Run:
         members = members if isinstance(members, list) else []
         raise RunFileError(path, f"is a suite; audit one of its members ({', '.join(map(str, members))})")
     return runs.load(path)
+
+
+def check_layer(cfg, layer: int | None) -> tuple[int, int, bool]:
+    """(layer, n_layers, is W's layer) of ``--layer`` for the run config ``cfg`` (None: W's layer), checked
+    on one model built from the config (:func:`.audit.layers.check_layer`: one-line ConfigError)."""
+    std = init_std(cfg.model.init, cfg.data.n_features, cfg.model.d_hidden, cfg.n_inst)
+    model = build(cfg.model, cfg.data.n_features, std=std, rngs=nnx.Rngs(params=0))
+    checked = layers.check_layer(model, layer)
+    return checked, layers.n_layers(model), checked == layers.default_layer(model)
+
+
+def file_name(cfg, layer: int | None) -> str:
+    """The audit's file: ``audit.md`` at W's layer (what every audit wrote before ``--layer``), else
+    ``audit-layer{l}.md``. Checks ``layer`` first."""
+    checked, _, default = check_layer(cfg, layer)
+    return "audit.md" if default else f"audit-layer{checked}.md"
+
+
+def output_name(run_dir: str | Path, layer: int | None) -> str:
+    """:func:`file_name` of the run in ``run_dir`` (the CLI's check of ``--layer`` and ``--out`` before
+    anything trains or is written)."""
+    return file_name(load(run_dir).config, layer)
 
 
 def load_models(run: runs.Run):
@@ -90,11 +118,15 @@ def _sae_source(run: runs.Run, sae_run: str | Path | None, variant: str):
 
 def run_audit(run_dir: str | Path, sae_run: str | Path | None = None, *, variant: str | None = None,
               target: str | None = None, harmful: list[str] | None = None, out_dir: str | Path | None = None,
-              progress: bool = True) -> tuple[str, list[Path]]:
-    """Audit every pretrained model of the run in ``run_dir`` (see the module docstring). Returns the printed
-    text and the files written ([audit.md])."""
+              progress: bool = True, layer: int | None = None) -> tuple[str, list[Path]]:
+    """Audit every pretrained model of the run in ``run_dir`` (see the module docstring) at ``layer`` (None:
+    W's layer). Returns the printed text and the files written ([audit.md] or [audit-layer{l}.md])."""
     run = load(run_dir)
     cfg = run.config
+    layer, n_layers, at_w = check_layer(cfg, layer)
+    if not at_w and sae_run is not None:
+        raise ConfigError("--sae-run", str(sae_run), f"its SAEs read the activations of W's layer, not layer {layer}; "
+                                                     f"drop --sae-run (--layer {layer} trains its own SAEs)")
     a_cfg = cfg.audit or AuditConfig()
     if variant is not None:
         check_choice("--variant", variant, SAE_VARIANTS)
@@ -117,52 +149,66 @@ def run_audit(run_dir: str | Path, sae_run: str | Path | None = None, *, variant
     if target in harmful:
         raise ConfigError("--target", target, "must not be one of the harmful features")
     graphdef, params = load_models(run)
-    found = _sae_source(run, sae_run, variant)
+    found = _sae_source(run, sae_run, variant) if at_w else None
+    at = None if at_w else layer   # W's layer reads hidden(x) exactly as before --layer existed
     if found is None:
         sae_cfg = dataclasses.replace(DEFAULT_SAE, variants=(variant,))
         cfg = dataclasses.replace(cfg, sae=sae_cfg, audit=None, finetune=None)
-        scale = T.activation_scale(cfg, graphdef, params)
-        tr = T.train_variant(cfg, graphdef, params, variant, scale, progress=progress)
+        scale = T.activation_scale(cfg, graphdef, params, at)
+        tr = T.train_variant(cfg, graphdef, params, variant, scale, progress=progress, layer=at)
         ev = T.evaluate(cfg, graphdef, tr)
         arrays = dictionary.to_arrays({variant: tr}, {variant: ev}, scale, T.kmax(cfg), cfg.sae.bandwidth)
-        rows = st.sae_rows(cfg, np.asarray(params["W"][...], np.float64), {variant: tr}, {variant: ev})
+        rows = st.sae_rows(cfg, layers.true_directions_all(graphdef, params, at), {variant: tr}, {variant: ev})
         where = f"trained here ({variant}, {len(rows)} dictionaries, {cfg.sae.steps} steps)"
     else:
         arrays, rows, where = found
     audits = st.audit_models(cfg, graphdef, params, arrays, rows, variant=variant, target=target, harmful=harmful,
-                             min_ev=a_cfg.min_explained_variance, labelled=a_cfg.labelled)
+                             min_ev=a_cfg.min_explained_variance, labelled=a_cfg.labelled, layer=at)
     head = (f"audit of {run.path}: target '{target}', harmful {', '.join(repr(h) for h in harmful)}; SAEs {where}. "
             f"{st.AUDIT_NOTE}")
+    if n_layers > 1:
+        head = f"{head}\n\nLayer audited: {layers.describe(layer, n_layers)}."
     text = "\n\n".join([head] + [auditor.format_audit(a, st.model_title(cfg, a)) for a in audits])
     score = st.scoring_summary(audits)
     if score.get("n"):
         text += "\n\n" + score_text(score)
-    diff = _activation_diff(run, cfg, audits, arrays, variant, harmful, all_names)
+    diff = _activation_diff(run, cfg, audits, arrays, variant, harmful, all_names, graphdef, params, at)
     if diff is not None:
         text += "\n\n" + diff
-    md = "\n\n".join([f"# audit: {cfg.name}", head] + [auditor.markdown_audit(a, st.model_title(cfg, a)) for a in audits]
+    at_layer = f" (layer {layer} of {n_layers})" if n_layers > 1 else ""
+    title = f"# audit: {cfg.name}{at_layer}"
+    md = "\n\n".join([title, head] + [auditor.markdown_audit(a, st.model_title(cfg, a)) for a in audits]
                      + [f"## over the models\n\n```\n{score_text(score)}\n```"] * bool(score.get("n"))
-                     + [f"## activation diffing\n\n```\n{diff}\n```"] * (diff is not None))
+                     + [f"## activation diffing{at_layer}\n\n```\n{diff}\n```"] * (diff is not None))
     out = Path(out_dir) if out_dir is not None else run.path
     out.mkdir(parents=True, exist_ok=True)
-    path = runs.write_text(out / "audit.md", md + "\n")  # atomic; in the run's manifest when written there
+    name = "audit.md" if at_w else f"audit-layer{layer}.md"   # (file_name): another layer's beside audit.md
+    path = runs.write_text(out / name, md + "\n")  # atomic; in the run's manifest when written there
     return text, [path]
 
 
-def _activation_diff(run: runs.Run, cfg, audits, arrays, variant, harmful, all_names) -> str | None:
+def _activation_diff(run: runs.Run, cfg, audits, arrays, variant, harmful, all_names, graphdef, params,
+                     layer: int | None) -> str | None:
     """The activation-diffing table (:mod:`toymodels.audit.actdiff`) of a run with fine-tunes (its
-    weights_pretrained.npz and weights_finetuned.npz), else None."""
+    weights_pretrained.npz and weights_finetuned.npz), else None. The tied single-layer models by their
+    formulas (as before); the families (deep, ...) through the model itself at ``layer`` (None: W's)."""
     pre_f, post_f = run.path / "weights_pretrained.npz", run.path / "weights_finetuned.npz"
+    tied = cfg.model.kind in ("relu_output", "linear")
     if run.config.finetune is None or not (pre_f.exists() and post_f.exists()) or \
-            cfg.model.kind not in ("relu_output", "linear"):
+            not (tied or cfg.model.kind not in T.SINGLE_LAYER_KINDS):
         return None
     units = []
     for a in audits:
         dic = dictionary.dictionary(arrays, variant, a["sae"]["position"])
         units.append(actdiff.audit_units(a, np.asarray(dic.params["W_enc"])[:, : dic.size])[0])
     ft_cfg = dataclasses.replace(cfg, finetune=run.config.finetune)
-    res = actdiff.activation_diff(ft_cfg, units, runs.read_npz(pre_f, run.path), runs.read_npz(post_f, run.path),
-                                  (cfg.audit or AuditConfig()).amplified, [all_names.index(h) for h in harmful])
+    pre, post = runs.read_npz(pre_f, run.path), runs.read_npz(post_f, run.path)
+    model = {} if tied else {"graphdef": graphdef, "template": jax.tree.map(lambda a: a[0], params), "layer": layer}
+    if not tied and not (set(pre) == set(post) == set(run.weights)):
+        raise RunFileError(post_f, f"holds the leaves {sorted(post)}, weights_pretrained.npz {sorted(pre)}, weights.npz "
+                                   f"{sorted(run.weights)}: not the fine-tuned models of this run")
+    res = actdiff.activation_diff(ft_cfg, units, pre, post, (cfg.audit or AuditConfig()).amplified,
+                                  [all_names.index(h) for h in harmful], **model)
     return actdiff.format_table(res, all_names)
 
 
@@ -182,17 +228,18 @@ def score_text(score: dict) -> str:
 
 def main_audit(args) -> int:
     """The ``audit`` command: ``args`` has ``run_dir``, ``sae_run`` (or None) and ``variant`` (or None);
-    optionally ``out``, ``target``, ``harmful`` (a list) and ``quiet``. Prints the tables and the written
+    optionally ``out``, ``target``, ``harmful`` (a list), ``layer`` (an int) and ``quiet``. Prints the tables and the written
     files; bad input raises a one-line :class:`~toymodels.errors.ConfigError` / ``RunFileError``."""
     sae_run = getattr(args, "sae_run", None) or getattr(args, "sae", None)
     text, paths = run_audit(args.run_dir, sae_run, variant=getattr(args, "variant", None),
                             target=getattr(args, "target", None), harmful=getattr(args, "harmful", None),
-                            out_dir=getattr(args, "out", None), progress=not getattr(args, "quiet", False))
+                            out_dir=getattr(args, "out", None), progress=not getattr(args, "quiet", False),
+                            layer=getattr(args, "layer", None))
     print(text)
     for p in paths:
         print(f"  written: {p}")
     return 0
 
 
-__all__ = ["DEFAULT_SAE", "main_audit", "run_audit"]
+__all__ = ["DEFAULT_SAE", "file_name", "main_audit", "output_name", "run_audit"]
 

@@ -4,7 +4,7 @@
     toymodels show PRESET|CONFIG.toml|CONFIG.json [key=value ...]
     toymodels run  PRESET|CONFIG.toml|CONFIG.json [--out DIR] [--overwrite | --resume] [--quiet] [key=value ...]
     toymodels plot RUN_DIR [--out DIR]
-    toymodels audit RUN_DIR [--sae-run DIR] [--variant NAME] [--target F] [--harmful F ...] [--out DIR]
+    toymodels audit RUN_DIR [--sae-run DIR] [--variant NAME] [--target F] [--harmful F ...] [--layer L] [--out DIR]
 
 CONFIG.json is a run's own config.json (or suite.json), or what ``toymodels show`` printed: any run
 can be run again from the files it wrote. Overrides are dotted config keys, e.g. train.steps=200 data.batch_size=256 seed=3; values are
@@ -188,8 +188,13 @@ def cmd_audit(args) -> int:
         if value is not None and ("\x00" in value or not Path(value).is_dir()):
             raise ConfigError(flag, value, "is not a directory; must be a toymodels run directory"
                               if "\x00" not in value and Path(value).exists() else "no such directory")
+    name = "audit.md"
+    if getattr(args, "layer", None) is not None:   # checked against the run's model before anything trains
+        from .audit_command import output_name
+
+        name = output_name(args.run_dir, args.layer)
     if args.out is not None:
-        args.out = str(_audit_out(runs.check_out_path(args.out)))
+        args.out = str(_audit_out(runs.check_out_path(args.out), name))
     _files_backend()
     from .audit_command import main_audit
 
@@ -197,10 +202,11 @@ def cmd_audit(args) -> int:
         return main_audit(args)
 
 
-def _audit_out(out: Path) -> Path:
+def _audit_out(out: Path, name: str = "audit.md") -> Path:
     """``audit --out DIR``, checked before the SAEs train: a directory (or to be created), and an audit.md
-    in it only if toymodels wrote it (a run's manifest lists it, or it is a regular file that begins as
-    every toymodels audit.md does); a user's own audit.md is never replaced."""
+    (``name``: audit-layer{l}.md for ``--layer l``) in it only if toymodels wrote it (a run's manifest lists
+    it, or it is a regular file that begins as every toymodels audit.md does); a user's own file is never
+    replaced."""
     from .io import runs, safe
 
     for p in (out, *out.parents):
@@ -209,16 +215,16 @@ def _audit_out(out: Path) -> Path:
                                                  f"directory; --out names the directory audit.md is written to")
         if p.exists():
             break
-    f = out / "audit.md"
+    f = out / name
     if os.path.lexists(f):
         marker = runs.read_marker(out)
         try:
             ours = safe.read_bytes(f, 2**24, out).startswith(b"# audit: ")
         except (OSError, ConfigError):
             ours = False
-        if not ours and (marker is None or "audit.md" not in marker["files"] or f.is_symlink() or not f.is_file()):
-            raise ConfigError("--out", str(out), "already holds an audit.md that no toymodels run there wrote; choose "
-                                                 "another --out or move it")
+        if not ours and (marker is None or name not in marker["files"] or f.is_symlink() or not f.is_file()):
+            raise ConfigError("--out", str(out), f"already holds an {name} that no toymodels run there wrote; choose "
+                                                 f"another --out or move it")
     return out
 
 
@@ -277,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", metavar="NAME", help="the SAE variant to audit with")
     p.add_argument("--target", metavar="FEATURE", help="the fine-tuning target (default: the run's)")
     p.add_argument("--harmful", metavar="FEATURE", nargs="+", help="the harmful features (default: the run's)")
+    p.add_argument("--layer", metavar="L", type=int,
+                   help="audit layer L's activations (1..n_layers of a deep model; default: the planted layer, "
+                        "written to audit.md; another layer to audit-layerL.md)")
     p.add_argument("--out", metavar="DIR", help="write audit.md here instead of RUN_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_audit)

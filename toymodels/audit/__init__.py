@@ -5,6 +5,8 @@ A real auditor never sees the true feature directions. It sees activations, trai
 labelled sample, and has to say before fine-tuning whether the harmful output will rise. The toy knows
 the truth, so every step can be scored.
 
+* :mod:`.layers`: the layer an audit reads (``toymodels audit --layer l``): its activations h_l and true
+  directions (the columns of W_l), for any model;
 * :mod:`.sae`: the four SAE variants (ReLU + L1, TopK, BatchTopK, JumpReLU with a straight-through
   estimator) for one instance, and dead-latent revival (an optax wrapper);
 * :mod:`.train`: SAEs trained in the engine (vmapped over (model, dictionary size, sparsity), chunked

@@ -21,6 +21,11 @@ features found) and AUROC, beside their chance (random rankings of the same unit
 *oracle weight diff*: each unit scored by the relative column-norm change (‖W¹_j‖ − ‖W⁰_j‖)/(‖W¹_j‖ + ‖W⁰_j‖)
 of its true feature, what a perfect crosscoder would report (it uses the truth).
 
+Any layer (``toymodels audit --layer l`` of a deep model, :mod:`.layers`): h is layer l's activation
+h_l = W_l x_{l−1} of the pretrained and the fine-tuned model (:func:`model_reads`), the units are the
+dictionary of layer l, the true columns (nearest feature, column norms) are W_l's, and the output
+pre-activation is the model's own (``preact``). For the single-layer tied models this is the formula above.
+
 Summary keys (``summary["audit"]["activation_diff"]``, and the ``toymodels audit`` table): per fine-tune
 ``rows`` (regime, model, ``activation`` and ``weight_oracle`` each with ``precision_at_k``, ``recall_at_k``,
 ``auroc``; ``chance`` precision/recall at k; ``harmful``: per harmful feature its ``rise``, ``affected``,
@@ -36,11 +41,13 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from ..config import Config
 from ..core import data as tdata
 from ..lab.plan import make_plan, orientation_matrices, regime_arrays
-from . import metrics
+from ..lab.probe import preactivation
+from . import layers, metrics
 
 ACTDIFF_SEED_OFFSET = 840   # fold_in(seed key, ·): the fine-tuning inputs of activation diffing
 BATCH = 8192                # inputs per fine-tune (before the empty ones are dropped)
@@ -61,8 +68,13 @@ def output_rise(W0, b0, W1, b1, X: np.ndarray) -> np.ndarray:
     (ReLU-output and linear models), from (W0, b0) to (W1, b1): (n,); NaN where no row has x_j = 0."""
     X = np.asarray(X, np.float64)
     pre = lambda W, b: X @ (np.asarray(W, np.float64).T @ np.asarray(W, np.float64)) + np.asarray(b, np.float64)
-    d = pre(W1, b1) - pre(W0, b0)
-    off = X == 0
+    return rise_of(pre(W0, b0), pre(W1, b1), X)
+
+
+def rise_of(P0: np.ndarray, P1: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """r_j of :func:`output_rise` from the output pre-activations P0, P1 (B, n) before and after: (n,)."""
+    d = np.asarray(P1, np.float64) - np.asarray(P0, np.float64)
+    off = np.asarray(X) == 0
     return np.where(off.any(0), (d * off).sum(0) / np.maximum(off.sum(0), 1), np.nan)
 
 
@@ -110,11 +122,18 @@ def feature_rank(scores, item_of, j: int) -> tuple[int | None, int]:
 
 def diff_one(E, W0, b0, W1, b1, X, amplified: float, harmful: list[int], seed: int = 0) -> dict:
     """One fine-tune's activation diff and its oracle weight diff against the truth (module docstring).
-    E (U, d) units in the fine-tune's hidden frame; X (B, n) non-empty fine-tuning inputs."""
+    E (U, d) units in the fine-tune's hidden frame; X (B, n) non-empty fine-tuning inputs; a tied
+    single-layer model (h = W x, output pre-activation Wᵀh + b)."""
     W0, W1 = np.asarray(W0, np.float64), np.asarray(W1, np.float64)
     X = np.asarray(X, np.float64)
-    act = unit_changes(E, X @ W0.T, X @ W1.T)
-    rise = output_rise(W0, b0, W1, b1, X)
+    return diff_reads(E, X @ W0.T, X @ W1.T, output_rise(W0, b0, W1, b1, X), W0, W1, amplified, harmful, seed)
+
+
+def diff_reads(E, H0, H1, rise, W0, W1, amplified: float, harmful: list[int], seed: int = 0) -> dict:
+    """:func:`diff_one` from what the model gives at the audited layer: activations H0, H1 (B, d) before and
+    after, the output rise r (n,) (:func:`rise_of`) and the layer's true columns W0, W1 (d, n)."""
+    W0, W1 = np.asarray(W0, np.float64), np.asarray(W1, np.float64)
+    act = unit_changes(E, H0, H1)
     aff = affected_features(W0, W1, rise, amplified)
     item_of = nearest_feature(E, W0)
     n0, n1 = np.linalg.norm(W0, axis=0), np.linalg.norm(W1, axis=0)
@@ -144,11 +163,25 @@ def finetune_inputs(cfg: Config, batch: int = BATCH) -> tuple[np.ndarray, object
     return np.asarray(X), plan
 
 
+def model_reads(graphdef, template, arrays: dict, k: int, X: np.ndarray, layer: int | None):
+    """Fine-tune k's model from the run's arrays (every leaf, leading axis n_ft; ``template`` one instance's
+    state): its activations at ``layer`` (B, d) (:func:`.layers.activations`), output pre-activations (B, n)
+    (:func:`toymodels.lab.probe.preactivation`) and true columns at ``layer`` (d, n), float64."""
+    state = jax.tree.map(lambda a: a, template)
+    nnx.replace_by_pure_dict(state, jax.tree.map(lambda a: jnp.asarray(a[k]), arrays))
+    model, x = nnx.merge(graphdef, state), jnp.asarray(X, jnp.float32)
+    f64 = lambda a: np.asarray(a, np.float64)
+    return f64(layers.activations(model, x, layer)), f64(preactivation(model, x)), f64(layers.true_directions(model, layer))
+
+
 def activation_diff(cfg: Config, units: list[np.ndarray], pre: dict, post: dict, amplified: float,
-                    harmful: list[int]) -> dict:
+                    harmful: list[int], graphdef=None, template=None, layer: int | None = None) -> dict:
     """Every fine-tune of a run: ``units[m]`` (U, d) the auditor's units of pretrained model m (its own hidden
     frame; rotated here with the fine-tune's orientation); ``pre``/``post``: the run's
-    weights_pretrained/finetuned arrays (``W`` (n_ft, d, n), ``b_final``). Returns ``rows`` and ``by_regime``."""
+    weights_pretrained/finetuned arrays (``W`` (n_ft, d, n), ``b_final``, and every other leaf). With
+    ``graphdef`` and ``template`` (one pretrained instance's state) the models are rebuilt and read at
+    ``layer`` (:func:`model_reads`: any model kind, any layer), else by the tied single-layer formulas.
+    Returns ``rows`` and ``by_regime``."""
     X, plan = finetune_inputs(cfg)
     O = orientation_matrices(cfg) if plan.n_orientations > 1 else None
     rows = []
@@ -158,7 +191,12 @@ def activation_diff(cfg: Config, units: list[np.ndarray], pre: dict, post: dict,
         if O is not None:
             E = E @ O[int(plan.orientation_index[k])].T
         x = X[k][np.any(X[k] != 0, axis=1)]
-        r = diff_one(E, pre["W"][k], pre["b_final"][k], post["W"][k], post["b_final"][k], x, amplified, harmful, seed=k)
+        if graphdef is None:
+            r = diff_one(E, pre["W"][k], pre["b_final"][k], post["W"][k], post["b_final"][k], x, amplified, harmful,
+                         seed=k)
+        else:
+            (H0, P0, W0), (H1, P1, W1) = (model_reads(graphdef, template, a, k, x, layer) for a in (pre, post))
+            r = diff_reads(E, H0, H1, rise_of(P0, P1, x), W0, W1, amplified, harmful, seed=k)
         rows.append({"index": k, "regime": plan.regime_name(k), "model": m, "n_inputs": int(len(x)), **r})
     return {"rows": rows, "by_regime": by_regime(rows), "spill": SPILL, "flag_k": FLAG_K, "min_cos": MIN_COS}
 

@@ -46,7 +46,7 @@ from ..config import Config
 from ..core import data as tdata
 from ..core.geometry import cosine_matrix, feature_norms
 from ..stats import spearman
-from . import metrics
+from . import layers, metrics
 from .dictionary import Dictionary, encode
 
 AUDIT_SEED_OFFSET = 820     # fold_in(seed key, ·): the auditor's unlabelled and labelled samples
@@ -74,9 +74,9 @@ def samples(cfg: Config, model: int, classes: dict[str, int], labelled: int, n_u
     return out
 
 
-def hidden(graphdef, state, x: np.ndarray) -> np.ndarray:
-    """The model's hidden activations h(x), (B, d)."""
-    return np.asarray(nnx.merge(graphdef, state).hidden(jax.numpy.asarray(x)))
+def hidden(graphdef, state, x: np.ndarray, layer: int | None = None) -> np.ndarray:
+    """The model's hidden activations h(x), (B, d), at ``layer`` (None: ``W``'s; :func:`.layers.activations`)."""
+    return np.asarray(layers.activations(nnx.merge(graphdef, state), jax.numpy.asarray(x), layer))
 
 
 def geometric_median(H: np.ndarray, iters: int = 200) -> np.ndarray:

@@ -41,7 +41,7 @@ from .. import stats
 from ..config import Config
 from ..core.planting import harmful_indices, names
 from ..lab.plan import orientation_matrices
-from . import auditor, dictionary, metrics, predict
+from . import auditor, dictionary, layers, metrics, predict
 
 EQUIVARIANT = ("sgd", "momentum", "novograd")   # commute with a rotation of the hidden space (core.optim)
 REL_RISE, REL_FLOOR = 0.1, 0.01                 # ρ and r_floor of the relative labels
@@ -88,7 +88,11 @@ def _probe_rates(metrics_rows: list[dict]) -> dict[int, np.ndarray]:
 
 def sae_monitor(cfg: Config, audits: list[dict], arrays: dict, ft: dict, W0: np.ndarray, W1: np.ndarray) -> list:
     """Per fine-tune: mean code of its model's harmful latent on the auditor's target-labelled inputs under
-    W1, minus under W0 (both brought back to the model's own hidden frame when the fine-tune is rotated)."""
+    W1, minus under W0 (both brought back to the model's own hidden frame when the fine-tune is rotated).
+    It reads h = W x (:func:`.layers.hidden_is_Wx`); for a model whose hidden activation needs more than W
+    (a deep stack planted past layer 1) every entry is None rather than a wrong number."""
+    if not layers.hidden_is_Wx(cfg):
+        return [None] * len(ft["instances"])
     all_names, target = names(cfg), names(cfg)[cfg.penalty_target()]
     O = orientation_matrices(cfg) if cfg.finetune.orientations > 1 else None
     relu = cfg.model.kind in ("relu_hidden", "abs_computation")

@@ -27,7 +27,7 @@ import numpy as np
 from ..config import Config
 from ..config.sae import AuditConfig
 from ..core.planting import harmful_indices, names
-from . import actdiff, auditor, crosscoder, dictionary, metrics, risk
+from . import actdiff, auditor, crosscoder, dictionary, layers, metrics, risk
 from . import train as T
 from .hooks import SAEFilterHooks
 
@@ -127,7 +127,7 @@ class Stage:
         self.arrays = dictionary.to_arrays(trained, evaluation, scale, T.kmax(cfg), cfg.sae.bandwidth)
         self.write_npz(self.run_dir / "weights_sae.npz", **self.arrays)
         self.rows = sae_rows(cfg, self.W, trained, evaluation)
-        return {"variants": list(cfg.sae.variants), "dict_sizes": list(cfg.sae.sizes(cfg.data.n_features)),
+        return {**self._layer(),"variants": list(cfg.sae.variants), "dict_sizes": list(cfg.sae.sizes(cfg.data.n_features)),
                 "steps": cfg.sae.steps, "train_seconds": {v: round(t.seconds, 3) for v, t in trained.items()},
                 "activation_scale": np.asarray(scale).tolist(), "best": best_by_variant(self.rows),
                 "mcc": [r["mcc"] for r in self.rows], "instances": self.rows}
@@ -137,9 +137,17 @@ class Stage:
         cfg = self.cfg
         self.audits = audit_models(cfg, self.graphdef, self.params, self.arrays, self.rows)
         text = "\n\n".join(auditor.markdown_audit(a, model_title(cfg, a)) for a in self.audits)
-        self.write_text(self.run_dir / "audit.md", f"# audit: {cfg.name}\n\n{AUDIT_NOTE}\n\n{text}")
-        return {"variant": cfg.audit.variant, "target": target_name(cfg), "harmful": list(cfg.features.harmful),
+        at = self._layer()
+        title = f"# audit: {cfg.name}" + (f" (layer {at['layer']} of {at['n_layers']})" if at else "")
+        self.write_text(self.run_dir / "audit.md", f"{title}\n\n{AUDIT_NOTE}\n\n{text}")
+        return {**self._layer(), "variant": cfg.audit.variant, "target": target_name(cfg), "harmful": list(cfg.features.harmful),
                 "models": self.audits, "scoring": scoring_summary(self.audits)}
+
+    def _layer(self) -> dict:
+        """``layer`` (W's, the one the stage reads) and ``n_layers`` of a multi-layer model, else {} (a
+        single-layer run's summary is what it was)."""
+        layer, L = layers.layer_of(self.graphdef, self.params, None)
+        return {"layer": layer, "n_layers": L} if L > 1 else {}
 
     def _encoder(self, a: dict) -> np.ndarray:
         """The encoder columns (d, size) of the dictionary audit ``a`` used."""
@@ -174,7 +182,9 @@ class Stage:
                                           list(harmful_indices(cfg)))
             out["activation_diff"] = {**res, "rows": [{k: v for k, v in r.items() if k not in ("scores", "units_feature")}
                                                       for r in res["rows"]]}
-        if cfg.audit.diff:
+        if cfg.audit.diff and not layers.hidden_is_Wx(cfg):   # the crosscoders read h = W x from W alone
+            out["diff"] = None
+        elif cfg.audit.diff:
             pre = self.read_npz(pre_f)
             post = self.read_npz(post_f)
             idx = np.array([e["pretrain_instance"] for e in ft["instances"]])
@@ -212,8 +222,9 @@ def _recovery(s: dict) -> str:
 
 def audit_models(cfg: Config, graphdef, params, arrays: dict, rows: list[dict], variant: str | None = None,
                  models=None, target: str | None = None, harmful: list[str] | None = None,
-                 min_ev: float | None = None, labelled: int | None = None) -> list[dict]:
-    """Audit each pretrained model with its chosen dictionary of ``variant`` (:func:`select`)."""
+                 min_ev: float | None = None, labelled: int | None = None, layer: int | None = None) -> list[dict]:
+    """Audit each pretrained model with its chosen dictionary of ``variant`` (:func:`select`), on the
+    activations of ``layer`` (None: ``W``'s), scored against that layer's true directions (:mod:`.layers`)."""
     a_cfg = cfg.audit or AuditConfig()
     variant = variant or a_cfg.variant
     min_ev = a_cfg.min_explained_variance if min_ev is None else min_ev
@@ -221,7 +232,7 @@ def audit_models(cfg: Config, graphdef, params, arrays: dict, rows: list[dict], 
     all_names = names(cfg)
     target = target or target_name(cfg)
     harmful = harmful or [all_names[j] for j in harmful_indices(cfg)]
-    W = np.asarray(params["W"][...], np.float64)
+    W = layers.true_directions_all(graphdef, params, layer)
     out = []
     for m in (range(cfg.n_inst) if models is None else models):
         mine = [r for r in rows if r["variant"] == variant and r["model"] == m]
@@ -230,7 +241,7 @@ def audit_models(cfg: Config, graphdef, params, arrays: dict, rows: list[dict], 
         classes = {c: all_names.index(c) for c in [target, *harmful]}
         x = auditor.samples(cfg, m, classes, labelled)
         state = _instance(params, m)
-        h = {c: auditor.hidden(graphdef, state, a) for c, a in x.items()}
+        h = {c: auditor.hidden(graphdef, state, a, layer) for c, a in x.items()}
         a = auditor.audit_model(dic, h, target, harmful, W[m], all_names)
         a = {"model": m, "sae": {k: pick.get(k) for k in ("index", "variant", "position", "dict_size", "sparsity",
                                                            "explained_variance", "l0", "mcc", "mcc_abs", "chance")}, **a}

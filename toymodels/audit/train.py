@@ -7,7 +7,9 @@ Per variant of ``[sae]`` one compiled sweep of :func:`toymodels.core.engine.fit`
 Each instance's objective draws x from its pretrained model's data distribution (the run's sampler,
 fresh every step), computes the frozen model's hidden activation h = hidden(x) (W x for the tied models),
 normalises it, h ← c h with c = √(d / E‖h‖²) of that model, and takes one SAE loss (:mod:`.sae`). The model
-is data of the instance (``inst["model"]``), never a parameter, so nothing but the SAE trains.
+is data of the instance (``inst["model"]``), never a parameter, so nothing but the SAE trains. A deep model's
+SAEs can read any layer l instead, h_l = W_l x_{l−1} (``layer``; :mod:`.layers`), and are then scored
+against W_l's columns.
 
 Measured on a fixed evaluation batch per model (:func:`evaluate`): explained variance
 1 − Σ‖h − ĥ‖² / Σ‖h − h̄‖², L0 (active latents per sample, also over non-empty samples), dead latents
@@ -34,7 +36,7 @@ from ..config import Config
 from ..core import data as tdata
 from ..core.engine import fit, init_state
 from ..core.geometry import feature_norms
-from . import metrics
+from . import layers, metrics
 from . import sae as S
 
 SAE_SEED_OFFSET = 800   # fold_in(seed key, ·): the SAEs' init (0), data (1), evaluation batch (2), revival (3)
@@ -72,14 +74,25 @@ def root_key(cfg: Config) -> jax.Array:
     return jax.random.fold_in(jax.random.key(cfg.seed), SAE_SEED_OFFSET)
 
 
-def hidden_fn(graphdef):
-    """``hidden(model_state, x) -> h`` (B, d) of one pretrained model."""
-    return lambda state, x: nnx.merge(graphdef, state).hidden(x)
+# the kinds whose hidden activation is W x (through a ReLU for two of them): read feature-major, fast
+SINGLE_LAYER_KINDS = layers.SINGLE_LAYER_KINDS
 
 
-def hidden_t_fn(cfg: Config):
-    """``hidden_t(model_state, x) -> hᵀ`` (d, B): the model's hidden activation, feature-major (W xᵀ, through
-    a ReLU for the models with a hidden ReLU), with xᵀ materialised once (as the engine's ``model_loss``)."""
+def hidden_fn(graphdef, layer: int | None = None):
+    """``hidden(model_state, x) -> h`` (B, d) of one pretrained model at ``layer`` (None: ``W``'s layer;
+    :func:`.layers.activations`)."""
+    return lambda state, x: layers.activations(nnx.merge(graphdef, state), x, layer)
+
+
+def hidden_t_fn(cfg: Config, graphdef=None, layer: int | None = None):
+    """``hidden_t(model_state, x) -> hᵀ`` (d, B): the model's hidden activation at ``layer`` (None: ``W``'s),
+    feature-major. For the single-layer kinds W xᵀ (through a ReLU for the models with a hidden ReLU), with xᵀ
+    materialised once (as the engine's ``model_loss``); for the other kinds the model's own
+    :func:`.layers.activations` (needs ``graphdef``), transposed."""
+    if cfg.model.kind not in SINGLE_LAYER_KINDS:
+        if graphdef is None:
+            raise ValueError(f"hidden_t_fn: model.kind={cfg.model.kind!r} needs the graphdef")
+        return lambda state, x: layers.activations(nnx.merge(graphdef, state), x, layer).T
     relu = cfg.model.kind in ("relu_hidden", "abs_computation")
 
     def hidden_t(state, x):
@@ -89,12 +102,13 @@ def hidden_t_fn(cfg: Config):
     return hidden_t
 
 
-def activation_scale(cfg: Config, graphdef, params) -> np.ndarray:
+def activation_scale(cfg: Config, graphdef, params, layer: int | None = None) -> np.ndarray:
     """c = √(d / E‖h‖²) per pretrained model, from a fixed batch of SCALE_BATCH samples (key fold_in(root,
-    2) and the model index): the SAEs see c h, whose mean squared norm is d."""
+    2) and the model index): the SAEs see c h, whose mean squared norm is d. h: the activations at ``layer``
+    (None: ``W``'s)."""
     sample = tdata.make_sampler(dataclasses.replace(cfg.data, batch_size=SCALE_BATCH))
     key = jax.random.fold_in(root_key(cfg), 2)
-    hidden = hidden_fn(graphdef)
+    hidden = hidden_fn(graphdef, layer)
 
     def one(state, p, i):
         h = hidden(state, sample(jax.random.fold_in(key, i), p))
@@ -119,10 +133,10 @@ def kmax(cfg: Config) -> int:
     return int(max(cfg.sae.k))
 
 
-def objective(cfg: Config, graphdef, variant: str):
-    """The SAE loss of one instance on a fresh batch of its model's normalised activations."""
+def objective(cfg: Config, graphdef, variant: str, layer: int | None = None):
+    """The SAE loss of one instance on a fresh batch of its model's normalised activations (at ``layer``)."""
     sample = tdata.make_sampler(dataclasses.replace(cfg.data, batch_size=cfg.sae.batch_size))
-    hidden_t, k, eps = hidden_t_fn(cfg), kmax(cfg), cfg.sae.bandwidth
+    hidden_t, k, eps = hidden_t_fn(cfg, graphdef, layer), kmax(cfg), cfg.sae.bandwidth
 
     def fn(params, key, inst):
         ht = hidden_t(inst["model"], sample(key, inst["feature_probability"])) * inst["scale"]
@@ -134,21 +148,23 @@ def objective(cfg: Config, graphdef, variant: str):
 @dataclass
 class Trained:
     """One variant's trained SAEs: plan, parameters (leading axis n), re-initialisations per latent,
-    training seconds."""
+    training seconds, and the layer whose activations they read (None: ``W``'s)."""
 
     plan: SAEPlan
     params: Any
     revived: np.ndarray
     seconds: float
     inst: dict
+    layer: int | None = None
 
 
 def train_variant(cfg: Config, graphdef, params, variant: str, scale=None, *, models=None, on_log=None,
-                  progress=True) -> Trained:
-    """Train every SAE of ``variant`` (:func:`make_plan`) in one compiled sweep of the engine."""
+                  progress=True, layer: int | None = None) -> Trained:
+    """Train every SAE of ``variant`` (:func:`make_plan`) in one compiled sweep of the engine, on the
+    activations at ``layer`` (None: ``W``'s layer; ``scale`` must be that layer's)."""
     sc = cfg.sae
     plan = make_plan(cfg, variant, models)
-    scale = activation_scale(cfg, graphdef, params) if scale is None else scale
+    scale = activation_scale(cfg, graphdef, params, layer) if scale is None else scale
     inst = instance_arrays(cfg, plan, params, scale)
     root = root_key(cfg)
     d = cfg.model.d_hidden
@@ -163,10 +179,10 @@ def train_variant(cfg: Config, graphdef, params, variant: str, scale=None, *, mo
     state = init_state(sae_params, tx, keys)
     state.opt_state = S.set_revive_mask(state.opt_state, inst["mask"])
     t = time.perf_counter()
-    state = fit(state, objective(cfg, graphdef, variant), tx, inst, sc.steps, chunk_size=sc.chunk_size,
+    state = fit(state, objective(cfg, graphdef, variant, layer), tx, inst, sc.steps, chunk_size=sc.chunk_size,
                 log_every=sc.log_every, on_log=on_log, progress=progress if progress is not True else f"sae {variant}")
     jax.block_until_ready(state.params)
-    return Trained(plan, state.params, np.asarray(state.opt_state.revived), time.perf_counter() - t, inst)
+    return Trained(plan, state.params, np.asarray(state.opt_state.revived), time.perf_counter() - t, inst, layer)
 
 
 def evaluate(cfg: Config, graphdef, trained: Trained) -> dict[str, np.ndarray]:
@@ -176,7 +192,8 @@ def evaluate(cfg: Config, graphdef, trained: Trained) -> dict[str, np.ndarray]:
     otherwise), ``directions`` (L, d) unit decoder directions, ``bias`` (d,) b_dec (normalised units)."""
     sample = tdata.make_sampler(dataclasses.replace(cfg.data, batch_size=cfg.sae.eval_batch_size))
     key = jax.random.fold_in(root_key(cfg), 2)
-    hidden_t, k, eps, variant = hidden_t_fn(cfg), kmax(cfg), cfg.sae.bandwidth, trained.plan.variant
+    hidden_t, k, eps = hidden_t_fn(cfg, graphdef, trained.layer), kmax(cfg), cfg.sae.bandwidth
+    variant = trained.plan.variant
 
     def one(p, inst, m):
         x = sample(jax.random.fold_in(jax.random.fold_in(key, 1), m), inst["feature_probability"])
