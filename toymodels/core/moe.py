@@ -1,0 +1,143 @@
+"""Mixture-of-experts TMS (Chaudhari, Nuer & Thorstenson 2025, "Sparsity and Superposition in Mixture of
+Experts", arXiv:2510.23671): E TMS autoencoders behind a top-k gate.
+
+    g = G x                                     router logits, G (E, n)
+    S = top-k(g)                                the k experts with the largest logits
+    w_e = exp(g_e) / Σ_{e'∈S} exp(g_e')  (e ∈ S), 0 otherwise      (softmax over the selected logits)
+    p_e = W_eᵀ W_e x + b_e                      expert e's output pre-activation, W_e (d, n), b_e (n,)
+    x' = Σ_e w_e ReLU(p_e)
+
+This is the authors' model (``model/model.py`` of github.com/MarmikChaudhari/moe-superposition, read
+for this module): gate (E, n) with a Xavier-normal init, a softmax over all experts, top-k of it, the
+selected probabilities renormalised to sum to 1 (identical to a softmax over the selected logits), one
+tied W and one bias per expert, a ReLU per expert. Their optional load-balancing loss
+(α N Σ_e f_e P_e, α = 0.01) is NOT included: the engine trains the reconstruction objective only. With
+k = 1 the renormalised weight is exactly 1, so (without that loss) the gate receives no gradient and
+routing stays at its random init, as in their code.
+
+Parameters: ``W`` (d, n) and ``b_final`` (n,) are expert 0's (where the lab plants, pins and reads the
+named features); ``W_experts`` (E−1, d, n) and ``b_experts`` (E−1, n) the other experts'; ``gate`` (E, n).
+With E = 1 there is no gate and no other expert, and every operation is ``relu_output``'s: same draws
+(``W`` is drawn first, from the first key), same parameters, same forward, bit for bit
+(``tests/test_moe.py``). A rotation O of every expert's hidden space (W_e → O W_e) leaves the function
+unchanged (W_eᵀOᵀO W_e = W_eᵀW_e; the gate reads x, not h): ``HIDDEN_LEAVES``.
+
+``route_pair`` pins where features 0 and 1 (the first two named features, helpful and toxic) are
+routed: ``same`` sends both to expert 0, ``different`` feature 0 to expert 0 and feature 1 to expert 1.
+Their gate columns are replaced in the forward pass by constants (ROUTE_LOGIT on the chosen expert, 0
+elsewhere), so those columns have no gradient and never move, with no optimiser mask; the stored
+``gate`` entries there are unused. An input carrying only feature 0 (or only feature 1) goes to its
+expert for any positive value; a mixed input follows the largest logit. ``learned`` fixes nothing.
+
+The lab reads ``preact`` = Σ_e w_e p_e (exact, x' = ReLU(preact), when k = 1) and the per-expert records
+``route(x)`` (batch, E) and ``expert_preacts(x)`` (E, batch, n).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+ROUTES = ("learned", "same", "different")
+ROUTE_LOGIT = 10.0   # the pinned routing logit per unit of the feature (gate logits at init are ~N(0, 0.3²))
+
+
+def pinned_routes(route_pair: str) -> tuple[tuple[int, int], ...]:
+    """((feature, expert), ...) whose gate column is fixed by ``route_pair``."""
+    if route_pair == "same":
+        return ((0, 0), (1, 0))
+    if route_pair == "different":
+        return ((0, 0), (1, 1))
+    if route_pair == "learned":
+        return ()
+    raise ValueError(f"model.route_pair={route_pair!r}: must be one of {', '.join(ROUTES)}")
+
+
+class MoETMS(nnx.Module):
+    """x' = Σ_e w_e(x) ReLU(W_eᵀW_e x + b_e), top-k softmax gate; see the module docstring. x (batch, n)."""
+
+    HIDDEN_LEAVES = ("W", "W_experts")
+
+    def __init__(self, n_features: int, d_hidden: int, *, n_experts: int = 1, k_active: int = 1,
+                 route_pair: str = "learned", std: float, rngs: nnx.Rngs):
+        if not 1 <= k_active <= n_experts:
+            raise ValueError(f"model.k_active={k_active}: must be in 1..n_experts={n_experts}")
+        self.routes = pinned_routes(route_pair)
+        if self.routes and (n_features < 2 or n_experts < max(e for _, e in self.routes) + 1):
+            raise ValueError(f"model.route_pair={route_pair!r}: needs >= 2 features and enough experts")
+        self.n_experts, self.k_active = n_experts, k_active
+        # W first, from the first key: with one expert the draws are relu_output's exactly
+        self.W = nnx.Param(std * jax.random.normal(rngs.params(), (d_hidden, n_features)))
+        self.b_final = nnx.Param(jnp.zeros((n_features,)))
+        if n_experts > 1:
+            self.W_experts = nnx.Param(std * jax.random.normal(rngs.params(), (n_experts - 1, d_hidden, n_features)))
+            self.b_experts = nnx.Param(jnp.zeros((n_experts - 1, n_features)))
+            gate_std = math.sqrt(2.0 / (n_experts + n_features))   # xavier_normal on (E, n), as the authors
+            self.gate = nnx.Param(gate_std * jax.random.normal(rngs.params(), (n_experts, n_features)))
+
+    @classmethod
+    def from_config(cls, model_cfg, n_features: int, *, std: float, rngs: nnx.Rngs) -> MoETMS:
+        return cls(n_features, model_cfg.d_hidden, n_experts=model_cfg.n_experts, k_active=model_cfg.k_active,
+                   route_pair=model_cfg.route_pair, std=std, rngs=rngs)
+
+    # --- the experts and the gate ---------------------------------------------------------------------
+    def expert_weights(self) -> jax.Array:
+        """(E, d, n): [W, *W_experts]."""
+        W = self.W[...][None]
+        return W if self.n_experts == 1 else jnp.concatenate([W, self.W_experts[...]], axis=0)
+
+    def expert_biases(self) -> jax.Array:
+        """(E, n): [b_final, *b_experts]."""
+        b = self.b_final[...][None]
+        return b if self.n_experts == 1 else jnp.concatenate([b, self.b_experts[...]], axis=0)
+
+    def gate_matrix(self) -> jax.Array:
+        """(E, n): the gate with the ``route_pair`` columns replaced by their constants (no gradient)."""
+        G = self.gate[...]
+        for f, e in self.routes:
+            G = G.at[:, f].set(ROUTE_LOGIT * jax.nn.one_hot(e, self.n_experts, dtype=G.dtype))
+        return G
+
+    def route(self, x: jax.Array) -> jax.Array:
+        """(batch, E) routing weights: softmax over the top-k logits, 0 elsewhere (rows sum to 1, exactly
+        k nonzero). Ties (e.g. x = 0) go to the lower expert index (``lax.top_k``)."""
+        if self.n_experts == 1:
+            return jnp.ones((x.shape[0], 1), x.dtype)
+        logits = x @ self.gate_matrix().T                                   # (batch, E)
+        vals, idx = jax.lax.top_k(logits, self.k_active)                    # (batch, k)
+        w = jax.nn.softmax(vals, axis=-1)
+        return jnp.sum(jax.nn.one_hot(idx, self.n_experts, dtype=x.dtype) * w[..., None], axis=-2)
+
+    def expert_preacts(self, x: jax.Array) -> jax.Array:
+        """(E, batch, n): p_e = W_eᵀ W_e x + b_e for every expert."""
+        Ws = self.expert_weights()
+        return jnp.einsum("bn,edn,edm->ebm", x, Ws, Ws) + self.expert_biases()[:, None, :]
+
+    # --- the members every model has ------------------------------------------------------------------
+    def hidden(self, x: jax.Array) -> jax.Array:
+        """h = W x: expert 0's hidden activations (batch, d) (where the named features are planted)."""
+        return x @ self.W[...].T
+
+    def preact(self, x: jax.Array) -> jax.Array:
+        """(batch, n): Σ_e w_e p_e, the routed output pre-activation (x' = ReLU of it when k = 1)."""
+        if self.n_experts == 1:
+            return self.hidden(x) @ self.W[...] + self.b_final[...]
+        return jnp.einsum("be,ebn->bn", self.route(x), self.expert_preacts(x))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.n_experts == 1:
+            return jax.nn.relu(self.hidden(x) @ self.W[...] + self.b_final[...])
+        return jnp.einsum("be,ebn->bn", self.route(x), jax.nn.relu(self.expert_preacts(x)))
+
+    def forward_t(self, xt: jax.Array) -> jax.Array:
+        """x'ᵀ from xt = xᵀ, feature-major (the engine's fast path): (n, batch) -> (n, batch)."""
+        if self.n_experts == 1:  # relu_output's forward_t, operation for operation
+            W = self.W[...]
+            return jax.nn.relu(W.T @ (W @ xt) + self.b_final[...][:, None])
+        Ws = self.expert_weights()
+        h = jnp.einsum("edn,nb->edb", Ws, xt)
+        p = jnp.einsum("edn,edb->enb", Ws, h) + self.expert_biases()[:, :, None]
+        return jnp.einsum("be,enb->nb", self.route(xt.T), jax.nn.relu(p))
