@@ -39,6 +39,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 ROUTES = ("learned", "same", "different")
@@ -141,3 +142,50 @@ class MoETMS(nnx.Module):
         h = jnp.einsum("edn,nb->edb", Ws, xt)
         p = jnp.einsum("edn,edb->enb", Ws, h) + self.expert_biases()[:, :, None]
         return jnp.einsum("be,enb->nb", self.route(xt.T), jax.nn.relu(p))
+
+
+# --- per-expert records, from saved weights (numpy in, numpy out) -----------------------------------------
+REPRESENTED_NORM = 0.5   # as toymodels.core.planting: below it a feature is barely represented
+
+
+def stacked_experts(weights: dict) -> np.ndarray:
+    """(n_inst, E, d, n): every instance's expert matrices [W, *W_experts] from a ``weights.npz`` dict."""
+    W = np.asarray(weights["W"], np.float64)[:, None]
+    return W if "W_experts" not in weights else np.concatenate([W, np.asarray(weights["W_experts"], np.float64)], 1)
+
+
+def expert_superposition(weights: dict) -> dict[str, np.ndarray]:
+    """Per instance and expert (n_inst, E): ``features_per_dim`` = ‖W_e‖_F² / d (TMS's 1/D*; the authors'
+    per-expert D* = d / ‖W_e‖_F²) and ``represented_per_dim`` = #{i : ‖W_e,i‖ > 0.5} / d."""
+    Ws = stacked_experts(weights)
+    d = Ws.shape[2]
+    norms = np.linalg.norm(Ws, axis=2)                                   # (n_inst, E, n)
+    return {"features_per_dim": (Ws ** 2).sum((2, 3)) / d,
+            "represented_per_dim": (norms > REPRESENTED_NORM).sum(-1) / d}
+
+
+def routing(model_cfg, weights: dict, x: np.ndarray) -> np.ndarray:
+    """(n_inst, batch, E) routing weights of every saved instance on inputs x (n_inst, batch, n)."""
+    from .models import init_instances
+
+    n_inst, _, n = x.shape
+    graphdef, params = init_instances(model_cfg, n, n_inst, jax.random.key(0))
+    nnx.replace_by_pure_dict(params, {k: jnp.asarray(v) for k, v in weights.items()})
+    return np.asarray(jax.jit(jax.vmap(lambda p, xi: nnx.merge(graphdef, p).route(xi)))(params, jnp.asarray(x)))
+
+
+def sample_inputs(p: np.ndarray, n_samples: int, seed: int) -> np.ndarray:
+    """(n_inst, n_samples, n) TMS inputs: feature i is Uniform[0, 1] with probability p[inst, i], else 0."""
+    rng = np.random.default_rng(seed)
+    p = np.asarray(p, np.float64)[:, None, :]
+    shape = (p.shape[0], n_samples, p.shape[2])
+    return np.where(rng.random(shape) < p, rng.random(shape), 0.0).astype(np.float32)
+
+
+def expert_load(model_cfg, weights: dict, p: np.ndarray, n_samples: int = 1 << 14, seed: int = 0) -> np.ndarray:
+    """(n_inst, E): the share of the routed inputs each expert receives, mean over inputs of
+    1[e selected] / k (inputs with no active feature left out; rows sum to 1)."""
+    x = sample_inputs(p, n_samples, seed)
+    w = routing(model_cfg, weights, x) > 0
+    busy = x.any(-1)[..., None]
+    return (w * busy).sum(1) / np.maximum(busy.sum(1), 1) / model_cfg.k_active
