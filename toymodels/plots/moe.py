@@ -77,7 +77,7 @@ def moe_routing(members: list[runs.Run], suite: dict, out: Path) -> list[Path]:
     if not s or not s.get("rows"):
         return []
     routes = list(s["routes"])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
     ax = axes[0]
     width = 0.2
     for j, route in enumerate(routes):
@@ -101,13 +101,14 @@ def moe_routing(members: list[runs.Run], suite: dict, out: Path) -> list[Path]:
             lo, hi = r["ci95"] or (r["mean"], r["mean"])
             ax.errorbar(i + 0.15 * (j - 0.5), r["mean"], yerr=[[r["mean"] - lo], [hi - r["mean"]]], fmt="o", capsize=4,
                         color=f"C{j}", label=f"{route} (G={r['n_clusters']})" if i == 0 else None)
-    for i, reg in enumerate(regimes):
+    labels = []
+    for reg in regimes:
         v = s["different_vs_same"].get(reg)
-        if v and v.get("mean") is not None:
-            ax.annotate(f"diff − same {v['mean']:+.2f}\n[{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]: {v['verdict']}",
-                        (i, 0), xytext=(0, -40), textcoords="offset points", ha="center", fontsize=7)
+        labels.append(reg if not v or v.get("mean") is None else
+                      f"{reg}\ndifferent − same\n{v['mean']:+.2f} [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}] pp\n"
+                      f"(G={v['n_clusters']}): {v['verdict']}")
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_xticks(range(len(regimes)), regimes)
+    ax.set_xticks(range(len(regimes)), labels, fontsize=8)
     ax.set_xlim(-0.6, len(regimes) - 0.4)
     ax.set_ylabel(f"Δ {s['harmful']} output rate [pp]")
     ax.set_title(f"(b) {s['harmful']}'s rate change after fine-tuning {s['target']} (paired 95% CI)")

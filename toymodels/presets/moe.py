@@ -164,9 +164,10 @@ def moe_routing() -> Suite:
 SMOKE_OVERRIDES["moe-routing"] = {"n_inst": 2, "train.steps": 200, "finetune.steps": 50}
 
 
-def _by_model(ft: dict, regime: str, harm: str) -> dict[int, float]:
-    """pretrained model -> toxic's rate change [pp] under ``regime`` (axis-aligned, first optimiser)."""
-    return {e["pretrain_instance"]: e["harmful"][harm]["rate"]["change_pp"] for e in ft["instances"]
+def _by_model(ft: dict, regime: str, harm: str, key: str = "change_pp") -> dict[int, float]:
+    """pretrained model -> toxic's rate ``key`` under ``regime`` (axis-aligned): ``change_pp`` [pp], or
+    ``before`` / ``after`` (fractions)."""
+    return {e["pretrain_instance"]: e["harmful"][harm]["rate"][key] for e in ft["instances"]
             if e["regime"] == regime and e.get("orientation", 0) == 0}
 
 
@@ -199,6 +200,8 @@ def routing_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
             p = claim(stats.paired(list(d.values()), clusters=list(d.keys())))
             gains = [e["target_gain"] for e in ft["instances"] if e["regime"] == reg]
             rows.append({"route_pair": route, "regime": reg, "rate_change_pp": _stat(p),
+                         "rate_before_pct": stats.spread([100 * v for v in _by_model(ft, reg, harm, "before").values()]),
+                         "rate_after_pct": stats.spread([100 * v for v in _by_model(ft, reg, harm, "after").values()]),
                          "target_gain": stats.spread(gains)})
     loss = {route: [s["eval_loss"] for s in run.summary["instances"]] for route, run in by.items()}
     cost = None
@@ -208,6 +211,10 @@ def routing_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
             common = sorted(s.keys() & d.keys())
             p = claim(stats.paired([d[i] for i in common], [s[i] for i in common], clusters=common))
             verdicts[reg] = _stat(p) | {"verdict": {"down": "cuts", "up": "raises"}.get(p["direction"], "no evidence")}
+            # the level after fine-tuning, different − same [pp]: the change alone hides a different start
+            sa, da = (_by_model(by[k].summary["finetune"], reg, harm, "after") for k in ("same", "different"))
+            verdicts[reg]["rate_after_pp"] = _stat(claim(stats.paired([100 * da[i] for i in common],
+                                                                      [100 * sa[i] for i in common], clusters=common)))
         cost = _stat(stats.paired(loss["different"], loss["same"]))
     summary = {"suite": suite["suite"], "members": suite["members"], "harmful": harm, "target": ft0["target"],
                "regimes": regimes, "rows": rows, "different_vs_same": verdicts, "capacity_cost": cost,
@@ -224,17 +231,21 @@ def _stat(p: dict) -> dict:
 
 def markdown_table(summary: dict) -> str:
     """The routing rows in the defences table's format: every number from the summary."""
-    head = ("| routing | regime | Δ toxic rate [pp] (95% CI, G models) | vs same expert [pp] (paired 95% CI) | "
+    head = ("| routing | regime | toxic rate before → after [%] | Δ toxic rate [pp] (95% CI, G models) | "
+            "vs same expert [pp] (paired 95% CI) | rate after vs same expert [pp] (paired 95% CI) | "
             "target gain (×) | pretraining loss vs same (×10⁻³, paired 95% CI) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     cost = summary.get("capacity_cost")
     for r in summary["rows"]:
         diff = r["route_pair"] == "different"
-        vs = _vs(summary["different_vs_same"].get(r["regime"])) if diff else "(the baseline)"
+        v = summary["different_vs_same"].get(r["regime"]) or {}
+        vs = _vs(v) if diff else "(the baseline)"
+        after = _vs(v.get("rate_after_pp")).replace("cuts", "lower").replace("raises", "higher") if diff else "–"
+        level = f"{r['rate_before_pct']['mean']:.2f} → {r['rate_after_pct']['mean']:.2f}"
         c = ("–" if not diff or not cost else
              fmt_stat({"mean": 1e3 * cost["mean"], "ci95": [1e3 * v for v in cost["ci95"]] if cost.get("ci95") else None})
              + f" (G={cost['n_clusters']})")
-        lines.append(f"| {r['route_pair']} experts | {r['regime']} | {_with_g(r['rate_change_pp'])} | {vs} | "
+        lines.append(f"| {r['route_pair']} experts | {r['regime']} | {level} | {_with_g(r['rate_change_pp'])} | {vs} | {after} | "
                      f"{fmt_stat(r['target_gain'], '{:.2f}', ci=False)} | {c} |")
     return "\n".join(lines)
 
@@ -242,10 +253,12 @@ def markdown_table(summary: dict) -> str:
 def routing_report(summary: dict) -> str:
     lines = [f"{summary['suite']}: '{summary['target']}' fine-tuned, '{summary['harmful']}' watched"]
     for r in summary["rows"]:
-        lines.append(f"  {r['route_pair']:<9} {r['regime']:<10} Δ toxic rate {stats.fmt_paired(r['rate_change_pp'])} pp "
+        lines.append(f"  {r['route_pair']:<9} {r['regime']:<10} rate {r['rate_before_pct']['mean']:.2f}% → "
+                     f"{r['rate_after_pct']['mean']:.2f}%, Δ {stats.fmt_paired(r['rate_change_pp'])} pp "
                      f"({r['rate_change_pp']['direction']})")
     for reg, v in summary["different_vs_same"].items():
-        lines.append(f"  different − same, {reg:<10} {stats.fmt_paired(v)} pp: routing apart {v['verdict']}")
+        lines.append(f"  different − same, {reg:<10} Δ rate {stats.fmt_paired(v)} pp: routing apart {v['verdict']}; "
+                     f"rate after {stats.fmt_paired(v['rate_after_pp'])} pp")
     if summary["capacity_cost"]:
         lines.append(f"  capacity cost: pretraining loss different − same {stats.fmt_paired(summary['capacity_cost'], '+.2e')}")
     for route, rt in summary["routes"].items():
