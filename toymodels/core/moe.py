@@ -104,13 +104,22 @@ class MoETMS(nnx.Module):
 
     def route(self, x: jax.Array) -> jax.Array:
         """(batch, E) routing weights: softmax over the top-k logits, 0 elsewhere (rows sum to 1, exactly
-        k nonzero). Ties (e.g. x = 0) go to the lower expert index (``lax.top_k``)."""
+        k nonzero). Ties (e.g. x = 0) go to the lower expert index."""
         if self.n_experts == 1:
             return jnp.ones((x.shape[0], 1), x.dtype)
-        logits = x @ self.gate_matrix().T                                   # (batch, E)
-        vals, idx = jax.lax.top_k(logits, self.k_active)                    # (batch, k)
-        w = jax.nn.softmax(vals, axis=-1)
-        return jnp.sum(jax.nn.one_hot(idx, self.n_experts, dtype=x.dtype) * w[..., None], axis=-2)
+        return self._route_t(self.gate_matrix() @ x.T).T
+
+    def _route_t(self, gt: jax.Array) -> jax.Array:
+        """Routing weights (E, batch) from logits gt (E, batch). Expert e is selected when fewer than k
+        experts beat it, rank_e = #{e' : g_e' > g_e, or g_e' = g_e and e' < e} < k: E² comparisons, which
+        for a few experts is much cheaper on CPU than ``lax.top_k`` and its gather (and the same set)."""
+        E = self.n_experts
+        lower = jnp.arange(E)[:, None] < jnp.arange(E)[None, :]                     # [e', e]: e' < e
+        beats = (gt[:, None] > gt[None, :]) | ((gt[:, None] == gt[None, :]) & lower[..., None])
+        selected = jnp.sum(beats, axis=0) < self.k_active                           # (E, batch)
+        top = jnp.max(gt, axis=0, keepdims=True)                                    # the top-1 is always selected
+        z = jnp.where(selected, jnp.exp(gt - jax.lax.stop_gradient(top)), 0.0)
+        return z / jnp.sum(z, axis=0, keepdims=True)
 
     def expert_preacts(self, x: jax.Array) -> jax.Array:
         """(E, batch, n): p_e = W_eᵀ W_e x + b_e for every expert."""
@@ -139,9 +148,11 @@ class MoETMS(nnx.Module):
             W = self.W[...]
             return jax.nn.relu(W.T @ (W @ xt) + self.b_final[...][:, None])
         Ws = self.expert_weights()
-        h = jnp.einsum("edn,nb->edb", Ws, xt)
-        p = jnp.einsum("edn,edb->enb", Ws, h) + self.expert_biases()[:, :, None]
-        return jnp.einsum("be,enb->nb", self.route(xt.T), jax.nn.relu(p))
+        E, d, n = Ws.shape
+        h = (Ws.reshape(E * d, n) @ xt).reshape(E, d, -1)                            # every expert's W_e x
+        p = jnp.matmul(jnp.swapaxes(Ws, 1, 2), h) + self.expert_biases()[:, :, None]  # (E, n, batch)
+        w = self._route_t(self.gate_matrix() @ xt)                                   # (E, batch)
+        return jnp.sum(w[:, None, :] * jax.nn.relu(p), axis=0)
 
 
 # --- per-expert records, from saved weights (numpy in, numpy out) -----------------------------------------

@@ -47,7 +47,7 @@ def moe_phase(members: list[runs.Run], suite: dict, out: Path) -> list[Path]:
     for ax, key, label in ((axes[1], "features_per_dim", "(b) features per dimension ‖W_e‖²/d"),
                            (axes[2], "represented_per_dim", "(c) represented features (norm > 0.5) per dimension")):
         for E, k in keys:
-            color = cmap(0.85 * (1 - np.log2(E / k) / 3.0))
+            color = "k" if E == 1 else cmap(0.85 * (1 - np.log2(E / k) / 3.0))   # E = 1: the dense TMS
             sel = [r for r in rows if (r["n_experts"], r["k_active"]) == (E, k)]
             ax.scatter([1 / r["feature_probability"] for r in sel], [r[key] for r in sel], s=10, color=color, alpha=0.5)
             g = sorted((x for x in grid if (x["n_experts"], x["k_active"]) == (E, k)), key=lambda x: -x["feature_probability"])
@@ -90,7 +90,8 @@ def moe_routing(members: list[runs.Run], suite: dict, out: Path) -> list[Path]:
     ax.set_xticks([0, 1], ["expert 0", "expert 1"])
     ax.set_ylabel("share of pretrained models")
     ax.set_title("(a) where the named pair is routed")
-    ax.legend(fontsize=7)
+    ax.set_ylim(0, 1.45)
+    ax.legend(fontsize=7, loc="upper center", ncol=2)
     ax = axes[1]
     regimes = s["regimes"]
     for j, route in enumerate(routes):

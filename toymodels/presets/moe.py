@@ -26,10 +26,12 @@ from .registry import SMOKE_OVERRIDES, Suite, preset, suite_summary
 
 # --- moe-superposition ---------------------------------------------------------------------------------------
 SUP_N, SUP_D = 16, 4                                  # 16 features, 4 hidden dimensions per expert
-SUP_EXPERTS = ((1, 1), (4, 4), (4, 3), (4, 2), (4, 1), (8, 2), (8, 1))   # (E, k): k/E = 1 .. 1/8
-SUP_P = tuple(float(v) for v in np.geomspace(1.0, 0.01, 8))             # feature probability 1 - S
+# (E, k): k/E = 1 .. 1/8; E = 2, k = 1 and E = 4, k = 2 share k/E = 1/2 at different E
+SUP_EXPERTS = ((1, 1), (4, 4), (2, 1), (4, 2), (4, 1), (8, 1))
+SUP_P = tuple(float(v) for v in np.geomspace(1.0, 0.01, 7))             # feature probability 1 - S
 SUP_SEEDS = 2
-SUP_STEPS = 4000
+SUP_STEPS = 3000                                                        # the authors' grid: 3000 steps
+SPARSE_P = 0.1                                                          # "sparse": p <= 0.1, for the rank test
 
 
 def superposition_member(E: int, k: int) -> Config:
@@ -51,8 +53,8 @@ def superposition_member(E: int, k: int) -> Config:
 @preset("moe-superposition", "mixture-of-experts TMS (Chaudhari et al. 2025): superposition per expert against "
                              "k/E (active/total experts) x feature sparsity; phase diagram")
 def moe_superposition() -> Suite:
-    """Seven (E, k) members, k/E from 1 (E = 1 is the dense TMS) to 1/8, 16 features, 4 dimensions per
-    expert, 8 feature probabilities from 1 to 0.01, 2 seeds; the gate is learned (with k = 1 it gets no
+    """Six (E, k) members, k/E from 1 (E = 1 is the dense TMS) to 1/8, 16 features, 4 dimensions per
+    expert, 7 feature probabilities from 1 to 0.01, 2 seeds, 3000 steps; the gate is learned (with k = 1 it gets no
     gradient and routing stays random, as in the authors' code without the load-balancing loss)."""
     return Suite(
         name="moe-superposition",
@@ -102,7 +104,7 @@ def superposition_summary(members, suite: dict, run_dir: Path) -> tuple[dict, st
                          "represented_per_dim": float(np.mean([r["represented_per_dim"] for r in c])),
                          "eval_loss": float(np.mean([r["eval_loss"] for r in c]))})
     # does k/E order superposition? Spearman over all rows at the sparse end (p <= 0.1)
-    sparse = [r for r in rows if r["feature_probability"] <= 0.1 + 1e-9]
+    sparse = [r for r in rows if r["feature_probability"] <= SPARSE_P * (1 + 1e-6)]   # p is stored as float32
     corr = stats.correlation([r["k_over_E"] for r in sparse], [r["features_per_dim"] for r in sparse]) if sparse else None
     summary = {"suite": suite["suite"], "members": suite["members"], "rows": rows, "grid": grid,
                "sparse_k_over_E_vs_features_per_dim": corr}
