@@ -177,11 +177,9 @@ def expert_superposition(weights: dict) -> dict[str, np.ndarray]:
 
 def routing(model_cfg, weights: dict, x: np.ndarray) -> np.ndarray:
     """(n_inst, batch, E) routing weights of every saved instance on inputs x (n_inst, batch, n)."""
-    from .models import init_instances
-
-    n_inst, _, n = x.shape
-    graphdef, params = init_instances(model_cfg, n, n_inst, jax.random.key(0))
-    nnx.replace_by_pure_dict(params, {k: jnp.asarray(v) for k, v in weights.items()})
+    n = x.shape[-1]
+    graphdef, params = nnx.split(MoETMS.from_config(model_cfg, n, std=1.0, rngs=nnx.Rngs(params=0)))
+    nnx.replace_by_pure_dict(params, {k: jnp.asarray(v) for k, v in weights.items()})   # stacked: (n_inst, ...)
     return np.asarray(jax.jit(jax.vmap(lambda p, xi: nnx.merge(graphdef, p).route(xi)))(params, jnp.asarray(x)))
 
 

@@ -163,7 +163,7 @@ def moe_routing() -> Suite:
     )
 
 
-SMOKE_OVERRIDES["moe-routing"] = {"n_inst": 2, "train.steps": 200, "finetune.steps": 50}
+SMOKE_OVERRIDES["moe-routing"] = {"n_inst": 2}
 
 
 def _by_model(ft: dict, regime: str, harm: str, key: str = "change_pp") -> dict[int, float]:
