@@ -79,8 +79,8 @@ def test_rotating_every_expert_leaves_the_function_unchanged():
     q = planting.rotate_hidden(p, O, models.hidden_leaves("moe"))
     x = jax.random.uniform(jax.random.key(8), (100, 6))
     for i in range(2):
-        a = nnx.merge(g, jax.tree.map(lambda v: v[i], p))(x)
-        b = nnx.merge(g, jax.tree.map(lambda v: v[i], q))(x)
+        a = nnx.merge(g, jax.tree.map(lambda v, i=i: v[i], p))(x)
+        b = nnx.merge(g, jax.tree.map(lambda v, i=i: v[i], q))(x)
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 
 
