@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from toymodels.config import Config, DataConfig, FeaturesConfig, FineTuneConfig, ModelConfig, RegimeConfig, TrainConfig
+from toymodels.config import (
+    Config,
+    DataConfig,
+    FeaturesConfig,
+    FineTuneConfig,
+    ModelConfig,
+    RegimeConfig,
+    TrainConfig,
+)
 from toymodels.core import models, planting
 from toymodels.core import pretrain as pt
 from toymodels.core.moe import ROUTE_LOGIT, MoETMS
