@@ -51,7 +51,8 @@ def moe_phase(members: list[runs.Run], suite: dict, out: Path) -> list[Path]:
             sel = [r for r in rows if (r["n_experts"], r["k_active"]) == (E, k)]
             ax.scatter([1 / r["feature_probability"] for r in sel], [r[key] for r in sel], s=10, color=color, alpha=0.5)
             g = sorted((x for x in grid if (x["n_experts"], x["k_active"]) == (E, k)), key=lambda x: -x["feature_probability"])
-            ax.plot([1 / x["feature_probability"] for x in g], [x[key] for x in g], "-o", ms=3, color=color,
+            ls = {2: "--", 8: ":"}.get(E, "-")            # equal k/E at different E: told apart by the line
+            ax.plot([1 / x["feature_probability"] for x in g], [x[key] for x in g], ls, marker="o", ms=3, color=color,
                     label=f"E={E}, k={k} (k/E={k / E:.3g})")
         ax.set_xscale("log")
         ax.set_xlabel("1 / (1 − S)")
