@@ -131,3 +131,13 @@ def test_finetune_smoke_through_the_lab():
         np.linalg.norm(W0[:, :, 0], axis=1) * np.linalg.norm(W0[:, :, 1], axis=1), 1e-12)
     norms = np.linalg.norm(W0[:, :, 1], axis=1)
     assert np.all((np.abs(c - np.cos(np.radians(15.0))) < 1e-4) | (norms < 1e-6))
+
+
+def test_learned_gate_trains_when_k_exceeds_one_and_not_when_k_is_one():
+    # top-1: the renormalised weight is exactly 1, so no gradient reaches the gate (as in the authors' code
+    # without their load-balancing loss); top-2 of 3: the softmax over the selected logits passes one
+    x = jax.random.uniform(jax.random.key(9), (64, 6))
+    for k, moves in ((1, False), (2, True)):
+        m = MoETMS(6, 2, n_experts=3, k_active=k, std=0.5, rngs=nnx.Rngs(params=1))
+        g = np.asarray(nnx.grad(lambda mod: jnp.sum(mod(x) ** 2))(m).gate[...])
+        assert (np.abs(g).max() > 1e-6) == moves
