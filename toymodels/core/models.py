@@ -143,8 +143,9 @@ MODELS = {
 def _register_families():
     """The families beyond one layer live in their own modules (each imports nothing from here)."""
     from .deep import DeepTMS
+    from .moe import MoETMS
 
-    MODELS.update(deep=DeepTMS)
+    MODELS.update(deep=DeepTMS, moe=MoETMS)
 
 
 _register_families()

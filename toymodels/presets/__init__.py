@@ -9,6 +9,7 @@ from . import (  # noqa: F401  (register their presets)
     deep,
     defences,
     lab,
+    moe,
     scale,
     tms,
 )
