@@ -31,8 +31,8 @@ INITS = ("xavier_normal", "notebook")
 LAYER_ACTIVATIONS = ("relu", "linear")
 ROUTES = ("learned", "same", "different")
 # kinds whose function a rotation of the hidden space leaves unchanged (the lab's orientation axis;
-# deep with a ReLU or identity between layers: each layer is W_lᵀW_l)
-ROTATION_INVARIANT_KINDS = ("relu_output", "linear", "deep")
+# deep with a ReLU or identity between layers: each layer is W_lᵀW_l; moe: each expert is, and the gate reads x)
+ROTATION_INVARIANT_KINDS = ("relu_output", "linear", "deep", "moe")
 
 # which fields belong to which kinds (the others must keep their defaults)
 KIND_FIELDS = {

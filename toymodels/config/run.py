@@ -106,6 +106,9 @@ class Config:
         if self.model.kind == "abs_computation":
             check(self.data.task == "abs", "data.task", self.data.task,
                    "model.kind='abs_computation' computes |x|, so data.task must be 'abs'")
+        if self.model.route_pair != "learned":  # moe: the route of features 0 and 1 is pinned
+            check(self.data.n_features >= 2, "model.route_pair", self.model.route_pair,
+                  f"pins the routes of features 0 and 1, so needs data.n_features >= 2 (got {self.data.n_features})")
         if self.features is not None:
             self._check_features()
         if self.finetune is not None:

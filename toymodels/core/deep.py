@@ -31,6 +31,7 @@ class DeepTMS(nnx.Module):
     """x' = x_L with x_l = σ_l(W_lᵀ W_l x_{l-1} + b_l); see the module docstring. Shapes: x (batch, n)."""
 
     HIDDEN_LEAVES = ("W", "W_layers")
+    REPRESENTED_BY = "readout"   # a layer's norm says little: core.planting.own_readouts
 
     def __init__(self, n_features: int, d_hidden: int, *, n_layers: int = 1, plant_layer: int = 1,
                  activation: str = "relu", std: float, rngs: nnx.Rngs):

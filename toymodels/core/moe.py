@@ -60,6 +60,7 @@ def pinned_routes(route_pair: str) -> tuple[tuple[int, int], ...]:
 class MoETMS(nnx.Module):
     """x' = Σ_e w_e(x) ReLU(W_eᵀW_e x + b_e), top-k softmax gate; see the module docstring. x (batch, n)."""
 
+    REPRESENTED_BY = "readout"   # a feature may live in another expert than W's: core.planting.own_readouts
     HIDDEN_LEAVES = ("W", "W_experts")
 
     def __init__(self, n_features: int, d_hidden: int, *, n_experts: int = 1, k_active: int = 1,

@@ -152,7 +152,8 @@ def own_readouts(graphdef, params, k: int, n_features: int) -> np.ndarray:
     """(n_inst, k): each named feature's own end-to-end read-out x'_j(e_j) − x'_j(0), the part of its output
     on a unit input that is not the bias alone. For a one-layer tied model it is ‖W_j‖² when b_j >= 0; the
     deep families use it instead of the norm, since a layer's norm there says little (the next layers can
-    rescale anything)."""
+    rescale anything; a mixture routes a feature to an expert whose W is not the model's ``W``): their
+    classes say ``REPRESENTED_BY = "readout"``."""
     E = jnp.eye(n_features)[:k]
 
     def one(state):
@@ -183,7 +184,7 @@ def geometry_summary(cfg: Config, W: np.ndarray, graphdef=None, params=None) -> 
         out["requested_cosines"] = np.einsum("imk,iml->ikl", D, D)
         out["max_cosine_error"] = float(np.abs(out["cosines"] - out["requested_cosines"]).max())
     out["represented_norm"] = REPRESENTED_NORM
-    if graphdef is not None and hasattr(MODELS[cfg.model.kind], "layer_preacts"):
+    if graphdef is not None and getattr(MODELS[cfg.model.kind], "REPRESENTED_BY", "norm") == "readout":
         out["own_readouts"] = own_readouts(graphdef, params, k, cfg.data.n_features)
         out["represented_by"] = f"own read-out x'_j(e_j) - x'_j(0) >= {REPRESENTED_NORM ** 2:g}"
         out["barely_represented"] = barely_represented(out["names"], np.sqrt(np.maximum(out["own_readouts"], 0)))

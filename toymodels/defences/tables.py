@@ -39,8 +39,8 @@ def _markdown_row(r: dict) -> str:
     removed = r.get("amplification_removed")
     ovh = (r.get("overhead") or {}).get("ratio_median")
     return " | ".join([
-        f"| {r['name']}", r["plugs"], strength_label(r), _with_g(r["rate_change_pp"]),
-        "(the baseline)" if r["defence"] == "none" else _vs(r.get("rate_change_pp_vs_baseline")), "–" if removed is None else f"{100 * removed:.0f}%", fmt_stat(r["preact_change"], "{:+.3f}", ci=False),
+        f"| {r['name']}", r["plugs"], strength_label(r), with_g(r["rate_change_pp"]),
+        "(the baseline)" if r["defence"] == "none" else vs_baseline(r.get("rate_change_pp_vs_baseline")), "–" if removed is None else f"{100 * removed:.0f}%", fmt_stat(r["preact_change"], "{:+.3f}", ci=False),
         fmt_stat(r["target_gain"], "{:.2f}", ci=False), _milli(r.get("recon_loss_benign_vs_baseline")),
         _milli(r.get("harmful_present_loss_vs_baseline"), ci=False),
         fmt_stat(r["harmful_norm_after"], "{:.2f}", ci=False),
@@ -48,7 +48,7 @@ def _markdown_row(r: dict) -> str:
         "not measured" if ovh is None else f"{ovh:.2f}×"]) + " |"
 
 
-def _with_g(stat: dict | None) -> str:
+def with_g(stat: dict | None) -> str:
     """A paired change with its interval, the number of pretrained models and the direction it allows."""
     if not stat or stat.get("mean") is None:
         return "–"
@@ -57,7 +57,7 @@ def _with_g(stat: dict | None) -> str:
     return fmt_stat(stat) + g + (f" **{word}**" if word in ("up", "down") else "")
 
 
-def _vs(stat: dict | None) -> str:
+def vs_baseline(stat: dict | None) -> str:
     """Defended − undefended, paired by model: the interval and "cuts", "raises" or "no evidence". An
     effect below 0.005 pp is printed in full (``+3.1e-04``), so a tiny but certain effect is not shown as
     "+0.00 … raises"."""

@@ -19,7 +19,7 @@ import numpy as np
 from .. import stats
 from ..config import Config, DataConfig, ModelConfig, TrainConfig
 from ..core import moe
-from ..defences.tables import _vs, _with_g, fmt_stat
+from ..defences.tables import fmt_stat, vs_baseline, with_g
 from ..lab.inference import claim
 from .lab import FULL_ALL, NARROW, analogy_base
 from .registry import SMOKE_OVERRIDES, Suite, preset, suite_summary
@@ -241,13 +241,13 @@ def markdown_table(summary: dict) -> str:
     for r in summary["rows"]:
         diff = r["route_pair"] == "different"
         v = summary["different_vs_same"].get(r["regime"]) or {}
-        vs = _vs(v) if diff else "(the baseline)"
-        after = _vs(v.get("rate_after_pp")).replace("cuts", "lower").replace("raises", "higher") if diff else "–"
+        vs = vs_baseline(v) if diff else "(the baseline)"
+        after = vs_baseline(v.get("rate_after_pp")).replace("cuts", "lower").replace("raises", "higher") if diff else "–"
         level = f"{r['rate_before_pct']['mean']:.2f} → {r['rate_after_pct']['mean']:.2f}"
         c = ("–" if not diff or not cost else
              fmt_stat({"mean": 1e3 * cost["mean"], "ci95": [1e3 * v for v in cost["ci95"]] if cost.get("ci95") else None})
              + f" (G={cost['n_clusters']})")
-        lines.append(f"| {r['route_pair']} experts | {r['regime']} | {level} | {_with_g(r['rate_change_pp'])} | {vs} | {after} | "
+        lines.append(f"| {r['route_pair']} experts | {r['regime']} | {level} | {with_g(r['rate_change_pp'])} | {vs} | {after} | "
                      f"{fmt_stat(r['target_gain'], '{:.2f}', ci=False)} | {c} |")
     return "\n".join(lines)
 
