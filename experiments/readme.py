@@ -384,6 +384,22 @@ def depth() -> str:
         lab_depth.layer_table(s), "", "</details>", "", _fig("deep", "depth_summary.png", width=640)])
 
 
+def routing() -> str:
+    """moe-routing: routing the pair to different experts against the same expert, as a defence row."""
+    s = _load("moe-routing")
+    md = RESULTS / "moe-routing" / "moe_routing.md"
+    if s is None or not md.exists():
+        return "_(run `toymodels run moe-routing` to fill this in)_"
+    words = "; ".join(f"`{reg}`: routing apart **{v['verdict']}** the change in the toxic rate "
+                      f"({v['mean']:+.2f} pp [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}], G={v['n_clusters']})"
+                      for reg, v in s["different_vs_same"].items())
+    c = s.get("capacity_cost")
+    cost = (f" Capacity cost, pretraining loss different − same: {1e3 * c['mean']:+.2f} ×10⁻³ "
+            f"[{1e3 * c['ci95'][0]:+.2f}, {1e3 * c['ci95'][1]:+.2f}] (G={c['n_clusters']})." if c else "")
+    return "\n".join([f"From [`results/moe-routing/moe_routing.md`](results/moe-routing/moe_routing.md): {words}.{cost}", "",
+                      md.read_text().strip()])
+
+
 def _vs_pp(p: dict) -> str:
     if not p.get("ci95"):
         return "n/a"
@@ -533,7 +549,8 @@ def drift() -> str:
 
 
 BLOCKS = {"defence-verdicts": defence_verdicts, "drift": drift, "main-result": main_result, "headline": headline, "robustness": robustness_section, "gallery": lambda: (ROOT / "figures" / "GALLERY.md").read_text().strip(),
-          "lab": lab, "defences": defences, "audit": audit, "depth": depth}
+          "lab": lab, "defences": defences, "audit": audit, "depth": depth,
+          "routing": routing}
 
 
 def pages() -> list[Path]:
