@@ -75,6 +75,8 @@ def depth_summary(members: list[runs.Run], suite: dict, out: Path) -> list[Path]
             for m in members}
     first = next(iter(rows.values()))
     regimes = list(dict.fromkeys(r["regime"] for r in first))
+    if not regimes:  # no model of the shallowest member has its pair represented: nothing to draw
+        return []
     points = ["end", *first[0]["at_gain"]] if first else ["end"]
     cells = list(dict.fromkeys((r["optimizer"], r["orientation"]) for r in first))
     cmap = plt.get_cmap("tab10")
