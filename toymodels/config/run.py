@@ -106,6 +106,9 @@ class Config:
         if self.model.kind == "abs_computation":
             check(self.data.task == "abs", "data.task", self.data.task,
                    "model.kind='abs_computation' computes |x|, so data.task must be 'abs'")
+        if self.model.kind == "residual_mlp":
+            check(self.data.task == "resid_relu", "data.task", self.data.task,
+                   "model.kind='residual_mlp' is trained on y = x + ReLU(x), so data.task must be 'resid_relu'")
         if self.features is not None:
             self._check_features()
         if self.finetune is not None:

@@ -143,8 +143,9 @@ MODELS = {
 def _register_families():
     """The families beyond one layer live in their own modules (each imports nothing from here)."""
     from .deep import DeepTMS
+    from .residual import ResidualMLP
 
-    MODELS.update(deep=DeepTMS)
+    MODELS.update(deep=DeepTMS, residual_mlp=ResidualMLP)
 
 
 _register_families()

@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (register their presets)
     audit,  # noqa: F401, I001  (registers the auditor's presets)
     defences,
     lab,
+    residual,
     scale,
     tms,
 )
