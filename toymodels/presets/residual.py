@@ -40,7 +40,7 @@ def residual_member(name: str, clean: bool, probabilities=PROBABILITIES, seeds: 
         n_inst=len(probs),
         data=DataConfig(n_features=n_features, feature_probability=probs, batch_size=2048, task="resid_relu"),
         model=ModelConfig(kind="residual_mlp", d_hidden=1000, d_mlp=d_mlp, n_layers=n_layers, clean_labels=clean),
-        train=TrainConfig(steps=steps, lr=3e-3, weight_decay=0.01, schedule="cosine", eval_batch_size=1 << 16),
+        train=TrainConfig(steps=steps, lr=3e-3, weight_decay=0.01, schedule="cosine", eval_batch_size=1 << 15),
         meta={"probabilities": [float(p) for p in probabilities], "seeds": seeds, "clean_labels": clean},
     )
 
