@@ -173,3 +173,10 @@ def layer_records(weights: dict, index: int, *, p: float, clean: bool, n_samples
                         "mlp_out_power": float((add**2).mean()), "neuron_power": float((h**2).mean()),
                         "active_neurons": float((h > 0).mean())})
     return records
+
+
+def seed_of(p_per_instance) -> np.ndarray:
+    """The seed of each instance in the presets' layout, instance ``s * K + k`` = seed s at the k-th of K
+    feature probabilities (K = the number of distinct p): ``index // K``."""
+    p = np.asarray(p_per_instance, np.float64)
+    return np.arange(len(p)) // max(len(np.unique(p)), 1)

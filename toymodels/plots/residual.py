@@ -31,6 +31,11 @@ def _points(run: runs.Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return p, loss / p, naive / p
 
 
+def _seeds(run: runs.Run) -> int:
+    p = [np.mean(s["feature_probability"]) for s in run.summary["instances"]]
+    return int(residual.seed_of(p).max()) + 1
+
+
 @suite_figure("residual_loss")
 def residual_loss(members: list[runs.Run], suite: dict, out: Path) -> list[Path]:
     members = [m for m in members if m.config.model.kind == "residual_mlp"]
@@ -60,6 +65,6 @@ def residual_loss(members: list[runs.Run], suite: dict, out: Path) -> list[Path]
     ax.set_ylabel("loss per feature / p")
     ax.set_title(f"{suite['suite']}: residual MLP, n={n}, width {cfg.model.d_hidden}, "
                  f"{cfg.model.n_layers}×{cfg.model.d_mlp} neurons\n{cfg.train.steps} steps · "
-                 f"{len(members[0].summary['instances'])} instances per condition · seed {cfg.seed}", fontsize=9)
+                 f"{_seeds(members[0])} seeds per p and condition (dots; lines: means) · seed {cfg.seed}", fontsize=9)
     ax.legend(fontsize=7.5)
     return [save(fig, out, f"{suite['suite']}_residual_loss")]

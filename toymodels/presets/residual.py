@@ -69,12 +69,13 @@ def instance_table(run: runs.Run) -> list[dict]:
     cfg, w = run.config, run.weights
     n, neurons = cfg.data.n_features, cfg.model.n_layers * cfg.model.d_mlp
     rows = []
-    for i, s in enumerate(run.summary["instances"]):
-        p = float(np.mean(s["feature_probability"]))
+    ps = [float(np.mean(s["feature_probability"])) for s in run.summary["instances"]]
+    for i, (s, seed) in enumerate(zip(run.summary["instances"], residual.seed_of(ps), strict=True)):
+        p = ps[i]
         loss = float(s["eval_loss"])
         naive_clean = float(residual.naive_loss(p, n, neurons))
         naive_here = float(residual.naive_loss(p, n, neurons, None if cfg.model.clean_labels else w["W"][i]))
-        rows.append({"index": i, "p": p, "loss": loss, "loss_over_p": loss / p, "naive_clean_over_p": naive_clean / p,
+        rows.append({"index": i, "seed": int(seed), "p": p, "loss": loss, "loss_over_p": loss / p, "naive_clean_over_p": naive_clean / p,
                      "naive_monosemantic_over_p": naive_here / p,
                      "layers": residual.layer_records(w, i, p=p, clean=cfg.model.clean_labels, seed=cfg.seed + i)})
     return rows
@@ -97,7 +98,7 @@ def residual_mlp_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str
         cell = {"p": p}
         for cond, (m, rows) in by.items():
             sel = [r for r in rows if r["p"] == p]
-            seeds = [r["index"] // len(m.config.meta["probabilities"]) for r in sel]
+            seeds = [r["seed"] for r in sel]
             loss = [r["loss_over_p"] for r in sel]
             cell[cond] = {
                 "seeds": seeds,
@@ -113,7 +114,7 @@ def residual_mlp_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str
             lines.append(f"  p={p:g} {cond:5s}: L/p {_fmt(cell[cond]['loss_over_p'], '.4f')}; minus naive "
                          f"{cell[cond]['naive_clean_over_p']:.4f}: {_fmt(cell[cond]['minus_naive'])}")
         if "noisy" in cell and "clean" in cell:
-            # instance i of both members is the same seed: pair them by index
+            # instance i of both members is the same seed (same embedding, init and inputs): pair by index
             a = {r["index"]: r["loss_over_p"] for r in by["noisy"][1] if r["p"] == p}
             b = {r["index"]: r["loss_over_p"] for r in by["clean"][1] if r["p"] == p}
             idx = sorted(set(a) & set(b))
