@@ -12,13 +12,20 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from toymodels.config import Config, ConfigError, DataConfig, FeaturesConfig, FineTuneConfig, ModelConfig, TrainConfig
+from toymodels.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    FeaturesConfig,
+    FineTuneConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from toymodels.core import data as tdata
 from toymodels.core import residual
 from toymodels.core.engine import model_loss
 from toymodels.core.models import MODELS
 from toymodels.core.planting import rotate_hidden
-from toymodels.core.pretrain import pretrain
 from toymodels.core.residual import ResidualMLP
 
 

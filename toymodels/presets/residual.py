@@ -93,7 +93,7 @@ def residual_mlp_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str
     only from intervals over >= MIN_CLUSTERS seeds."""
     by = {("clean" if m.config.model.clean_labels else "noisy"): (m, instance_table(m)) for m in members}
     probs = sorted({r["p"] for _, rows in by.values() for r in rows})
-    cells, lines = [], [f"residual-mlp: loss per feature / p; paired t intervals over seeds (G); naive = p(n-N)/(6n)"]
+    cells, lines = [], ["residual-mlp: loss per feature / p; paired t intervals over seeds (G); naive = p(n-N)/(6n)"]
     for p in probs:
         cell = {"p": p}
         for cond, (m, rows) in by.items():
