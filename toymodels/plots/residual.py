@@ -20,12 +20,17 @@ COLOURS = {"noisy": "tab:red", "clean": "tab:blue"}
 LABELS = {"noisy": "published labels  y = x + ReLU(x)", "clean": "clean labels (mixing term removed)"}
 
 
-def _points(run: runs.Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(p, loss/p, naive-in-this-model/p) per instance."""
+def _points(run: runs.Run, suite_summary: dict | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(p, loss/p, naive-in-this-model/p) per instance: the loss of the suite's summary.json (per-seed
+    inputs) when it is there, else the run's ``eval_loss``."""
     cfg = run.config
     neurons = cfg.model.n_layers * cfg.model.d_mlp
     p = np.array([np.mean(s["feature_probability"]) for s in run.summary["instances"]], np.float64)
     loss = np.array([s["eval_loss"] for s in run.summary["instances"]], np.float64)
+    cond = "clean" if cfg.model.clean_labels else "noisy"
+    rows = ((suite_summary or {}).get("instances") or {}).get(cond)
+    if rows and len(rows) == len(loss):
+        loss = np.array([r["loss"] for r in rows], np.float64)
     W = None if cfg.model.clean_labels else run.weights["W"]
     naive = residual.naive_loss(p, cfg.data.n_features, neurons, W)
     return p, loss / p, naive / p
@@ -43,11 +48,13 @@ def residual_loss(members: list[runs.Run], suite: dict, out: Path) -> list[Path]
         return []
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     rng = np.random.default_rng(0)  # horizontal jitter only
+    path = Path(out).parent / "summary.json"   # the suite's, written before its figures
+    summary = runs.read_json(path, Path(out).parent) if path.is_file() else None
     cfg = members[0].config
     ps_all = []
     for m in members:
         cond = "clean" if m.config.model.clean_labels else "noisy"
-        p, lp, naive = _points(m)
+        p, lp, naive = _points(m, summary)
         ps = np.unique(p)
         ps_all.extend(ps)
         ax.scatter(p * np.exp(rng.uniform(-0.06, 0.06, len(p))), lp, s=10, alpha=0.5, color=COLOURS[cond])

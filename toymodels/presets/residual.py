@@ -64,20 +64,30 @@ SMOKE_OVERRIDES["residual-mlp"] = {"data.feature_probability": [0.05] * 2, "n_in
 
 
 # --- the summary ------------------------------------------------------------------------------------
+EVAL_SAMPLES = 1 << 16   # fresh inputs per seed for the summary's losses
+
+
 def instance_table(run: runs.Run) -> list[dict]:
-    """Per instance: p, the loss per feature, both naive baselines (all also divided by p) and the layer records."""
+    """Per instance: p, the loss per feature, both naive baselines (all also divided by p) and the layer records.
+
+    ``loss`` is measured here on EVAL_SAMPLES inputs drawn for this seed alone (numpy, seed ``cfg.seed +
+    instance``), not the run's ``eval_loss``: that one scores every instance on ONE shared batch, whose error
+    is then common to all seeds and missing from an interval over seeds. Instance i of both label conditions
+    gets the same inputs, so their paired difference still has common random numbers."""
     cfg, w = run.config, run.weights
     n, neurons = cfg.data.n_features, cfg.model.n_layers * cfg.model.d_mlp
     rows = []
     ps = [float(np.mean(s["feature_probability"])) for s in run.summary["instances"]]
     for i, (s, seed) in enumerate(zip(run.summary["instances"], residual.seed_of(ps), strict=True)):
         p = ps[i]
-        loss = float(s["eval_loss"])
+        layers = residual.layer_records(w, i, p=p, clean=cfg.model.clean_labels, n_samples=EVAL_SAMPLES,
+                                        seed=cfg.seed + i)
+        loss = layers[-1]["loss_after"]
         naive_clean = float(residual.naive_loss(p, n, neurons))
         naive_here = float(residual.naive_loss(p, n, neurons, None if cfg.model.clean_labels else w["W"][i]))
-        rows.append({"index": i, "seed": int(seed), "p": p, "loss": loss, "loss_over_p": loss / p, "naive_clean_over_p": naive_clean / p,
-                     "naive_monosemantic_over_p": naive_here / p,
-                     "layers": residual.layer_records(w, i, p=p, clean=cfg.model.clean_labels, seed=cfg.seed + i)})
+        rows.append({"index": i, "seed": int(seed), "p": p, "loss": loss, "loss_over_p": loss / p,
+                     "eval_loss": float(s["eval_loss"]), "naive_clean_over_p": naive_clean / p,
+                     "naive_monosemantic_over_p": naive_here / p, "layers": layers})
     return rows
 
 
