@@ -54,7 +54,7 @@ def residual_mlp() -> Suite:
         plots=("residual_loss",),
         summary="residual_mlp",
         notes="Both members train the same seeds (same embeddings, initial MLPs and inputs); only the labels differ. "
-              "Runtime on 2 cores: about 3-4 min.",
+              "Runtime on 2 shared cores: 2-4 min.",
     )
 
 
