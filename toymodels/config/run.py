@@ -109,6 +109,9 @@ class Config:
         if self.model.route_pair != "learned":  # moe: the route of features 0 and 1 is pinned
             check(self.data.n_features >= 2, "model.route_pair", self.model.route_pair,
                   f"pins the routes of features 0 and 1, so needs data.n_features >= 2 (got {self.data.n_features})")
+        if self.model.kind == "residual_mlp":
+            check(self.data.task == "resid_relu", "data.task", self.data.task,
+                   "model.kind='residual_mlp' is trained on y = x + ReLU(x), so data.task must be 'resid_relu'")
         if self.features is not None:
             self._check_features()
         if self.finetune is not None:

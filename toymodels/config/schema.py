@@ -41,7 +41,7 @@ from .structure import check_structure
 # A batch core draws in one piece (an evaluation batch, a chunk of one) obeys data.batch_size's limit.
 MAX_BATCH = 1_000_000
 
-TASKS = ("reconstruct", "abs")
+TASKS = ("reconstruct", "abs", "resid_relu")
 SCHEDULES = ("constant", "linear", "cosine")
 # sgd: plain SGD; momentum: SGD with heavy-ball momentum (optax.sgd(momentum=...)); adam, adamw; novograd:
 # an adaptive optimiser whose second moment is ONE scalar per parameter tensor (optax.novograd), so, unlike
@@ -69,7 +69,8 @@ class DataConfig:
     """The synthetic feature distribution (TMS §Demonstrating Superposition, §Correlated Features).
 
     Each feature is 0 with probability ``1 - p`` (sparsity S = 1 - p), else Uniform[0, 1]
-    (Uniform[-1, 1] for the ``abs`` task, whose target is |x|, §Computation in Superposition).
+    (Uniform[-1, 1] for the ``abs`` task, whose target is |x|, §Computation in Superposition, and for
+    ``resid_relu``, whose target is x + ReLU(x): the residual MLP of APD/SPD, :mod:`toymodels.core.residual`).
 
     Features are laid out as ``correlated`` sets first, then ``anticorrelated`` sets, then independent
     features. A correlated set is all-on or all-off together; an anticorrelated set has at most one
@@ -81,7 +82,7 @@ class DataConfig:
     feature_probability: Any = 0.1
     importance: Any = 1.0
     batch_size: int = 1024
-    task: Literal["reconstruct", "abs"] = "reconstruct"
+    task: Literal["reconstruct", "abs", "resid_relu"] = "reconstruct"
     correlated: tuple[int, ...] = ()
     anticorrelated: tuple[int, ...] = ()
     rng: Literal["hash", "threefry"] = "hash"

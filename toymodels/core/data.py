@@ -5,6 +5,7 @@ For one instance, a batch ``x`` of shape (batch, n_features) has
     x_i = 0                 with probability 1 - p_i
     x_i ~ Uniform[0, 1]     otherwise                      (task "reconstruct")
     x_i ~ Uniform[-1, 1]    otherwise                      (task "abs", target |x|)
+    x_i ~ Uniform[-1, 1]    otherwise                      (task "resid_relu", target x + ReLU(x))
 
 One uniform draw per element is enough: with u ~ U[0,1), ``active = u < p`` and, given ``active``,
 ``u / p`` is again U[0,1). That halves the random numbers the notebook draws (it draws a mask and a
@@ -31,6 +32,8 @@ import numpy as np
 
 from . import rng as trng
 from . import scale_data
+
+SIGNED_TASKS = ("abs", "resid_relu")  # tasks whose inputs are Uniform[-1, 1] when active
 
 
 def feature_groups(n_features: int, correlated=(), anticorrelated=()) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +85,7 @@ def sample_features(
         lo = offset * p_rep
         active = (u_rep >= lo) & (u_rep < lo + p_rep)
         value = trng.uniform(k_val, shape, rng)
-    if task == "abs":
+    if task in SIGNED_TASKS:
         value = 2.0 * value - 1.0
     return jnp.where(active, value, 0.0)
 
@@ -99,5 +102,10 @@ def make_sampler(data_cfg) -> Callable[[jax.Array, jax.Array], jax.Array]:
 
 
 def target(x: jax.Array, task: str) -> jax.Array:
-    """What the model should output: x itself, or |x| for the ``abs`` task."""
-    return jnp.abs(x) if task == "abs" else x
+    """What the model should output: x itself (``reconstruct``), |x| (``abs``), or y = x + ReLU(x)
+    (``resid_relu``: the residual MLP's labels, APD/SPD's ``act_plus_resid`` with unit coefficients)."""
+    if task == "abs":
+        return jnp.abs(x)
+    if task == "resid_relu":
+        return x + jax.nn.relu(x)
+    return x

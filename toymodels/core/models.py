@@ -144,8 +144,9 @@ def _register_families():
     """The families beyond one layer live in their own modules (each imports nothing from here)."""
     from .deep import DeepTMS
     from .moe import MoETMS
+    from .residual import ResidualMLP
 
-    MODELS.update(deep=DeepTMS, moe=MoETMS)
+    MODELS.update(deep=DeepTMS, moe=MoETMS, residual_mlp=ResidualMLP)
 
 
 _register_families()

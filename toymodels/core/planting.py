@@ -104,8 +104,17 @@ def pin_directions(pinned) -> optax.GradientTransformation:
 
 
 def pretraining_optimizer(cfg: Config) -> optax.GradientTransformation:
-    """The pretraining optimiser, with :func:`pin_directions` appended when geometry is ``pinned``."""
+    """The pretraining optimiser, with :func:`pin_directions` appended when geometry is ``pinned``. The
+    leaves a model declares in ``FROZEN_LEAVES`` (e.g. the residual MLP's fixed embedding) get
+    ``optax.set_to_zero`` (no update, no weight decay: they stay bit-identical)."""
     tx = optimizer(cfg.train)
+    frozen = getattr(MODELS[cfg.model.kind], "FROZEN_LEAVES", ())
+    if frozen:
+        def labels(params):
+            name = lambda path: str(getattr(path[0], "key", getattr(path[0], "name", path[0])))
+            return jax.tree_util.tree_map_with_path(lambda p, _: "frozen" if name(p) in frozen else "train", params)
+
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
     if cfg.features is not None and cfg.features.geometry == "pinned":
         pinned = np.arange(cfg.data.n_features) < len(cfg.features.names)
         tx = optax.chain(tx, pin_directions(pinned))

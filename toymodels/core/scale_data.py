@@ -81,7 +81,7 @@ def sample_features(key: jax.Array, feature_probability: jax.Array, batch_size: 
     else:
         active = u < p
     value = trng.uniform(k_val, shape, rng)
-    if task == "abs":
+    if task in ("abs", "resid_relu"):  # data.SIGNED_TASKS (data imports this module)
         value = 2.0 * value - 1.0
     return jnp.where(active, value, 0.0)
 

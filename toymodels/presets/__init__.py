@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (register their presets)
     defences,
     lab,
     moe,
+    residual,
     scale,
     tms,
 )
