@@ -69,7 +69,7 @@ def samples(cfg: Config, model: int, classes: dict[str, int], labelled: int, n_u
         x = np.array(sample(k, jax.numpy.asarray(p)))
         if j is not None:
             u = np.asarray(jax.random.uniform(jax.random.fold_in(k, 1), (size,)))
-            x[:, j] = 1.0 - u if cfg.data.task != "abs" else np.where(u < 0.5, -1.0, 1.0) * (1.0 - u)
+            x[:, j] = 1.0 - u if cfg.data.task not in tdata.SIGNED_TASKS else np.where(u < 0.5, -1.0, 1.0) * (1.0 - u)
         out[name] = x
     return out
 

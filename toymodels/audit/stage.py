@@ -26,6 +26,7 @@ import numpy as np
 
 from ..config import Config
 from ..config.sae import AuditConfig
+from ..core.data import SIGNED_TASKS
 from ..core.planting import harmful_indices, names
 from . import actdiff, auditor, crosscoder, dictionary, layers, metrics, risk
 from . import train as T
@@ -48,7 +49,7 @@ def sae_rows(cfg: Config, W: np.ndarray, trained: dict, evaluation: dict) -> lis
     level (``chance``, ``beats_chance``: :func:`.train.chance_fields`, random dictionaries of its width on
     its model's W) and ``selected``: whether the auditor's rule (:func:`select`) picks it for its model."""
     out, chance = [], {}
-    signed = cfg.data.task != "abs"
+    signed = cfg.data.task not in SIGNED_TASKS  # signed inputs: a latent along −W_j is as good as +W_j
     for v, tr in trained.items():
         ev = evaluation[v]
         for s in range(tr.plan.n):

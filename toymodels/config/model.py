@@ -31,8 +31,9 @@ INITS = ("xavier_normal", "notebook")
 LAYER_ACTIVATIONS = ("relu", "linear")
 ROUTES = ("learned", "same", "different")
 # kinds whose function a rotation of the hidden space leaves unchanged (the lab's orientation axis;
-# deep with a ReLU or identity between layers: each layer is W_lᵀW_l; moe: each expert is, and the gate reads x)
-ROTATION_INVARIANT_KINDS = ("relu_output", "linear", "deep", "moe")
+# deep with a ReLU or identity between layers: each layer is W_lᵀW_l; moe: each expert is, and the gate reads x;
+# residual_mlp: the residual stream's basis is not privileged, W_in, W_out and the embedding turn together)
+ROTATION_INVARIANT_KINDS = ("relu_output", "linear", "deep", "moe", "residual_mlp")
 
 # which fields belong to which kinds (the others must keep their defaults)
 KIND_FIELDS = {

@@ -64,6 +64,7 @@ import numpy as np
 from flax import nnx
 
 from . import data as tdata
+from .models import MODELS
 from . import pretrain as train
 
 SEED_OFFSET = 500          # fold_in(seed key, ·): the stationarity batch (no other part uses 500)
@@ -134,7 +135,7 @@ def _runner(graphdef, data_cfg, penalty: str, n_chunks: int):
 
 
 def gradient_stats(graphdef, params, data_cfg, inst, key: jax.Array, *, penalty: str = "none",
-                   n_samples: int = N_SAMPLES) -> dict[str, np.ndarray]:
+                   n_samples: int = N_SAMPLES, frozen: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """∇_θ L per instance on ``n_samples`` fresh samples (see the module docstring). Pure: the batch is a
     function of ``key`` only.
 
@@ -145,6 +146,8 @@ def gradient_stats(graphdef, params, data_cfg, inst, key: jax.Array, *, penalty:
       inst: per-instance data as :func:`toymodels.core.pretrain.instance_data` (``feature_probability`` and
         ``importance`` (n_inst, n), penalty fields when ``penalty`` is not "none").
       key: instance i, chunk k draws from fold_in(fold_in(key, i), k).
+      frozen: parameters pretraining holds fixed (a model's ``FROZEN_LEAVES``): their gradient is reported
+        (``grad_norm_<param>``) but left out of the totals, since training never follows it.
     Returns numpy arrays of shape (n_inst,): ``loss``, ``grad_norm``, ``grad_norm_<param>`` for each
     parameter (``W``, ``b_final``, ...), ``grad_noise``, ``grad_rel``, ``grad_z``, ``grad_samples``,
     ``param_norm``; and ``grad``, ĝ itself as ``{param: (n_inst, *shape)}`` (e.g. W (n_inst, m, n)).
@@ -165,8 +168,9 @@ def gradient_stats(graphdef, params, data_cfg, inst, key: jax.Array, *, penalty:
     sq = {k: per_inst_sq(v) for k, v in out["grad"].items()}
     for name, s in sq.items():
         out[f"grad_norm_{name}"] = np.sqrt(s)
-    out["grad_norm"] = np.sqrt(sum(sq.values()))
-    total_var = sum(np.asarray(v, np.float64).reshape(n_inst, -1).sum(1) for v in _flat(var_d).values())
+    out["grad_norm"] = np.sqrt(sum(s for name, s in sq.items() if name not in frozen))
+    total_var = sum(np.asarray(v, np.float64).reshape(n_inst, -1).sum(1) for name, v in _flat(var_d).items()
+                    if name not in frozen)
     out["grad_noise"] = np.sqrt(total_var / n_chunks)
     out["param_norm"] = np.sqrt(sum(per_inst_sq(v) for v in _flat(theta_d).values()))
     # a zero gradient with zero noise (a perfect fit: every sample's gradient vanishes) is stationary
@@ -196,8 +200,9 @@ def for_run(cfg, graphdef, params, n_samples: int | None = None) -> dict[str, np
     :func:`n_samples_for` samples unless ``n_samples`` is given."""
     inst = train.instance_data(cfg, restarts=1)
     n = n_samples_for(cfg.n_inst, cfg.data.n_features, cfg.model.d_hidden) if n_samples is None else n_samples
+    frozen = getattr(MODELS[cfg.model.kind], "FROZEN_LEAVES", ())
     return gradient_stats(graphdef, params, cfg.data, inst, run_key(cfg.seed), penalty=train.active_penalty(cfg),
-                          n_samples=n)
+                          n_samples=n, frozen=frozen)
 
 
 def is_stationary(stats: dict[str, np.ndarray], threshold: float = STATIONARY_Z) -> np.ndarray:
