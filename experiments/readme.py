@@ -400,6 +400,49 @@ def routing() -> str:
                       md.read_text().strip()])
 
 
+def _p(d: dict, spec: str = "+.4f") -> str:
+    """A paired test as 'mean [lo, hi] (G) direction'."""
+    lo, hi = d["ci95"] if d.get("ci95") else (float("nan"), float("nan"))
+    word = d.get("direction")
+    return f"{d['mean']:{spec}} [{lo:{spec}}, {hi:{spec}}] (G={d['n_clusters']})" + (f" {word}" if word else "")
+
+
+def residual() -> str:
+    """residual-mlp: loss per feature / p, published (noisy) vs clean labels, against the naive baseline."""
+    s = _load("residual-mlp")
+    if s is None:
+        return "_(run `toymodels run residual-mlp` to fill this in)_"
+    rows = ["| p | published labels | clean labels | published − naive | clean − naive | published − clean (paired) |",
+            "|---|---|---|---|---|---|"]
+    for c in s["cells"]:
+        n, k = c["noisy"], c["clean"]
+        rows.append(f"| {c['p']:g} | {_p(n['loss_over_p'], '.4f')} | {_p(k['loss_over_p'], '.4f')} | "
+                    f"{_p(n['minus_naive'])} | {_p(k['minus_naive'])} | {_p(c['noisy_minus_clean'])} |")
+    naive = s["cells"][0]["clean"]["naive_clean_over_p"]
+    return "\n".join([f"From `results/residual-mlp/summary.json`: loss per feature divided by p, each seed's loss on "
+                      f"fresh inputs of its own; naive baseline {naive:.4f} (= p/12 over p); 95% t intervals over G "
+                      "seeds, paired by seed; a direction only when the interval excludes 0 and G ≥ 10.", "", *rows])
+
+
+def moe_phase() -> str:
+    """moe-superposition: load-weighted features per dimension per expert over (E, k) x p, and the rank test."""
+    s = _load("moe-superposition")
+    if s is None:
+        return "_(run `toymodels run moe-superposition` to fill this in)_"
+    ps = sorted({g["feature_probability"] for g in s["grid"]}, reverse=True)
+    keys = list(dict.fromkeys((g["n_experts"], g["k_active"]) for g in s["grid"]))
+    val = {(g["n_experts"], g["k_active"], g["feature_probability"]): g["features_per_dim"] for g in s["grid"]}
+    kE = {(g["n_experts"], g["k_active"]): g["k_over_E"] for g in s["grid"]}
+    rows = ["| E | k | k/E | " + " | ".join(f"p={p:.2g}" for p in ps) + " |", "|---|---|---|" + "---|" * len(ps)]
+    for E, k in keys:
+        rows.append(f"| {E} | {k} | {kE[(E, k)]:g} | " + " | ".join(f"{val[(E, k, p)]:.2f}" for p in ps) + " |")
+    r = s["sparse_k_over_E_vs_features_per_dim"]
+    lo, hi = r["spearman_ci"]
+    return "\n".join([f"From `results/moe-superposition/summary.json`: load-weighted features per dimension per expert "
+                      "(mean over seeds). At p ≤ 0.1, Spearman(k/E, features per dimension) = "
+                      f"{r['spearman']:+.2f} [{lo:+.2f}, {hi:+.2f}] over {r['n']} models.", "", *rows])
+
+
 def _vs_pp(p: dict) -> str:
     if not p.get("ci95"):
         return "n/a"
@@ -550,7 +593,7 @@ def drift() -> str:
 
 BLOCKS = {"defence-verdicts": defence_verdicts, "drift": drift, "main-result": main_result, "headline": headline, "robustness": robustness_section, "gallery": lambda: (ROOT / "figures" / "GALLERY.md").read_text().strip(),
           "lab": lab, "defences": defences, "audit": audit, "depth": depth,
-          "routing": routing}
+          "routing": routing, "residual": residual, "moe-phase": moe_phase}
 
 
 def pages() -> list[Path]:
