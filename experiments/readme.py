@@ -358,28 +358,33 @@ def depth() -> str:
     if s is None:
         return "_(run `toymodels run deep` to fill this in)_"
     sec = s["sections"]
-    G = sorted({r["n_clusters"] for x in sec for r in x["rows"] if not r["duplicate_of"]})
+    G = sorted({r["n_clusters"] for x in sec for r in x["rows"]
+                if not r["duplicate_of"] and r["stratum"] == "both represented"})
     verdict = "; ".join(f"{p}: **{v['overall']}** (" + ", ".join(f"`{r}` {x}" for r, x in v["per_regime"].items())
                         + ")" for p, v in s["later_layers"].items())
     where = []
-    for x in sec:  # the represented stratum's distinct cells
-        shares: dict[int, list[float]] = {}
-        for r in x["rows"]:
-            if r["stratum"] == "both represented" and not r["duplicate_of"]:
-                for p in r["layers"]:
-                    shares.setdefault(p["layer"], []).append(p["argmax_share"])
-        top = max(shares, key=lambda k: sum(shares[k])) if shares else None
-        if top is not None:
-            where.append(f"pair at layer {x['plant_layer']}: layer {top} "
-                         f"({sum(shares[top]) / len(shares[top]):.0%} of fine-tunes, averaged over cells)")
+    for x in sec:  # per regime, the represented stratum's distinct cells
+        parts = []
+        for reg in dict.fromkeys(r["regime"] for r in x["rows"]):
+            shares: dict[int, list[float]] = {}
+            for r in x["rows"]:
+                if r["regime"] == reg and r["stratum"] == "both represented" and not r["duplicate_of"]:
+                    for p in r["layers"]:
+                        shares.setdefault(p["layer"], []).append(p["argmax_share"])
+            if shares:
+                top = max(shares, key=lambda k: sum(shares[k]))
+                parts.append(f"`{reg}` layer {top} ({sum(shares[top]) / len(shares[top]):.0%})")
+        if parts:
+            where.append(f"pair at layer {x['plant_layer']}: " + ", ".join(parts))
     return "\n".join([
         f"From `results/deep` ({s['n_layers']}-layer stacks of the 15° analogy, the pair planted at layer "
         f"{', '.join(map(str, s['plant_layers']))}; optimisers {', '.join(sec[0]['optimizers'])}; "
         f"{sec[0]['orientations']} orientations; G = {', '.join(map(str, G))} pretrained models per cell; models whose "
         "pair ended barely represented form their own stratum). *Later layers spill over more* (deepest minus "
         f"shallowest plant layer, paired by model index) — {verdict}.", "",
-        "**Where it goes** (the layer whose harmful pre-activation on the target input changed most): "
-        + "; ".join(where) + ".", "",
+        "**Where it goes** (the layer whose harmful pre-activation on the target input changed most in magnitude, "
+        "share of fine-tunes averaged over the optimiser × orientation cells; the layers' pre-activations have "
+        "their own scales): " + "; ".join(where) + ".", "",
         lab_depth.comparison_table(s), "", "<details><summary>per plant layer and cell</summary>", "",
         lab_depth.layer_table(s), "", "</details>", "", _fig("deep", "depth_summary.png", width=640)])
 
@@ -390,12 +395,17 @@ def routing() -> str:
     md = RESULTS / "moe-routing" / "moe_routing.md"
     if s is None or not md.exists():
         return "_(run `toymodels run moe-routing` to fill this in)_"
-    words = "; ".join(f"`{reg}`: routing apart **{v['verdict']}** the change in the toxic rate "
-                      f"({v['mean']:+.2f} pp [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}], G={v['n_clusters']})"
-                      for reg, v in s["different_vs_same"].items())
+    def ci(v: dict, scale: float = 1.0) -> str:
+        lo_hi = f" [{scale * v['ci95'][0]:+.2f}, {scale * v['ci95'][1]:+.2f}]" if v.get("ci95") else ""
+        return f"{scale * v['mean']:+.2f}{lo_hi}, G={v['n_clusters']}"
+
+    def said(v: dict) -> str:
+        return ("routing apart: no evidence either way on the change in the toxic rate" if v["verdict"] == "no evidence"
+                else f"routing apart **{v['verdict']}** the change in the toxic rate")
+
+    words = "; ".join(f"`{reg}`: {said(v)} ({ci(v)} pp)" for reg, v in s["different_vs_same"].items())
     c = s.get("capacity_cost")
-    cost = (f" Capacity cost, pretraining loss different − same: {1e3 * c['mean']:+.2f} ×10⁻³ "
-            f"[{1e3 * c['ci95'][0]:+.2f}, {1e3 * c['ci95'][1]:+.2f}] (G={c['n_clusters']})." if c else "")
+    cost = f" Capacity cost, pretraining loss different − same: {ci(c, 1e3)} (×10⁻³)." if c else ""
     return "\n".join([f"From [`results/moe-routing/moe_routing.md`](results/moe-routing/moe_routing.md): {words}.{cost}", "",
                       md.read_text().strip()])
 

@@ -141,3 +141,16 @@ def test_learned_gate_trains_when_k_exceeds_one_and_not_when_k_is_one():
         m = MoETMS(6, 2, n_experts=3, k_active=k, std=0.5, rngs=nnx.Rngs(params=1))
         g = np.asarray(nnx.grad(lambda mod: jnp.sum(mod(x) ** 2))(m).gate[...])
         assert (np.abs(g).max() > 1e-6) == moves
+
+
+def test_fine_tuning_a_mixture_needs_one_active_expert():
+    """The lab thresholds one pre-activation; with k > 1 the output is Σ_e w_e ReLU(p_e), so it is refused."""
+    import dataclasses as dc
+
+    from toymodels.config import ConfigError, ModelConfig
+    from toymodels.presets.lab import analogy_base
+    base = analogy_base("x")
+    with pytest.raises(ConfigError, match=r"model\.k_active"):
+        dc.replace(base, model=ModelConfig(kind="moe", d_hidden=2, n_experts=2, k_active=2))
+    with pytest.raises(ConfigError, match=r"model\.route_pair"):
+        ModelConfig(kind="moe", d_hidden=2, n_experts=2, k_active=2, route_pair="same")

@@ -203,6 +203,9 @@ def _activation_diff(run: runs.Run, cfg, audits, arrays, variant, harmful, all_n
         units.append(actdiff.audit_units(a, np.asarray(dic.params["W_enc"])[:, : dic.size])[0])
     ft_cfg = dataclasses.replace(cfg, finetune=run.config.finetune)
     pre, post = runs.read_npz(pre_f, run.path), runs.read_npz(post_f, run.path)
+    n_ft = next(iter(pre.values())).shape[0] if pre else 0
+    for f, w in ((pre_f, pre), (post_f, post)):  # every leaf, with the fine-tunes' leading axis
+        runs.check_weights(f, w, cfg, n_inst=n_ft)
     model = {} if tied else {"graphdef": graphdef, "template": jax.tree.map(lambda a: a[0], params), "layer": layer}
     if not tied and not (set(pre) == set(post) == set(run.weights)):
         raise RunFileError(post_f, f"holds the leaves {sorted(post)}, weights_pretrained.npz {sorted(pre)}, weights.npz "

@@ -195,6 +195,8 @@ def cmd_audit(args) -> int:
         name = output_name(args.run_dir, args.layer)
     if args.out is not None:
         args.out = str(_audit_out(runs.check_out_path(args.out), name))
+    else:  # written into the run directory: a file of that name there must be one toymodels wrote
+        _audit_out(Path(args.run_dir), name, field="RUN_DIR")
     _files_backend()
     from .audit_command import main_audit
 
@@ -202,7 +204,7 @@ def cmd_audit(args) -> int:
         return main_audit(args)
 
 
-def _audit_out(out: Path, name: str = "audit.md") -> Path:
+def _audit_out(out: Path, name: str = "audit.md", field: str = "--out") -> Path:
     """``audit --out DIR``, checked before the SAEs train: a directory (or to be created), and an audit.md
     (``name``: audit-layer{l}.md for ``--layer l``) in it only if toymodels wrote it (a run's manifest lists
     it, or it is a regular file that begins as every toymodels audit.md does); a user's own file is never
@@ -211,8 +213,8 @@ def _audit_out(out: Path, name: str = "audit.md") -> Path:
 
     for p in (out, *out.parents):
         if os.path.lexists(p) and not p.is_dir():
-            raise ConfigError("--out", str(out), f"{'is' if p == out else f'lies under {p}, which is'} not a "
-                                                 f"directory; --out names the directory audit.md is written to")
+            raise ConfigError(field, str(out), f"{'is' if p == out else f'lies under {p}, which is'} not a "
+                                               f"directory; {field} names the directory {name} is written to")
         if p.exists():
             break
     f = out / name
@@ -223,8 +225,9 @@ def _audit_out(out: Path, name: str = "audit.md") -> Path:
         except (OSError, ConfigError):
             ours = False
         if not ours and (marker is None or name not in marker["files"] or f.is_symlink() or not f.is_file()):
-            raise ConfigError("--out", str(out), f"already holds an {name} that no toymodels run there wrote; choose "
-                                                 f"another --out or move it")
+            raise ConfigError(field, str(out), f"already holds an {name} that no toymodels run there wrote; "
+                                               f"{'choose another --out' if field == '--out' else 'pass --out DIR'} "
+                                               f"or move it")
     return out
 
 
@@ -286,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", metavar="L", type=int,
                    help="audit layer L's activations (1..n_layers of a deep model; default: the planted layer, "
                         "written to audit.md; another layer to audit-layerL.md)")
-    p.add_argument("--out", metavar="DIR", help="write audit.md here instead of RUN_DIR")
+    p.add_argument("--out", metavar="DIR", help="write audit.md (audit-layerL.md with --layer L) here instead of "
+                                                "RUN_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_audit)
     return ap

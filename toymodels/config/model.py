@@ -83,6 +83,10 @@ class ModelConfig:
         check_choice("model.route_pair", self.route_pair, ROUTES)
         check(self.route_pair != "different" or self.n_experts >= 2, "model.route_pair", self.route_pair,
               "'different' needs model.n_experts >= 2")
+        # with k > 1 a pinned route only tilts the softmax (the pinned expert gets ~0.6 of the weight), so the
+        # pair is not routed exclusively
+        check(self.route_pair == "learned" or self.k_active == 1, "model.route_pair", self.route_pair,
+              f"pins a route only with model.k_active = 1 (got {self.k_active}); use 'learned'")
         for name, kinds in KIND_FIELDS.items():
             value = getattr(self, name)
             check(self.kind in kinds or value == default_of(ModelConfig, name), f"model.{name}", value,

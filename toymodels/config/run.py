@@ -171,6 +171,10 @@ class Config:
             check(self.model.kind in ROTATION_INVARIANT_KINDS, "finetune.orientations", ft.orientations,
                    f"rotating the hidden space leaves only {', '.join(ROTATION_INVARIANT_KINDS)} models unchanged; "
                    f"model.kind={self.model.kind!r} has a privileged hidden basis")
+        # the lab thresholds the output's pre-activation; a mixture's output is Σ_e w_e ReLU(p_e), which is
+        # ReLU(Σ_e w_e p_e) only when one expert is active
+        check(not (self.model.kind == "moe" and self.model.k_active > 1), "model.k_active", self.model.k_active,
+              "fine-tuning a mixture of experts needs model.k_active = 1 (the lab's rates read one pre-activation)")
         if ft.layer:
             L = self.model.n_layers if self.model.kind == "deep" else 1
             check(self.model.kind == "deep" and ft.layer <= L, "finetune.layer", ft.layer,

@@ -152,6 +152,13 @@ def _register_families():
 _register_families()
 
 
+def param_shapes(model_cfg, n_features: int, n_inst: int) -> dict[str, tuple[int, ...]]:
+    """{leaf name: shape with the leading instance axis} of ``n_inst`` models of ``model_cfg``, from
+    ``jax.eval_shape`` (nothing is computed): what a saved ``weights.npz`` must hold."""
+    _, shapes = jax.eval_shape(lambda: init_instances(model_cfg, n_features, n_inst, jax.random.key(0)))
+    return {k: tuple(v.shape) for k, v in nnx.to_pure_dict(shapes).items()}
+
+
 def hidden_leaves(kind: str) -> tuple[str, ...]:
     """The parameter leaves of ``kind`` that a rotation of the hidden space turns (``HIDDEN_LEAVES``)."""
     return getattr(MODELS[kind], "HIDDEN_LEAVES", ("W",))

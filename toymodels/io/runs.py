@@ -138,15 +138,25 @@ def read_npz(path: str | Path, root: str | Path | None = None) -> dict[str, np.n
         raise RunFileError(path, f"missing: {NOT_A_RUN}") from None
 
 
-def _check_weights(path: Path, w: dict[str, np.ndarray], cfg: Config) -> None:
-    k, m, n = cfg.n_inst, cfg.model.d_hidden, cfg.data.n_features
-    for name, shape in (("W", (k, m, n)), ("b_final", (k, n))):
+def check_weights(path: Path, w: dict[str, np.ndarray], cfg: Config, n_inst: int | None = None) -> None:
+    """Every parameter leaf of ``cfg``'s model kind is in ``w`` with its shape (leading axis ``n_inst``,
+    default cfg.n_inst): a missing or misshapen array (a deep model's ``W_layers``, a mixture's ``gate``, ...)
+    is a one-line :class:`RunFileError` naming the file, never a silent default or a clamped index."""
+    k, m, n = cfg.n_inst if n_inst is None else n_inst, cfg.model.d_hidden, cfg.data.n_features
+    expected = {"W": (k, m, n), "b_final": (k, n)}
+    if cfg.model.kind not in ("relu_output", "linear", "relu_hidden"):  # the other kinds: from the model itself
+        from ..core.models import param_shapes
+
+        expected = param_shapes(cfg.model, n, k)
+    for name, shape in expected.items():
         if name not in w:
             held = ", ".join(sorted(w)) or "no arrays"
-            raise RunFileError(path, f"has no array {name!r} (it holds {held}); toymodels writes W and b_final")
+            raise RunFileError(path, f"has no array {name!r} (it holds {held}); a {cfg.model.kind} model has "
+                                     f"{', '.join(expected)}")
         if w[name].shape != shape:
+            what = {"W": "(n_inst, d_hidden, n_features)", "b_final": "(n_inst, n_features)"}.get(name, "")
             raise RunFileError(path, f"array {name!r} has shape {list(w[name].shape)}, but config.json says "
-                                     f"{list(shape)} (n_inst, {'d_hidden, ' if name == 'W' else ''}n_features)")
+                                     f"{list(shape)} {what}".rstrip())
 
 
 def read_metrics(path: str | Path, root: str | Path | None = None) -> list[dict]:
@@ -197,6 +207,6 @@ def load(path: str | Path) -> Run:
         raise RunFileError(path / "summary.json", f"'instances' must hold one object per instance "
                                                   f"(n_inst={config.n_inst} in config.json)")
     weights = read_npz(path / "weights.npz", path)
-    _check_weights(path / "weights.npz", weights, config)
+    check_weights(path / "weights.npz", weights, config)
     metrics = read_metrics(path / "metrics.jsonl", path) if os.path.lexists(path / "metrics.jsonl") else []
     return Run(path=path, config=config, summary=summary, weights=weights, metrics=metrics)

@@ -10,13 +10,15 @@ orientation × stopping point). Built only from the members' saved summaries:
   most, and the composed first-order prediction beside the measured change;
 * across members, the deepest plant layer against the shallowest, cell by cell: d_i = Δrate(l = L, model i)
   − Δrate(l = 1, model i), a paired t interval over the indices i whose pair is represented in both members
-  (:func:`represented`; strata are never pooled). The members' model i share the seed, the
+  (:func:`.inference.represented`; strata are never pooled). The members' model i share the seed, the
   initialisation key and the data stream (not the model: the plant layer differs), so the pairing is by
   index and the interval is valid without assuming it removes any variance.
 
-The verdict on the seed's "spill-over is worse in later layers": **confirmed** where every distinct cell of
-a regime says the deeper plant raises the toxic rate more (interval above 0), **refuted** where every one
-says less, **regime-dependent** when regimes disagree, and **no evidence** otherwise.
+The verdict on the seed's "spill-over is worse in later layers" (:func:`verdict`): per regime **confirmed**
+where every distinct cell says the deeper plant raises the toxic rate more (interval above 0), **refuted**
+where every one says less, **axis-dependent** where cells disagree in sign, **no evidence** otherwise; overall
+**regime-dependent** only when one regime confirms and another refutes. Only the deepest and the shallowest
+plant layers are compared; the middle layers are in the table.
 """
 
 from __future__ import annotations
@@ -46,18 +48,12 @@ def _per_model(instances: list[dict], harmful: str, regime: str, optimizer: str,
     return {i: float(np.mean(v)) for i, v in vals.items()}
 
 
-def represented(summary: dict) -> set[int]:
-    """The pretrained models of a run in which no named feature ended barely represented."""
-    weak = (summary.get("features") or {}).get("barely_represented") or []
-    return {i for i, w in enumerate(weak) if not w}
-
-
 def deeper_minus_shallower(deep: dict, shallow: dict, harmful: str, gains: list[str]) -> list[dict]:
     """Per distinct (regime, optimiser, orientation class): the paired difference of the per-model toxic-rate
     change, deepest plant layer minus shallowest, at the end and each matched gain, over the model indices
     whose pair is represented in both runs (strata are never pooled)."""
     out = []
-    keep = represented(deep) & represented(shallow)
+    keep = inference.represented(deep) & inference.represented(shallow)
     seen = set()
     for r in rob.group_rows(deep["finetune"], harmful, deep.get("features")):
         key = (r["regime"], r["optimizer"], r["orientation"])
@@ -80,15 +76,25 @@ def deeper_minus_shallower(deep: dict, shallow: dict, harmful: str, gains: list[
 
 
 def verdict(cells: list[dict], point: str = "end") -> dict:
-    """Per regime and overall: confirmed / refuted / regime-dependent / no evidence (module docstring)."""
+    """Per regime: **confirmed** (every distinct cell up), **refuted** (every one down), **axis-dependent**
+    (some up, some down: it flips with the optimiser or the orientation) or **no evidence**. Overall:
+    confirmed or refuted when every regime says so; **regime-dependent** only when one regime confirms and
+    another refutes; "confirmed in R only" (or refuted) when the other regimes show no evidence."""
     by_regime: dict[str, set] = {}
     for c in cells:
         by_regime.setdefault(c["regime"], set()).add(c[point]["direction"])
-    per = {reg: ("confirmed" if d == {"up"} else "refuted" if d == {"down"} else "no evidence")
-           for reg, d in by_regime.items()}
-    decided = set(per.values()) - {"no evidence"}
-    overall = (next(iter(decided)) if len(decided) == 1 and len(set(per.values())) == 1
-               else "regime-dependent" if decided else "no evidence")
+    per = {reg: ("confirmed" if d == {"up"} else "refuted" if d == {"down"} else
+                 "axis-dependent" if {"up", "down"} <= d else "no evidence") for reg, d in by_regime.items()}
+    vals = set(per.values())
+    if len(vals) == 1:
+        overall = next(iter(vals))
+    elif {"confirmed", "refuted"} <= vals:
+        overall = "regime-dependent"
+    elif vals & {"confirmed", "refuted"}:
+        word = next(iter(vals & {"confirmed", "refuted"}))
+        overall = f"{word} in {', '.join(r for r, v in per.items() if v == word)} only"
+    else:
+        overall = "axis-dependent" if "axis-dependent" in vals else "no evidence"
     return {"per_regime": per, "overall": overall}
 
 
@@ -116,9 +122,10 @@ def member_section(run) -> dict:
     return sec
 
 
-def depth_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
-    """The deep suite's ``summary.json`` and ``depth_table.md``: per plant layer the robustness rows,
-    the per-layer records, and the deepest-minus-shallowest comparison with its verdict."""
+def depth_summary(members, suite: dict) -> tuple[dict, str]:
+    """The deep suite's ``summary.json`` (and its terminal report; :func:`markdown` is its
+    ``depth_table.md``): per plant layer the robustness rows, the per-layer records, and the
+    deepest-minus-shallowest comparison with its verdict."""
     runs = sorted(members, key=lambda m: m.config.model.plant_layer)
     sections = [member_section(m) for m in runs]
     harmful = sections[0]["harmful"]
@@ -134,7 +141,6 @@ def depth_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
                           f"{inference.MIN_CLUSTERS} models; across plant layers the models are paired by index "
                           "(same seed, init key and data stream)",
     }
-    (Path(run_dir) / "depth_table.md").write_text(markdown(summary))
     return summary, report(summary)
 
 

@@ -42,6 +42,13 @@ def strata(features: dict | None, n_models: int) -> list[str]:
     return ["both represented" if not w else " and ".join(w) + " weak" for w in weak]
 
 
+def represented(summary: dict) -> set[int]:
+    """The pretrained models of a run (its summary.json) in which no named feature ended barely represented:
+    the "both represented" stratum, for comparisons across runs paired by model index."""
+    weak = (summary.get("features") or {}).get("barely_represented") or []
+    return {i for i, w in enumerate(weak) if not w}
+
+
 def _signature(e: dict, harm: str) -> dict[str, float]:
     h = e["harmful"][harm]
     return {"target_gain": e["target_gain"] if e["target_gain"] is not None else np.nan,

@@ -12,7 +12,8 @@ the deep analogue of the one-layer ⟨W0_j, ΔW_t⟩ (Minegishi et al. 2026), ex
 pre-activation changed most in magnitude ("where it goes"; the LLM analogue is the middle layers).
 
 :func:`by_layer` aggregates per (regime, optimiser, orientation class): the mean change per layer with its
-paired t interval over the G pretrained models (:func:`toymodels.stats.paired`), the mean prediction, and
+paired t interval over the G pretrained models (:func:`toymodels.stats.paired`, a direction only from G >= 10:
+:func:`.inference.claim`), the mean prediction, and
 how often each layer is the argmax.
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from .. import stats
+from . import inference
 from ..core.models import MODELS
 from .plan import Plan
 
@@ -90,7 +92,7 @@ def by_layer(instances: list[dict], group_of) -> dict:
             L = len(recs[0]["change"])
             per = []
             for layer in range(L):
-                p = stats.paired([r["change"][layer] for r in recs], clusters=clusters)
+                p = inference.claim(stats.paired([r["change"][layer] for r in recs], clusters=clusters))
                 per.append({"layer": layer + 1, "change": {k: p[k] for k in ("mean", "ci95", "n_clusters",
                                                                              "direction")},
                             "predicted_mean": float(np.mean([r["predicted"][layer] for r in recs])),

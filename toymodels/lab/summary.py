@@ -107,6 +107,9 @@ def instance_summaries(cfg: Config, result: FineTuneResult) -> list[dict]:
                 fo["predicted"] = rec["predicted"][-1]
                 fo["rel_error"] = float(amp.relative_error(fo["measured"], fo["predicted"]))
                 fo["prediction"] = "composed (JVP through every layer)"
+                # the per-unit push and the along-target prediction are the planted layer's W alone: one-layer
+                # quantities with no meaning at the output of a stack
+                fo["per_unit_push"] = fo["predicted_along_target"] = None
         if result.stopped_at is not None:
             entry["stopped_at"] = int(result.stopped_at[k]) if result.stopped_at[k] >= 0 else None
         out.append(entry)

@@ -10,8 +10,10 @@ layers and states the verdict on "spill-over is worse in later layers".
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from ..config import Config, ModelConfig, OptimizerConfig
+from ..io import runs
 from ..lab import depth as lab_depth
 from .lab import FULL_ALL, NARROW, analogy_base
 from .registry import SMOKE_OVERRIDES, Suite, preset, suite_summary
@@ -48,8 +50,8 @@ def deep_member(plant_layer: int, n_layers: int = DEEP_LAYERS) -> Config:
 @preset("deep", f"the 'later layers' question: the 15° pair planted at each layer of a {DEEP_LAYERS}-layer TMS stack, "
                 "fine-tuned at the output over regime x optimiser x orientation x stopping point")
 def deep() -> Suite:
-    """One member per plant layer (``deep-l1`` .. ``deep-l3``), each 10 pretrained models x 2 regimes x
-    2 optimisers x 2 orientations in one compiled sweep; the suite summary (``depth_table.md``) gives the
+    """One member per plant layer (``deep-l1`` .. ``deep-l3``), each 12 pretrained models x 2 regimes x
+    2 optimisers (adam, novograd) x 2 orientations in one compiled sweep; the suite summary (``depth_table.md``) gives the
     per-layer table, where the harmful pre-activation moves, and the later-layers verdict."""
     return Suite(
         name="deep",
@@ -63,6 +65,11 @@ def deep() -> Suite:
     )
 
 
-suite_summary("depth", lab_depth.depth_summary)
+@suite_summary("depth")
+def depth_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
+    """:func:`toymodels.lab.depth.depth_summary`, and its table written to ``RUN_DIR/depth_table.md``."""
+    summary, report = lab_depth.depth_summary(members, suite)
+    runs.write_text(Path(run_dir) / "depth_table.md", lab_depth.markdown(summary))
+    return summary, report
 SMOKE_OVERRIDES["deep"] = {"suite.members": ["deep-l1", "deep-l3"], "n_inst": 2, "train.steps": 200,
                            "finetune.steps": 50, "finetune.rate_samples": 20_000}

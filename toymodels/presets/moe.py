@@ -20,7 +20,8 @@ from .. import stats
 from ..config import Config, DataConfig, ModelConfig, TrainConfig
 from ..core import moe
 from ..defences.tables import fmt_stat, vs_baseline, with_g
-from ..lab.inference import claim
+from ..io import runs
+from ..lab.inference import claim, represented
 from .lab import FULL_ALL, NARROW, analogy_base
 from .registry import SMOKE_OVERRIDES, Suite, preset, suite_summary
 
@@ -190,27 +191,35 @@ def pair_routes(run) -> dict:
 def routing_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
     """Per routing and regime, toxic's rate change (paired after − before, t interval over models, G);
     per regime, different − same paired by model with its verdict; the capacity cost (pretraining loss,
-    different − same, paired by model); and where the pair is routed."""
+    different − same, paired by model); and where the pair is routed. Rate rows and verdicts use only the
+    models whose pair ended represented (own read-out, :func:`toymodels.lab.inference.represented`)."""
     by = {m.config.model.route_pair: m for m in members}
     ft0 = members[0].summary["finetune"]
     harm, regimes = ft0["harmful"][0], [r["name"] for r in ft0["regimes"]]
     rows, verdicts = [], {}
     for route, run in by.items():
-        ft = run.summary["finetune"]
+        ft, ok = run.summary["finetune"], represented(run.summary)  # the models whose pair is represented
+
+        def per_model(reg, key="change_pp", ft=ft, ok=ok):
+            return {i: v for i, v in _by_model(ft, reg, harm, key).items() if i in ok}
+
         for reg in regimes:
-            d = _by_model(ft, reg, harm)
+            d = per_model(reg)
             p = claim(stats.paired(list(d.values()), clusters=list(d.keys())))
-            gains = [e["target_gain"] for e in ft["instances"] if e["regime"] == reg]
+            gains = [e["target_gain"] for e in ft["instances"] if e["regime"] == reg and e["pretrain_instance"] in ok]
             rows.append({"route_pair": route, "regime": reg, "rate_change_pp": _stat(p),
-                         "rate_before_pct": stats.spread([100 * v for v in _by_model(ft, reg, harm, "before").values()]),
-                         "rate_after_pct": stats.spread([100 * v for v in _by_model(ft, reg, harm, "after").values()]),
+                         "n_represented": len(ok), "n_models": run.config.n_inst,
+                         "rate_before_pct": stats.spread([100 * v for v in per_model(reg, "before").values()]),
+                         "rate_after_pct": stats.spread([100 * v for v in per_model(reg, "after").values()]),
                          "target_gain": stats.spread(gains)})
     loss = {route: [s["eval_loss"] for s in run.summary["instances"]] for route, run in by.items()}
     cost = None
     if {"same", "different"} <= by.keys():
         for reg in regimes:
             s, d = _by_model(by["same"].summary["finetune"], reg, harm), _by_model(by["different"].summary["finetune"], reg, harm)
-            common = sorted(s.keys() & d.keys())
+            # models whose pair is represented in both members (a barely represented start is never pooled)
+            keep = represented(by["same"].summary) & represented(by["different"].summary)
+            common = sorted(s.keys() & d.keys() & keep)
             p = claim(stats.paired([d[i] for i in common], [s[i] for i in common], clusters=common))
             verdicts[reg] = _stat(p) | {"verdict": {"down": "cuts", "up": "raises"}.get(p["direction"], "no evidence")}
             # the level after fine-tuning, different − same [pp]: the change alone hides a different start
@@ -222,7 +231,7 @@ def routing_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
                "regimes": regimes, "rows": rows, "different_vs_same": verdicts, "capacity_cost": cost,
                "pretrain_loss": {k: stats.spread(v) for k, v in loss.items()},
                "routes": {route: pair_routes(run) for route, run in by.items()}}
-    (run_dir / "moe_routing.md").write_text(markdown_table(summary) + "\n")
+    runs.write_text(Path(run_dir) / "moe_routing.md", markdown_table(summary) + "\n")
     return summary, routing_report(summary)
 
 
