@@ -360,8 +360,19 @@ def depth() -> str:
     sec = s["sections"]
     G = sorted({r["n_clusters"] for x in sec for r in x["rows"]
                 if not r["duplicate_of"] and r["stratum"] == "both represented"})
-    verdict = "; ".join(f"{p}: **{v['overall']}** (" + ", ".join(f"`{r}` {x}" for r, x in v["per_regime"].items())
-                        + ")" for p, v in s["later_layers"].items())
+    def axes(reg: str) -> str:  # the distinct cells a regime's verdict holds across
+        cells = [c for c in s["deeper_minus_shallower"] if c["regime"] == reg]
+        return ", ".join(sorted({f"{c['optimizer']} {'axis-aligned' if c['orientation'] == 'axis' else 'rotated'}"
+                                 for c in cells}))
+
+    def per(v: dict, p: str) -> str:
+        return ", ".join(f"`{r}` {x}" + (f" in every distinct cell ({axes(r)}; G = "
+                                        f"{', '.join(sorted({str(c[p]['n_clusters']) for c in s['deeper_minus_shallower'] if c['regime'] == r}))})"
+                                        if x in ("confirmed", "refuted") else "")
+                         for r, x in v["per_regime"].items())
+
+    verdict = "; ".join(f"at {'the end' if p == 'end' else 'matched ' + p}: **{v['overall']}** ({per(v, p)})"
+                        for p, v in s["later_layers"].items())
     where = []
     for x in sec:  # per regime, the represented stratum's distinct cells
         parts = []
