@@ -407,6 +407,8 @@ def routing() -> str:
     if s is None or not md.exists():
         return "_(run `toymodels run moe-routing` to fill this in)_"
     def ci(v: dict, scale: float = 1.0) -> str:
+        if v.get("mean") is None:
+            return f"n/a, G={v.get('n_clusters', 0)}"
         lo_hi = f" [{scale * v['ci95'][0]:+.2f}, {scale * v['ci95'][1]:+.2f}]" if v.get("ci95") else ""
         return f"{scale * v['mean']:+.2f}{lo_hi}, G={v['n_clusters']}"
 

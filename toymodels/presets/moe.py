@@ -241,6 +241,11 @@ def _stat(p: dict) -> dict:
     return {k: v for k, v in p.items() if k != "values"}
 
 
+def _pct(spread: dict) -> str:
+    """A mean rate [%], or n/a when no model of the row has its pair represented."""
+    return "n/a" if spread.get("mean") is None else f"{spread['mean']:.2f}"
+
+
 def markdown_table(summary: dict) -> str:
     """The routing rows in the defences table's format: every number from the summary."""
     head = ("| routing | regime | toxic rate before → after [%] | Δ toxic rate [pp] (95% CI, G models) | "
@@ -253,7 +258,7 @@ def markdown_table(summary: dict) -> str:
         v = summary["different_vs_same"].get(r["regime"]) or {}
         vs = vs_baseline(v) if diff else "(the baseline)"
         after = vs_baseline(v.get("rate_after_pp")).replace("cuts", "lower").replace("raises", "higher") if diff else "–"
-        level = f"{r['rate_before_pct']['mean']:.2f} → {r['rate_after_pct']['mean']:.2f}"
+        level = f"{_pct(r['rate_before_pct'])} → {_pct(r['rate_after_pct'])}"
         c = ("–" if not diff or not cost else
              fmt_stat({"mean": 1e3 * cost["mean"], "ci95": [1e3 * v for v in cost["ci95"]] if cost.get("ci95") else None})
              + f" (G={cost['n_clusters']})")
@@ -265,8 +270,8 @@ def markdown_table(summary: dict) -> str:
 def routing_report(summary: dict) -> str:
     lines = [f"{summary['suite']}: '{summary['target']}' fine-tuned, '{summary['harmful']}' watched"]
     for r in summary["rows"]:
-        lines.append(f"  {r['route_pair']:<9} {r['regime']:<10} rate {r['rate_before_pct']['mean']:.2f}% → "
-                     f"{r['rate_after_pct']['mean']:.2f}%, Δ {stats.fmt_paired(r['rate_change_pp'])} pp "
+        lines.append(f"  {r['route_pair']:<9} {r['regime']:<10} rate {_pct(r['rate_before_pct'])}% → "
+                     f"{_pct(r['rate_after_pct'])}%, Δ {stats.fmt_paired(r['rate_change_pp'])} pp "
                      f"({r['rate_change_pp']['direction']})")
     for reg, v in summary["different_vs_same"].items():
         lines.append(f"  different − same, {reg:<10} Δ rate {stats.fmt_paired(v)} pp: routing apart {v['verdict']}; "
