@@ -130,7 +130,7 @@ def tiny_deep(tmp_path_factory):
     base = analogy_base("deep-tiny")
     ft = dataclasses.replace(base.finetune, steps=60, chunk_size=20, rate_samples=20_000, orientations=2,
                              matched_gains=(1.2,), save_trajectory=False)
-    cfg = dataclasses.replace(base, n_inst=3, train=TrainConfig(steps=300, chunk_size=100), finetune=ft,
+    cfg = dataclasses.replace(base, n_inst=3, train=TrainConfig(steps=100, chunk_size=100), finetune=ft,
                               model=ModelConfig(kind="deep", d_hidden=2, n_layers=2, plant_layer=2))
     out = tm.run(cfg, tmp_path_factory.mktemp("deep") / "run", progress=False, echo=lambda s: None)
     return json.loads((out / "summary.json").read_text())

@@ -115,6 +115,7 @@ def test_route_pair_different_needs_two_experts():
 
 
 # --- through the lab -----------------------------------------------------------------------------------------
+@pytest.mark.slow  # the default suite runs moe-routing end to end (tests/test_presets_smoke.py)
 def test_finetune_smoke_through_the_lab():
     ft = FineTuneConfig(target="helpful", objective="amplify", gamma=2.0, steps=40, chunk_size=20, log_every=20,
                         batch_size=128, eval_batch_size=1024, lr=1e-2,

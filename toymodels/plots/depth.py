@@ -73,12 +73,17 @@ def depth_summary(members: list[runs.Run], suite: dict, out: Path) -> list[Path]
                                                                   m.summary.get("features"))
                                          if not r["duplicate_of"] and r["stratum"] == "both represented"]
             for m in members}
-    first = next(iter(rows.values()))
-    regimes = list(dict.fromkeys(r["regime"] for r in first))
-    if not regimes:  # no model of the shallowest member has its pair represented: nothing to draw
-        return []
-    points = ["end", *first[0]["at_gain"]] if first else ["end"]
-    cells = list(dict.fromkeys((r["optimizer"], r["orientation"]) for r in first))
+    every = [r for rs in rows.values() for r in rs]
+    regimes = list(dict.fromkeys(r["regime"] for r in every))
+    if not regimes:  # no model of any member has its pair represented: say so, draw no numbers
+        fig, ax = plt.subplots(figsize=(6, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no pretrained model ended with its pair represented\n"
+                          "(own read-out >= 0.25): nothing to compare", ha="center", va="center", fontsize=9)
+        fig.suptitle(f"{suite['suite']}: spill-over by plant layer", fontsize=9)
+        return [save(fig, out, f"{suite['suite']}_depth_summary")]
+    points = ["end", *every[0]["at_gain"]]
+    cells = list(dict.fromkeys((r["optimizer"], r["orientation"]) for r in every))
     cmap = plt.get_cmap("tab10")
     fig, axes = plt.subplots(len(points), len(regimes), figsize=(4.0 * len(regimes), 3.0 * len(points)),
                              squeeze=False)

@@ -71,5 +71,8 @@ def depth_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
     summary, report = lab_depth.depth_summary(members, suite)
     runs.write_text(Path(run_dir) / "depth_table.md", lab_depth.markdown(summary))
     return summary, report
-SMOKE_OVERRIDES["deep"] = {"suite.members": ["deep-l1", "deep-l3"], "n_inst": 2, "train.steps": 200,
-                           "finetune.steps": 50, "finetune.rate_samples": 20_000}
+
+
+# the smoke run: one member, two models (steps are shrunk by the test); the comparison across members is
+# tested on synthetic summaries (tests/test_deep.py)
+SMOKE_OVERRIDES["deep"] = {"suite.members": ["deep-l3"], "n_inst": 2, "finetune.rate_samples": 20_000}

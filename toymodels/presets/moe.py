@@ -165,7 +165,7 @@ def moe_routing() -> Suite:
     )
 
 
-SMOKE_OVERRIDES["moe-routing"] = {"n_inst": 2}
+SMOKE_OVERRIDES["moe-routing"] = {"n_inst": 2, "finetune.rate_samples": 20_000}
 
 
 def _by_model(ft: dict, regime: str, harm: str, key: str = "change_pp") -> dict[int, float]:
