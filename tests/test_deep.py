@@ -57,8 +57,7 @@ def test_depth_one_is_relu_output_bit_for_bit():
     np.testing.assert_array_equal(ia["eval_loss"], ib["eval_loss"])
 
 
-@pytest.mark.parametrize("activation", ["relu", "linear"])
-@pytest.mark.parametrize("plant_layer", [1, 2, 3])
+@pytest.mark.parametrize("activation,plant_layer", [("relu", 1), ("relu", 3), ("linear", 2)])
 def test_forward_is_the_stack_of_bottlenecks(activation, plant_layer):
     cfg = _cfg("deep", n_layers=3, plant_layer=plant_layer, layer_activation=activation)
     g, p = init_instances(cfg.model, 5, 2, jax.random.key(4))

@@ -62,7 +62,7 @@ def test_one_expert_is_relu_output_bit_for_bit():
 
 
 # --- top-k routing -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("E,k", [(4, 1), (4, 2), (5, 3), (3, 3)])
+@pytest.mark.parametrize("E,k", [(4, 1), (5, 3)])
 def test_topk_routes_to_exactly_k_experts_with_weights_summing_to_one(E, k):
     m = MoETMS(8, 3, n_experts=E, k_active=k, std=0.5, rngs=nnx.Rngs(params=3))
     x = jax.random.uniform(jax.random.key(4), (500, 8))

@@ -69,7 +69,8 @@ def moe_superposition() -> Suite:
     )
 
 
-SMOKE_OVERRIDES["moe-superposition"] = {"suite.members": ["moe-e1-k1", "moe-e4-k1"]}
+SMOKE_OVERRIDES["moe-superposition"] = {"suite.members": ["moe-e1-k1", "moe-e4-k1"], "n_inst": 2,
+                                        "data.feature_probability": [0.1, 0.01]}
 
 
 def superposition_rows(run) -> list[dict]:
