@@ -32,7 +32,7 @@ TMS_PRESETS = ("tms-intro", "tms-geometry", "tms-phase", "tms-correlated", "tms-
 LAB_PRESETS = ("analogy-15deg", "robustness", "angle-sweep", "overlap-table", "crowding",
                "defences-table", "regularisation-pareto", "regularisation-pretrain", "regularisation-cost")
 AUDIT_PRESETS = ("sae-recovery", "risk-prediction")
-FAMILY_PRESETS = ("deep", "moe-superposition", "moe-routing", "residual-mlp")   # beyond one layer (issue 18)
+FAMILY_PRESETS = ("deep", "deep-at-layer", "moe-superposition", "moe-routing", "residual-mlp")   # beyond one layer (issue 18)
 PRESETS = TMS_PRESETS + LAB_PRESETS + AUDIT_PRESETS + FAMILY_PRESETS
 SMALL = 2_000_000  # bytes: optional result files above this stay out of results/
 ESSENTIAL = ("config.json", "summary.json", "weights.npz", "env.json")  # always copied: a run needs them

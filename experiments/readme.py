@@ -400,6 +400,22 @@ def depth() -> str:
         lab_depth.layer_table(s), "", "</details>", "", _fig("deep", "depth_summary.png", width=640)])
 
 
+def depth_at_layer() -> str:
+    """deep-at-layer: the pair's own layer as the fine-tuning objective (toymodels.lab.depth tables)."""
+    from toymodels.lab import depth as lab_depth
+
+    s = _load("deep-at-layer")
+    if s is None:
+        return "_(run `toymodels run deep-at-layer` to fill this in)_"
+    verdict = "; ".join(f"at {'the end' if p == 'end' else 'matched ' + p}: **{v['overall']}**"
+                        for p, v in s["later_layers"].items())
+    return "\n".join([f"From `results/deep-at-layer` (the pair at layer {', '.join(map(str, s['plant_layers']))}, each "
+                      "fine-tuned at its own layer's output; rates at the model's output; deeper minus shallower "
+                      f"plant layer, paired by model index: {verdict}).", "", lab_depth.comparison_table(s), "",
+                      "<details><summary>per plant layer and cell</summary>", "", lab_depth.layer_table(s), "",
+                      "</details>"])
+
+
 def routing() -> str:
     """moe-routing: routing the pair to different experts against the same expert, as a defence row."""
     s = _load("moe-routing")
@@ -616,7 +632,7 @@ def drift() -> str:
 
 BLOCKS = {"defence-verdicts": defence_verdicts, "drift": drift, "main-result": main_result, "headline": headline, "robustness": robustness_section, "gallery": lambda: (ROOT / "figures" / "GALLERY.md").read_text().strip(),
           "lab": lab, "defences": defences, "audit": audit, "depth": depth,
-          "routing": routing, "residual": residual, "moe-phase": moe_phase}
+          "routing": routing, "residual": residual, "moe-phase": moe_phase, "depth-at-layer": depth_at_layer}
 
 
 def pages() -> list[Path]:

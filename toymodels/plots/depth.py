@@ -116,8 +116,9 @@ def depth_summary(members: list[runs.Run], suite: dict, out: Path) -> list[Path]
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
     G = sorted({r["n_clusters"] for rs in rows.values() for r in rs})
-    fig.suptitle(f"{suite['suite']}: spill-over by plant layer (models with the pair represented, G = "
-                 f"{', '.join(map(str, G))} per cell)\n"
+    Gg = sorted({a["n_clusters"] for rs in rows.values() for r in rs for a in r["at_gain"].values()})
+    fig.suptitle(f"{suite['suite']}: spill-over by plant layer (models with the pair represented; G = "
+                 f"{', '.join(map(str, G))} per cell at the end, {', '.join(map(str, Gg))} reached the matched gain)\n"
                  f"{members[0].config.model.n_layers}-layer stack · {run_label(members[0]).split(' · ', 1)[1]}",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0.08, 1, 0.93))

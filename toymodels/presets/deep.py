@@ -33,18 +33,20 @@ DEEP_ORIENTATIONS = 2     # axis-aligned and one random rotation of every layer'
 DEEP_GAINS = (1.5,)
 
 
-def deep_member(plant_layer: int, n_layers: int = DEEP_LAYERS) -> Config:
-    """analogy-15deg's setup in an ``n_layers`` stack with the pair planted (pinned) at ``plant_layer``."""
-    base = analogy_base(f"deep-l{plant_layer}")
+def deep_member(plant_layer: int, n_layers: int = DEEP_LAYERS, at_layer: int = 0) -> Config:
+    """analogy-15deg's setup in an ``n_layers`` stack with the pair planted (pinned) at ``plant_layer``;
+    ``at_layer`` = l puts the fine-tuning objective (and the target's gain) on layer l's output."""
+    base = analogy_base(f"deep-l{plant_layer}" + (f"-at{at_layer}" if at_layer else ""))
     ft = dataclasses.replace(base.finetune, regimes=(NARROW, FULL_ALL), optimizers=DEEP_OPTIMIZERS,
                              orientations=DEEP_ORIENTATIONS, matched_gains=DEEP_GAINS, chunk_size=25, log_every=100,
-                             save_trajectory=False)
+                             save_trajectory=False, layer=at_layer)
     return dataclasses.replace(
         base, n_inst=DEEP_MODELS, finetune=ft, plots=("depth_layers",),
         train=dataclasses.replace(base.train, restarts=DEEP_RESTARTS),
         features=dataclasses.replace(base.features, norms=DEEP_NORMS),
         model=ModelConfig(kind="deep", d_hidden=2, n_layers=n_layers, plant_layer=plant_layer),
-        notes=f"the pair pinned 15° apart at layer {plant_layer} of {n_layers}; helpful fine-tuned at the output")
+        notes=f"the pair pinned 15° apart at layer {plant_layer} of {n_layers}; helpful fine-tuned at "
+              + (f"layer {at_layer}'s output" if at_layer else "the output"))
 
 
 @preset("deep", f"the 'later layers' question: the 15° pair planted at each layer of a {DEEP_LAYERS}-layer TMS stack, "
@@ -63,6 +65,26 @@ def deep() -> Suite:
         meta={"n_layers": DEEP_LAYERS, "optimizers": [o.name for o in DEEP_OPTIMIZERS],
               "orientations": DEEP_ORIENTATIONS, "matched_gains": list(DEEP_GAINS)},
     )
+
+
+@preset("deep-at-layer", f"the 15° pair planted at layer 1 and 2 of the {DEEP_LAYERS}-layer stack and fine-tuned at "
+                         "that layer's own output (the deep preset fine-tunes at the model's output)")
+def deep_at_layer() -> Suite:
+    """The deep preset's members for plant layers 1 and 2, with ``finetune.layer`` = the plant layer: the
+    objective reads the layer where the pair lives (the rates stay at the model's output). The layer-3
+    member of ``deep`` is already fine-tuned at its own layer (the output)."""
+    return Suite(
+        name="deep-at-layer",
+        members=tuple(deep_member(layer, at_layer=layer) for layer in (1, 2)),
+        plots=("depth_summary",),
+        summary="depth",
+        notes="Fine-tuning at the layer the pair lives in, instead of at the output: does the spill-over onto "
+              "toxic's output follow?",
+        meta={"n_layers": DEEP_LAYERS, "finetune_at": "the plant layer"},
+    )
+
+
+SMOKE_OVERRIDES["deep-at-layer"] = {"suite.members": ["deep-l2-at2"], "n_inst": 2, "finetune.rate_samples": 20_000}
 
 
 @suite_summary("depth")
