@@ -19,6 +19,7 @@ import os
 import re
 from pathlib import Path
 
+from toymodels import stats
 from toymodels.lab.report import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -440,10 +441,9 @@ def routing() -> str:
 
 
 def _p(d: dict, spec: str = "+.4f") -> str:
-    """A paired test as 'mean [lo, hi] (G) direction'."""
-    lo, hi = d["ci95"] if d.get("ci95") else (float("nan"), float("nan"))
+    """A paired test as 'mean [lo, hi] (G) direction' (:func:`toymodels.stats.fmt_paired`)."""
     word = d.get("direction")
-    return f"{d['mean']:{spec}} [{lo:{spec}}, {hi:{spec}}] (G={d['n_clusters']})" + (f" {word}" if word else "")
+    return stats.fmt_paired(d, spec) + (f" {word}" if word else "")
 
 
 def residual() -> str:

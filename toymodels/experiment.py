@@ -36,7 +36,7 @@ from .config import Config, ConfigError
 from .core import geometry, sharding, stationarity
 from .core import pretrain as pt
 from .core.models import init_instances
-from .core.planting import geometry_summary
+from .core.planting import geometry_summary, representation_measure
 from .core.pretrain import active_penalty
 from .defences import hooks_for
 from .errors import RepresentationWarning, RunFileError, short
@@ -274,11 +274,8 @@ def warn_barely_represented(features: dict) -> list[str]:
     (norm < ``represented_norm``) in some instance; returns the messages."""
     msgs = []
     per_inst = features.get("barely_represented") or []
-    names, norms = features["names"], np.asarray(features["norms"])
-    by_readout = "own_readouts" in features  # models with layers (core.planting.geometry_summary)
-    values = np.asarray(features["own_readouts"]) if by_readout else norms
-    what, bound = ("own read-out", features["represented_norm"] ** 2) if by_readout else \
-        ("norm", features["represented_norm"])
+    names = features["names"]
+    what, values, bound = representation_measure(features)
     for k, name in enumerate(names):
         where = [i for i, weak in enumerate(per_inst) if name in weak]
         if not where:

@@ -172,6 +172,16 @@ def own_readouts(graphdef, params, k: int, n_features: int) -> np.ndarray:
     return np.asarray(jax.vmap(one)(params), np.float64)
 
 
+def representation_measure(features: dict) -> tuple[str, np.ndarray, float]:
+    """(what, values (n_inst, k), bound) behind a geometry summary's ``barely_represented``: the own
+    read-out against ``represented_norm``² for models with layers or experts, else the norm against
+    ``represented_norm``."""
+    bound = features.get("represented_norm", REPRESENTED_NORM)
+    if "own_readouts" in features:
+        return "own read-out", np.asarray(features["own_readouts"]), bound ** 2
+    return "norm", np.asarray(features["norms"]), bound
+
+
 def geometry_summary(cfg: Config, W: np.ndarray, graphdef=None, params=None) -> dict:
     """The named features' measured geometry for ``summary.json``: norms, pairwise cosines and angles
     (degrees) per instance, the requested cosines when the geometry was planted, and per instance the

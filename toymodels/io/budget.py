@@ -81,12 +81,9 @@ def _eval_chunk(B: int, n_inst: int, n: int) -> int:
 
 
 def _params_per_instance(cfg: Config) -> int:
-    n, m = cfg.data.n_features, cfg.model.d_hidden
-    if cfg.model.kind in ("relu_output", "linear", "relu_hidden", "abs_computation"):
-        return m * n * (2 if cfg.model.kind == "abs_computation" else 1) + n
-    from ..core.models import param_shapes  # the families: every leaf (a deep stack's L layers, E experts)
+    from ..core.models import param_shapes  # every leaf (a deep stack's L layers, E experts, W_out)
 
-    return sum(math.prod(s[1:]) for s in param_shapes(cfg.model, n, 1).values())
+    return sum(math.prod(s[1:]) for s in param_shapes(cfg.model, cfg.data.n_features, 1).values())
 
 
 def estimate(cfg: Config) -> list[tuple[str, int, tuple[str, ...], str]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..core.planting import barely_represented_counts
+from ..core.planting import barely_represented_counts, representation_measure
 from . import inference
 from .robustness import text_table
 
@@ -58,15 +58,12 @@ def format_table(summary: dict) -> str:
     feats = summary.get("features")
     if feats is not None:  # a gain is only meaningful from a represented start (norm >= 0.5)
         names_ = feats["names"]
-        readout = "own_readouts" in feats  # models with layers: the end-to-end read-out decides (core.planting)
-        what = "own read-outs x'_j(e_j) - x'_j(0)" if readout else "norms"
-        rows = feats["own_readouts"] if readout else feats["norms"]
+        what, rows, bound = representation_measure(feats)  # the own read-out for models with layers
+        shown = "own read-outs x'_j(e_j) - x'_j(0)" if what == "own read-out" else "norms"
         vals = " ".join("(" + ", ".join(f"{v:.2f}" for v in row) + ")" for row in rows)
-        lines += ["", f"pretrained {what} ({', '.join(names_)}) per model: {vals}"]
-        bound = (f"own read-out < {feats.get('represented_norm', 0.5) ** 2:g}" if readout
-                 else f"norm < {feats.get('represented_norm', 0.5):g}")
+        lines += ["", f"pretrained {shown} ({', '.join(names_)}) per model: {vals}"]
         for name, (k, n) in weak.items():
-            lines.append(f"! {name} ended pretraining barely represented ({bound}) "
+            lines.append(f"! {name} ended pretraining barely represented ({what} < {bound:g}) "
                          f"in {k} of {n} models: its row describes a feature the model hardly carries")
     if ft.get("by_group"):
         K = ft.get("orientations", 1)
