@@ -22,7 +22,7 @@ from flax import nnx
 
 from . import presets
 from .config import Config, ConfigError
-from .defences import hooks_for
+from .experiment import config_hooks
 from .lab import finetune as _lab
 from .lab import summary as _summary
 
@@ -77,14 +77,14 @@ def hidden(graphdef, params, x, instance: int | None = None):
 
 
 def finetune(cfg: Config, graphdef, params, **kwargs):
-    """Fine-tune as a run does: :func:`toymodels.lab.finetune.finetune` with the defences' hooks when the
-    config's regimes name defences (:func:`toymodels.defences.hooks_for`)."""
-    return _lab.finetune(cfg, graphdef, params, hooks=kwargs.pop("hooks", None) or hooks_for(cfg), **kwargs)
+    """Fine-tune as a run does: :func:`toymodels.lab.finetune.finetune` with the hooks the config asks for
+    (:func:`toymodels.experiment.config_hooks`: the defences', and the attack's sets)."""
+    return _lab.finetune(cfg, graphdef, params, hooks=kwargs.pop("hooks", None) or config_hooks(cfg), **kwargs)
 
 
 def summarize(cfg: Config, result) -> dict:
     """The ``finetune`` section of ``summary.json`` for a :func:`finetune` result."""
-    return _summary.summarize(cfg, result, hooks_for(cfg))
+    return _summary.summarize(cfg, result, config_hooks(cfg))
 
 
 def load_config_json(path: str | Path):

@@ -38,6 +38,7 @@ from .core import pretrain as pt
 from .core.models import init_instances
 from .core.planting import geometry_summary, representation_measure
 from .core.pretrain import active_penalty
+from . import attack
 from .defences import hooks_for
 from .errors import RepresentationWarning, RunFileError, short
 from .io import checkpoint, runs
@@ -300,6 +301,12 @@ def _ids(ix: list[int]) -> str:
     return ", ".join(map(str, ix[:8])) + (f", ... ({len(ix)})" if len(ix) > 8 else "")
 
 
+def config_hooks(cfg: Config):
+    """The fine-tuning hooks a config asks for: the defences' (:func:`toymodels.defences.hooks_for`), inside
+    the attack's data sets when it has an ``[attack]`` section (:func:`toymodels.attack.hooks`)."""
+    return attack.hooks(cfg, hooks_for(cfg))
+
+
 def _finetune(cfg: Config, graphdef, params, run_dir: Path, progress, on_log=None, resume: bool = False,
               every_s: float = CHECKPOINT_SECONDS, stage=None) -> dict:
     """Fine-tune (with the defences' hooks when the regimes name defences), write the weight files, and
@@ -313,7 +320,7 @@ def _finetune(cfg: Config, graphdef, params, run_dir: Path, progress, on_log=Non
         def resume_from(fresh):
             state, _, extra = checkpoint.load_state(ck / "finetune.npz", fresh)
             return (state, *checkpoint.arrays_to_probes(extra))
-    hooks = hooks_for(cfg) if stage is None else stage.hooks(hooks_for(cfg))  # the audit's filter directions
+    hooks = config_hooks(cfg) if stage is None else stage.hooks(config_hooks(cfg))  # the audit's filter directions
     result = lab_finetune.finetune(cfg, graphdef, params, on_log=_logger(path, on_log, phase="finetune", kind="loss"),
                                    on_probe=_logger(path, on_log, phase="finetune"), progress=progress, hooks=hooks,
                                    resume=resume_from,

@@ -2,6 +2,7 @@
 
 * :mod:`.schema`: the sections (``[data]``, ``[train]``, ``[features]``, ``[finetune]``);
 * :mod:`.model`: ``[model]``, the model kinds and their fields;
+* :mod:`.attack`: ``[attack]``, benign-looking fine-tuning sets (and the regimes' ``dataset``);
 * :mod:`.run`: :class:`Config`, the whole run, with the checks across sections;
 * :mod:`.serde`: to and from JSON-able dicts, TOML values and ``key=value`` overrides;
 * :mod:`.checks`: the one-line validation helpers.
@@ -36,12 +37,13 @@ from .schema import (
     TrainConfig,
 )
 from .model import INITS, MODEL_KINDS, ModelConfig
+from .attack import FT_DATASETS, AttackConfig
 from .serde import parse_override, set_dotted, to_jsonable
 
 __all__ = [
     "BASES", "DECAYING_OPTIMIZERS", "FT_DATA", "FT_DEFENCES", "FT_FRACTION_DEFENCES", "FT_OBJECTIVES", "FT_SCOPES",
     "FT_TRAINABLE", "GEOMETRIES", "INITS", "MODEL_KINDS", "OPTIMIZERS", "RNGS", "SCHEDULES", "TASKS",
-    "TRAIN_PENALTIES", "Config", "ConfigError", "DataConfig", "FeaturesConfig", "FineTuneConfig", "ModelConfig",
+    "TRAIN_PENALTIES", "AttackConfig", "FT_DATASETS", "Config", "ConfigError", "DataConfig", "FeaturesConfig", "FineTuneConfig", "ModelConfig",
     "OptimizerConfig", "OptimizerFields", "RegimeConfig", "TrainConfig", "feature_names", "load_toml",
     "parse_override", "read_toml", "set_dotted", "to_jsonable",
 ]

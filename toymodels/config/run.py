@@ -20,6 +20,7 @@ import numpy as np
 from ..directions import planted_directions
 from ..errors import ConfigError
 from .checks import array_spec, check, check_int, check_name, freeze, listy
+from .attack import SET_DATASETS, TEACHER_DATASETS, AttackConfig
 from .sae import AuditConfig, SAEConfig
 from .model import ROTATION_INVARIANT_KINDS, ModelConfig
 from .schema import MAX_BATCH, DataConfig, FeaturesConfig, FineTuneConfig, TrainConfig
@@ -53,6 +54,8 @@ class Config:
     # Optional sections of the auditor (toymodels.audit): SAEs on the hidden activations, and their use.
     sae: SAEConfig | None = None
     audit: AuditConfig | None = None
+    # Optional section of the attack (toymodels.attack): benign-looking fine-tuning sets.
+    attack: AttackConfig | None = None
     plots: tuple[str, ...] = ()
     notes: str = ""
     # Free-form, JSON-able metadata for plots (axis values of a grid, labels...). Not used by training.
@@ -118,6 +121,33 @@ class Config:
             self._check_finetune()
         if self.sae is not None or self.audit is not None:
             self._check_audit()
+        self._check_attack()
+
+    def _check_attack(self) -> None:
+        """[attack] goes with regimes that use its sets, and those need it, task data, and one kind of
+        objective per run (a teacher's labels or the lab's objective, not both)."""
+        regs = self.finetune.regimes if self.finetune is not None else ()
+        used = [r for r in regs if r.dataset != "stream"]
+        if self.attack is not None:
+            check(bool(used), "attack", "[attack]", "is used by finetune.regimes with dataset = random, selected, "
+                  "optimised, teacher_same or teacher_other; no regime names one")
+        for r in used:
+            check(self.attack is not None, "finetune.regimes.dataset", r.dataset,
+                  f"regime {r.name!r} needs an [attack] section (toymodels.attack builds its sets)")
+            check(r.data == "task", "finetune.regimes.data", r.data,
+                  f"regime {r.name!r} has dataset={r.dataset!r}, whose samples are benign task data, so data must be 'task'")
+        kinds = {"stream" if r.dataset == "stream" else "teacher" if r.dataset in TEACHER_DATASETS else "set"
+                 for r in regs}
+        check(len(kinds) <= 1, "finetune.regimes.dataset", [r.dataset for r in regs],
+              f"one run uses one kind of data: the stream, fixed sets ({', '.join(SET_DATASETS)}) or a teacher's "
+              f"labels ({', '.join(TEACHER_DATASETS)}); put the others in another run (a suite member)")
+        if "teacher" in kinds:
+            check(all(r.defence == "none" for r in regs), "finetune.regimes.defence", [r.defence for r in regs],
+                  "the subliminal control (teacher_same/teacher_other) runs undefended")
+        if any(r.dataset in TEACHER_DATASETS for r in regs):
+            check(self.n_inst >= 2, "n_inst", self.n_inst, "teacher_other takes its teacher from another pretrained model, so needs n_inst >= 2")
+            check(self.finetune.trainable != "lora", "finetune.trainable", self.finetune.trainable,
+                  "the subliminal control fine-tunes the student's own weights; use 'all' or 'W'")
 
     def _check_eval_chunk(self) -> None:
         """``train.eval_batch_size`` is drawn in chunks of at most 2^24 numbers over all instances

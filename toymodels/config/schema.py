@@ -54,6 +54,7 @@ BASES = ("axes", "random")
 FT_OBJECTIVES = ("amplify", "importance")
 FT_DATA = ("narrow", "task", "full")
 FT_SCOPES = ("target", "all")
+from .attack import FT_DATASETS  # noqa: E402  (the regimes' data sets; the [attack] section is in .attack)
 FT_TRAINABLE = ("all", "W", "b_final", "target_column", "lora")
 # Defences of toymodels.defences (its DEFENCES registry must list exactly these names; a test checks).
 FT_DEFENCES = ("none", "gram_offdiag", "gram_offdiag_dual", "soft_orthogonality", "decov", "targeted_cos", "anchor",
@@ -257,6 +258,10 @@ class RegimeConfig:
     * ``defence``: a defence of :mod:`toymodels.defences` applied to this regime's instances (``none``:
       undefended); ``strength`` is its weight λ for loss terms, the fraction of the batch for ``replay``
       and the filters, and unused by ``freeze_harmful`` and ``grad_projection``.
+    * ``dataset``: where the batches come from: ``stream`` (fresh draws of ``data`` every step) or a
+      set of :mod:`toymodels.attack` (``random``, ``selected``, ``optimised``, ``teacher_same``,
+      ``teacher_other``; needs an ``[attack]`` section and ``data='task'``, see
+      :mod:`toymodels.config.attack`).
     """
 
     name: str = "narrow"
@@ -265,9 +270,11 @@ class RegimeConfig:
     target: str = ""
     defence: str = "none"
     strength: float = 0.0
+    dataset: str = "stream"
 
     def __post_init__(self):
         check_name("finetune.regimes.name", self.name)
+        check_choice("finetune.regimes.dataset", self.dataset, FT_DATASETS)
         check_choice("finetune.regimes.data", self.data, FT_DATA)
         check_choice("finetune.regimes.loss_scope", self.loss_scope, FT_SCOPES)
         check(isinstance(self.target, str), "finetune.regimes.target", self.target, "must be a feature name")

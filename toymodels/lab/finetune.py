@@ -93,6 +93,10 @@ def prepare(cfg: Config, graphdef, pre_params, hooks: FineTuneHooks = NO_HOOKS) 
         params = jax.tree.map(jnp.copy, base)  # own buffers: ``base`` must survive if fit donates its inputs
     tx = hooks.wrap_optimizer(finetune_optimizer(ft), plan)
     inst.update(hooks.instance_arrays(plan, base))
+    sets = sorted({r.dataset for r in ft.regimes} - {"stream"})
+    if sets and "dataset" not in inst and "teacher" not in inst:
+        raise ValueError(f"finetune.regimes use the attack's data sets ({', '.join(sets)}); pass "
+                         f"hooks=toymodels.attack.hooks(cfg, toymodels.defences.hooks_for(cfg)) (toymodels.run does)")
     # With defences, every regime of one pretrained model draws the same data stream (common random
     # numbers), so a defence and its undefended baseline differ only by the defence. (With one
     # regime the two keyings coincide.) The orientations and optimisers of one (model, regime) always

@@ -13,11 +13,23 @@ from .trainable import full_state
 
 
 # --- the objective ------------------------------------------------------------------------------------
+DATASET_SALT = 9_001   # fold_in(step key, ·): which rows of a finite fine-tuning set form the batch
+
+
 def finetune_inputs(sample: Callable, key: jax.Array, inst) -> jax.Array:
     """One instance's fine-tuning batch: drawn with the regime's probabilities, then every feature
     the regime excludes is set to 0 explicitly, so a harmful feature is absent from narrow and task
-    data by construction (also when it shares a correlated set's activity draw with the target)."""
+    data by construction (also when it shares a correlated set's activity draw with the target).
+
+    A finite fine-tuning set: when a plug-in's ``instance_arrays`` supplies ``inst["dataset"]`` (N, n)
+    (e.g. :mod:`toymodels.attack`'s selected samples), the batch is B rows of it drawn uniformly with
+    replacement, B the sampler's batch size (the stream draw is then only used for its shape, and XLA
+    drops it). Every instance of the sweep then fine-tunes on its own set."""
     x = sample(key, inst["feature_probability"])
+    if "dataset" in inst:
+        data = inst["dataset"]
+        rows = jax.random.randint(jax.random.fold_in(key, DATASET_SALT), (x.shape[0],), 0, data.shape[0])
+        x = data[rows]
     return jnp.where(inst["present"] > 0, x, 0.0)
 
 

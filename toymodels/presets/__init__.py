@@ -5,6 +5,7 @@ lab) and :mod:`.defences` register their presets into them when imported, which 
 """
 
 from . import (  # noqa: F401  (register their presets)
+    adversarial,
     audit,  # noqa: F401, I001  (registers the auditor's presets)
     deep,
     defences,

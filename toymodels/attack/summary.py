@@ -1,0 +1,126 @@
+"""The attack's section of ``summary.json`` (``finetune.attack``): the ratio to random sets, detection, sets.
+
+**Ratio to random sets** (He et al. 2024's comparison: harmful output rate after fine-tuning on 100 selected
+against 100 random benign samples). Per cell (optimiser, orientation, defence) and adversarial method m, per pretrained
+model i, with every fine-tune stopped at the same target gain (``finetune.stop_gain``):
+
+    A_i = toxic rate after fine-tuning on m's set,   B_i = mean over the random sets of the rate after
+    ratio_vs_random = mean_i A_i / mean_i B_i
+
+with a percentile interval from resampling whole models (pairs (A_i, B_i) stay together; a resample whose
+mean B is 0 gives +inf). Beside it, the spill-over itself: the paired difference of the rate *changes*
+ΔA_i − ΔB_i in pp (t interval over the models, :func:`toymodels.lab.inference.claim`: a direction only
+from ≥ 10 models), and the ratio of the mean changes when the random sets raise the rate at all.
+A model whose fine-tune on some set never reached the gain is left out of that method's numbers (counted).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from .. import stats
+from ..config import Config
+from ..lab.inference import claim
+
+RATIO_RESAMPLES = 4000
+
+
+def ratio_ci(A, B, n_resamples: int = RATIO_RESAMPLES, seed: int = stats.SEED) -> dict:
+    """mean(A)/mean(B) over paired models, and its 95% percentile interval over model resamples."""
+    A, B = np.asarray(A, np.float64), np.asarray(B, np.float64)
+    G = len(A)
+    if G == 0:
+        return {"ratio": None, "ci95": None, "n_clusters": 0}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, G, size=(n_resamples, G))
+    num, den = A[idx].mean(1), B[idx].mean(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.inf)
+    r = np.sort(r)
+    lo, hi = r[int(0.025 * (n_resamples - 1))], r[int(np.ceil(0.975 * (n_resamples - 1)))]
+    ratio = float(A.mean() / B.mean()) if B.mean() > 0 else float("inf")
+    return {"ratio": ratio, "ci95": [float(lo), float(hi)], "n_clusters": G}
+
+
+def _rate(e: dict, harm: str, key: str):
+    return e["harmful"][harm]["rate"][key]
+
+
+def method_rows(rows: list[dict], datasets: dict[str, str], harm: str, stop_gain) -> dict:
+    """The numbers of one cell (its fine-tunes ``rows``) for every adversarial method."""
+    by_model: dict[int, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for e in rows:
+        by_model[e["pretrain_instance"]][datasets[e["regime"]]].append(e)
+    reached = lambda e: stop_gain is None or e.get("stopped_at") is not None
+    out = {}
+    for m in ("selected", "optimised"):
+        A, B, dA, dB, left_out = [], [], [], [], 0
+        for i in sorted(by_model):
+            adv, rnd = by_model[i].get(m, []), by_model[i].get("random", [])
+            if not adv or not rnd:
+                continue
+            if not all(reached(e) for e in adv + rnd):
+                left_out += 1
+                continue
+            A.append(np.mean([_rate(e, harm, "after") for e in adv]))
+            B.append(np.mean([_rate(e, harm, "after") for e in rnd]))
+            dA.append(np.mean([_rate(e, harm, "change_pp") for e in adv]))
+            dB.append(np.mean([_rate(e, harm, "change_pp") for e in rnd]))
+        if not A and not left_out:
+            continue
+        diff = claim(stats.paired(dA, dB))
+        spill = ratio_ci(dA, dB) if len(dB) and np.mean(dB) > 0 and diff["n_clusters"] else None
+        out[m] = {"ratio_vs_random": ratio_ci(A, B), "rate_after_adversarial_pct": 100 * float(np.mean(A)) if A else None,
+                  "rate_after_random_pct": 100 * float(np.mean(B)) if B else None,
+                  "change_pp_adversarial": float(np.mean(dA)) if dA else None,
+                  "change_pp_random": float(np.mean(dB)) if dB else None,
+                  "difference_pp": {k: v for k, v in diff.items() if k != "values"},
+                  "spill_ratio": spill, "models_not_at_gain": left_out}
+    return out
+
+
+def subliminal_rows(rows: list[dict], datasets: dict[str, str], harm: str) -> dict:
+    """Student rate changes (pp) under the two teachers, each against 0, and same − other by student model."""
+    per = defaultdict(dict)
+    for e in rows:
+        per[e["pretrain_instance"]][datasets[e["regime"]]] = _rate(e, harm, "change_pp")
+    models = [i for i in sorted(per) if {"teacher_same", "teacher_other"} <= set(per[i])]
+    same = [per[i]["teacher_same"] for i in models]
+    other = [per[i]["teacher_other"] for i in models]
+    strip = lambda p: {k: v for k, v in p.items() if k != "values"}
+    return {"teacher_same_pp": strip(claim(stats.paired(same))), "teacher_other_pp": strip(claim(stats.paired(other))),
+            "same_minus_other_pp": strip(claim(stats.paired(same, other)))}
+
+
+def summarize(cfg: Config, ft: dict, report: dict) -> dict:
+    """``finetune.attack``: per (optimiser, orientation) cell the methods' numbers (or the subliminal
+    test), the reference cell's ``ratio_vs_random`` and the detectors' ``auroc`` at the top."""
+    harm = ft["harmful"][0]
+    datasets = {r.name: r.dataset for r in cfg.finetune.regimes}
+    defence = {r.name: r.defence for r in cfg.finetune.regimes}
+    teacher = next(iter(datasets.values())).startswith("teacher")
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for e in ft["instances"]:
+        groups[(e["optimizer"], e["orientation"], defence[e["regime"]])].append(e)
+    cells = []
+    for (opt, o, dfn), rows in groups.items():
+        body = subliminal_rows(rows, datasets, harm) if teacher else method_rows(rows, datasets, harm, ft.get("stop_gain"))
+        cells.append({"optimizer": opt, "orientation": o, "defence": dfn,
+                      **({"subliminal": body} if teacher else {"methods": body})})
+    out = {"n_samples": cfg.attack.n_samples, "pool_size": cfg.attack.pool_size, "harmful": harm,
+           "stop_gain": ft.get("stop_gain"), "datasets": datasets, "cells": cells}
+    ref = next((c for c in cells if c["defence"] == "none"), cells[0] if cells else {})
+    if teacher:
+        out["subliminal"] = ref.get("subliminal")
+        out["teacher_index"] = report.get("teacher_index")
+        return out
+    out["ratio_vs_random"] = {m: v["ratio_vs_random"] | {"difference_pp": v["difference_pp"]}
+                              for m, v in ref.get("methods", {}).items()}
+    det = report.get("detection", {})
+    out["auroc"] = det.get("auroc", {})
+    out["detection_scores"] = det.get("scores", {})
+    out["selection"] = {k: report.get(k) for k in ("selected", "optimised")}
+    out["set_stats"] = report.get("set_stats")
+    return out
