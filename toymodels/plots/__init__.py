@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import faults
 from ..errors import ConfigError, RunFileError
 from ..io import runs
-from . import audit, defences, depth, lab, moe, residual, robustness, tms  # noqa: F401  (register their figures)
+from . import adversarial, audit, defences, depth, lab, moe, residual, robustness, tms  # noqa: F401  (register their figures)
 from .arrays import plot_features_in_2d, plot_finetune_2d, plot_loss
 from .registry import FIGURES, SUITE_FIGURES, figure, new_figure, run_label, save, suite_figure
 

@@ -39,7 +39,7 @@ def _regimes(defence: str = "none", strength: float = 0.0, n_random: int = N_RAN
 
 
 def attack_config(name: str, angle: float, regimes, *, trainable: str = "all", notes: str = "",
-                  plots=("attack_sets",)) -> Config:
+                  plots=()) -> Config:
     """The analogy's represented models with toxic at ``angle``°, fine-tuned on 100-sample sets to gain
     :data:`STOP_GAIN` (at most 3000 Adam steps), P(helpful active) = 1 in the task data."""
     base = lab_presets.analogy_base(name)
@@ -75,8 +75,8 @@ def adversarial() -> Suite:
         name="adversarial",
         members=(attack_config("adversarial-15deg", 15.0, _regimes(), notes=NOTES),
                  attack_config("adversarial-90deg", 90.0, _regimes(), notes=NOTES),
-                 attack_config("adversarial-defences", 90.0, defended, notes=NOTES, plots=()),
-                 attack_config("adversarial-lora", 90.0, _regimes(n_random=2), trainable="lora", notes=NOTES, plots=()),
+                 attack_config("adversarial-defences", 90.0, defended, notes=NOTES),
+                 attack_config("adversarial-lora", 90.0, _regimes(n_random=2), trainable="lora", notes=NOTES),
                  subliminal_config()),
         plots=("adversarial_summary",),
         summary="adversarial",
@@ -87,3 +87,14 @@ def adversarial() -> Suite:
 SMOKE_OVERRIDES["adversarial"] = {"n_inst": 2, "finetune.steps": 40, "finetune.rate_samples": 16384,
                                   "attack.pool_size": 400, "attack.n_samples": 20, "attack.optimise_steps": 5,
                                   "attack.detect_sets": 2, "attack.teacher_steps": 10, "train.steps": 200}
+
+
+@suite_summary("adversarial")
+def adversarial_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]:
+    """Every member's ``finetune.attack`` (without the raw detector scores) and ``adversarial.md``."""
+    from ..attack import report
+    from ..io import runs
+
+    out, md = report.suite_summary(members)
+    runs.write_text(Path(run_dir) / "adversarial.md", md + "\n")
+    return {"members": out, "markdown": "adversarial.md"}, md
