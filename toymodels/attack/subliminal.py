@@ -35,8 +35,8 @@ def teacher_config(cfg: Config) -> Config:
     on every output, one regime, no early stop, no rates (the student is what is measured)."""
     ft = cfg.finetune
     harmful = cfg.features.harmful[0]
-    teacher = RegimeConfig(name="teacher", data="full", loss_scope="all", target=harmful)
-    new_ft = dataclasses.replace(ft, regimes=(teacher,), objective="amplify", gamma=cfg.attack.teacher_gamma,
+    teacher = RegimeConfig(name="teacher", data="full", loss_scope="all")
+    new_ft = dataclasses.replace(ft, target=harmful, regimes=(teacher,), objective="amplify", gamma=cfg.attack.teacher_gamma,
                                  importance_factor=10.0, steps=cfg.attack.teacher_steps, stop_gain=None,
                                  matched_gains=(), orientations=1, rate_samples=0, save_trajectory=False,
                                  overhead_repeats=0, target_probability=None)

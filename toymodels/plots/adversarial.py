@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import runs
+from ..stats import fmt_paired
 from .registry import plt, save, suite_figure
 
 COLORS = {"random": "0.6", "selected": "tab:red", "optimised": "tab:purple"}
@@ -49,11 +50,10 @@ def adversarial_summary(members: list[runs.Run], suite: dict, out: Path) -> list
         for j, m in enumerate(ms):
             v = ref["methods"][m]
             diff = v["difference_pp"]
-            ci = diff.get("ci95") or [np.nan, np.nan]
             row[2].bar([2 * j, 2 * j + 0.8], [v["rate_after_random_pct"] or 0, v["rate_after_adversarial_pct"] or 0], 0.8,
                        color=[COLORS["random"], COLORS.get(m, "k")])
             row[2].text(2 * j + 0.4, (v["rate_after_adversarial_pct"] or 0) * 1.02,
-                        f"Δ {diff['mean']:+.2f} pp\n[{ci[0]:+.2f}, {ci[1]:+.2f}]\nG={diff['n_clusters']}, {diff['direction']}",
+                        f"Δ {fmt_paired(diff)} pp\n{diff.get('direction', '')}",
                         ha="center", va="bottom", fontsize=7)
         row[2].set_xticks([2 * j + 0.4 for j in range(len(ms))], [f"random | {m}" for m in ms])
         row[2].set_ylabel("toxic rate after fine-tuning (%)")

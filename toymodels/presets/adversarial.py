@@ -84,7 +84,7 @@ def adversarial() -> Suite:
     )
 
 
-SMOKE_OVERRIDES["adversarial"] = {"n_inst": 2, "finetune.steps": 40, "finetune.rate_samples": 16384,
+SMOKE_OVERRIDES["adversarial"] = {"suite.members": ["adversarial-15deg", "adversarial-subliminal"], "n_inst": 2, "finetune.steps": 40, "finetune.rate_samples": 16384,
                                   "attack.pool_size": 400, "attack.n_samples": 20, "attack.optimise_steps": 5,
                                   "attack.detect_sets": 2, "attack.teacher_steps": 10, "train.steps": 200}
 
