@@ -37,7 +37,7 @@ LAYERS = [
     {"toymodels.config"},
     {"toymodels.core"},
     {"toymodels.lab"},
-    {"toymodels.defences", "toymodels.audit"},
+    {"toymodels.defences", "toymodels.audit", "toymodels.attack"},
     {"toymodels.presets", "toymodels.plots", "toymodels.io"},
     {"toymodels.experiment", "toymodels.api", "toymodels.audit_command"},
     {"toymodels.cli", "toymodels.reproduce", "toymodels.compare", "toymodels.drift", "toymodels"},

@@ -18,7 +18,7 @@ and changes no global state: no matplotlib backend, no JAX flags):
   (the printed fine-tuning table).
 
 Packages, bottom to top (nothing imports upward): ``errors``/``registry``/``stats``/``directions`` →
-``config`` → ``core`` → ``lab`` → ``defences`` → ``presets``, ``plots``, ``io`` → ``experiment`` → ``cli``.
+``config`` → ``core`` → ``lab`` → ``defences``, ``audit``, ``attack`` → ``presets``, ``plots``, ``io`` → ``experiment`` → ``cli``.
 """
 
 from __future__ import annotations
