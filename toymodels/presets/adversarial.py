@@ -97,4 +97,5 @@ def adversarial_summary(members, suite: dict, run_dir: Path) -> tuple[dict, str]
 
     out, md = report.suite_summary(members)
     runs.write_text(Path(run_dir) / "adversarial.md", md + "\n")
-    return {"members": out, "markdown": "adversarial.md"}, md
+    top = {k: {name: a[k] for name, a in out.items() if k in a} for k in ("ratio_vs_random", "auroc")}
+    return {**top, "members": out, "markdown": "adversarial.md"}, md
