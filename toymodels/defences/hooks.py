@@ -11,6 +11,7 @@ import dataclasses
 
 from ..config import Config
 from ..lab.hooks import NO_HOOKS, FineTuneHooks
+from ..lab.summary import regime_record
 from . import data, evaluate, optim, summary
 from .registry import enabled, spec
 
@@ -44,7 +45,7 @@ class DefenceHooks(FineTuneHooks):
 
     def summary_section(self, ft_summary: dict, evaluation: dict) -> dict:
         partial = {"harmful": ft_summary["harmful"], "trainable": self.cfg.finetune.trainable,
-                   "regimes": [dataclasses.asdict(r) for r in self.cfg.finetune.regimes],
+                   "regimes": [regime_record(r) for r in self.cfg.finetune.regimes],
                    "instances": ft_summary["instances"]}
         return {"defences": summary.summarize(self.cfg, partial, evaluation)}
 

@@ -29,6 +29,15 @@ SUMMARY_KEYS = ("target", "harmful", "objective", "gamma", "importance_factor", 
                 "stop_gain", "matched_gains", "by_regime", "instances")
 
 # --- summary ------------------------------------------------------------------------------------------
+def regime_record(r) -> dict:
+    """A regime as the summary lists it; ``dataset`` only when it is not the stream (so the layout of runs
+    without the attack's sets is unchanged)."""
+    d = dataclasses.asdict(r)
+    if d.get("dataset") == "stream":
+        del d["dataset"]
+    return d
+
+
 def _angle(W: np.ndarray, i: int, j: int) -> float:
     return float(pairwise_angles_deg(W[:, [i, j]])[0, 1])
 
@@ -285,7 +294,7 @@ def summarize(cfg: Config, result: FineTuneResult, hooks: FineTuneHooks = NO_HOO
         "n_instances": plan.n_ft,
         "instance_order": "k = ((pretrain_instance * n_orientations + orientation) * n_optimizers + optimizer) "
                           "* n_regimes + regime",
-        "regimes": [dataclasses.asdict(r) for r in plan.regimes],
+        "regimes": [regime_record(r) for r in plan.regimes],
         "train_seconds": round(result.seconds, 3),
         "optimizers": [dataclasses.asdict(o) for o in ft.optimizer_list()],
         "orientations": plan.n_orientations,
