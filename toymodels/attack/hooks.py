@@ -21,7 +21,7 @@ import numpy as np
 from ..config import Config
 from ..config.attack import TEACHER_DATASETS
 from ..core.models import init_instances
-from ..lab.hooks import FineTuneHooks
+from ..lab.hooks import FineTuneHooks, WrappedHooks
 from ..lab.plan import regime_arrays
 from . import detect, optimise, pool, subliminal
 from .summary import summarize
@@ -29,11 +29,12 @@ from .summary import summarize
 DETECT_SALT = 20_000     # random set r = DETECT_SALT + j: the detectors' negatives (not the fine-tuned ones)
 
 
-class AttackHooks(FineTuneHooks):
+class AttackHooks(WrappedHooks):
     """``inner``'s hooks with the attack's data (module docstring)."""
 
     def __init__(self, cfg: Config, inner: FineTuneHooks):
-        self.cfg, self.inner = cfg, inner
+        super().__init__(inner)
+        self.cfg = cfg
         self.shared_stream = True    # every regime of a model draws the same batch rows (common random numbers)
         self.report: dict = {}
         self.datasets = [r.dataset for r in cfg.finetune.regimes]
@@ -48,12 +49,6 @@ class AttackHooks(FineTuneHooks):
         else:
             out["dataset"] = jnp.asarray(self._sets(plan, base, graphdef))
         return out
-
-    def wrap_optimizer(self, tx, plan):
-        return self.inner.wrap_optimizer(tx, plan)
-
-    def init_opt_state(self, opt_state, params, plan, column_mask=None):
-        return self.inner.init_opt_state(opt_state, params, plan, column_mask)
 
     def wrap_objective(self, undefended, graphdef, sample):
         if self.teacher:

@@ -68,3 +68,30 @@ class FineTuneHooks:
 
 
 NO_HOOKS = FineTuneHooks()
+
+
+class WrappedHooks(FineTuneHooks):
+    """Hooks that add to ``inner``'s: every hook delegates to ``inner`` until a subclass overrides it
+    (the audit's SAE filter directions and the attack's data sets wrap the defences' hooks this way)."""
+
+    def __init__(self, inner: FineTuneHooks):
+        self.inner = inner
+        self.shared_stream = inner.shared_stream
+
+    def instance_arrays(self, plan, base) -> dict[str, Any]:
+        return self.inner.instance_arrays(plan, base)
+
+    def wrap_optimizer(self, tx: optax.GradientTransformation, plan) -> optax.GradientTransformation:
+        return self.inner.wrap_optimizer(tx, plan)
+
+    def init_opt_state(self, opt_state, params, plan, column_mask=None):
+        return self.inner.init_opt_state(opt_state, params, plan, column_mask)
+
+    def wrap_objective(self, undefended, graphdef, sample):
+        return self.inner.wrap_objective(undefended, graphdef, sample)
+
+    def evaluate(self, graphdef, pre_params, result) -> dict | None:
+        return self.inner.evaluate(graphdef, pre_params, result)
+
+    def summary_section(self, ft_summary: dict, evaluation: dict) -> dict:
+        return self.inner.summary_section(ft_summary, evaluation)
