@@ -75,6 +75,7 @@ def test_selection_scores_are_cosines_of_per_sample_steps():
     assert np.all(np.abs(cos) <= 1 + 1e-5)
     h = np.asarray(pool.harm_direction(g, state, X, (1,)))
     from flax import nnx
+
     from toymodels.core.engine import model_loss
     x = X[3]
     grad = jax.grad(lambda st: model_loss(nnx.merge(g, st), x[None], "reconstruct", inst["loss_weight"], inst["out_scale"]))(state)

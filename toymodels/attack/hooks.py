@@ -79,7 +79,7 @@ class AttackHooks(WrappedHooks):
         pools, sets = {}, np.zeros((plan.n_ft, N, cfg.data.n_features), np.float32)
         inst_of = lambda k: {name: jnp.asarray(a[k]) for name, a in arrays.items()}
         state_of = lambda k: jax.tree.map(lambda a: a[k], base)
-        selected, optimised_keys, stats = {}, {}, {}
+        selected, optimised_keys = {}, {}
         for k in range(plan.n_ft):
             i = int(plan.pretrain_index[k])
             if i not in pools:

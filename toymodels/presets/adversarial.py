@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..config import AttackConfig, Config, FeaturesConfig, RegimeConfig
+from ..config import AttackConfig, Config, RegimeConfig
 from . import lab as lab_presets
 from .defences import TABLE_DEFENCES
 from .registry import SMOKE_OVERRIDES, Suite, preset, suite_summary
