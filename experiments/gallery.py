@@ -33,7 +33,8 @@ LAB_PRESETS = ("analogy-15deg", "robustness", "angle-sweep", "overlap-table", "c
                "defences-table", "regularisation-pareto", "regularisation-pretrain", "regularisation-cost")
 AUDIT_PRESETS = ("sae-recovery", "risk-prediction")
 FAMILY_PRESETS = ("deep", "deep-at-layer", "moe-superposition", "moe-routing", "residual-mlp")   # beyond one layer (issue 18)
-PRESETS = TMS_PRESETS + LAB_PRESETS + AUDIT_PRESETS + FAMILY_PRESETS
+ATTACK_PRESETS = ("adversarial",)   # benign-looking data that breaks things (issue 19)
+PRESETS = TMS_PRESETS + LAB_PRESETS + AUDIT_PRESETS + FAMILY_PRESETS + ATTACK_PRESETS
 SMALL = 2_000_000  # bytes: optional result files above this stay out of results/
 ESSENTIAL = ("config.json", "summary.json", "weights.npz", "env.json")  # always copied: a run needs them
 METRICS_FIGURES = ("loss", "defence_curves", "amplification_curves", "finetune_gif")  # drawn from metrics.jsonl
