@@ -84,6 +84,34 @@ def test_selection_scores_are_cosines_of_per_sample_steps():
     np.testing.assert_allclose(norm[3], np.linalg.norm(gv), rtol=1e-5)
 
 
+def test_recovered_score_is_the_directional_derivative_of_the_target_code_along_the_direction():
+    """⟨û, J_h(e_t) ḡ⟩/‖ḡ‖ equals the central finite difference of ⟨û, h(e_t)⟩ along ḡ/‖ḡ‖ (float64), and the
+    auditor's direction, from labelled activations only, lands on toxic in a trained analogy model."""
+    from flax import nnx
+
+    from toymodels.core.engine import model_loss
+    cfg = _member("adversarial-15deg").replace(n_inst=1, **{"train.steps": 3000})
+    g, p, _ = tm.pretrain(cfg, progress=False)
+    state = jax.tree.map(lambda a: a[0], p)
+    u, truth = detect.recovered_direction(cfg, g, state, 0, target=0, harm=1)
+    assert truth["found"] and truth["angle"] < 10.0 and 0 < truth["chance"] < 0.1   # 2-D: 10°/180°
+    S = jnp.asarray(np.random.default_rng(5).uniform(0, 1, (32, 5)) * (np.arange(5) != 1), jnp.float32)
+    inst = {"loss_weight": jnp.array([1.0, 0, 0, 0, 0]), "out_scale": jnp.array([2.0, 1, 1, 1, 1])}
+    e_t = jnp.array([1.0, 0, 0, 0, 0])
+    score = float(detect.recovered_score(g, state, S, inst, jnp.asarray(u), e_t, "reconstruct"))
+    with jax.enable_x64():
+        st64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), state)
+        S64, u64 = jnp.asarray(S, jnp.float64), jnp.asarray(u, jnp.float64)
+        grad = jax.grad(lambda st: model_loss(nnx.merge(g, st), S64, "reconstruct", inst["loss_weight"],
+                                              inst["out_scale"]))(st64)
+        norm = jnp.sqrt(sum(jnp.sum(a**2) for a in jax.tree.leaves(grad)))
+        step = lambda eps: jax.tree.map(lambda a, d: a - eps * d / norm, st64, grad)
+        read = lambda st: float(u64 @ nnx.merge(g, st).hidden(jnp.asarray(e_t, jnp.float64)[None])[0])
+        eps = 1e-4
+        fd = (read(step(eps)) - read(step(-eps))) / (2 * eps)
+    assert abs(score - fd) <= 1e-4 * max(1.0, abs(fd))
+
+
 def test_hard_draws_are_benign_and_follow_the_distribution():
     phi = {"a": jnp.array([6.0, 0.0, -6.0, 0.0, 0.0]), "c": jnp.log(jnp.array([0.01, 0.5, 0.01, 0.9, 0.01]) /
                                                                      (1 - jnp.array([0.01, 0.5, 0.01, 0.9, 0.01])))}

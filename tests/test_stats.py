@@ -179,3 +179,15 @@ def test_paired_direction_needs_an_interval_that_excludes_zero():
     two = stats.paired([1.0, 2.0, 3.0], [0.5, 1.0, 1.0])        # treated − control, pair by pair
     assert abs(two["mean"] - 7 / 6) < 1e-12 and two["n_clusters"] == 3
     assert stats.fmt_paired(two).endswith("(G=3)")
+
+
+def test_mean_present_is_nanmean_without_the_empty_slice_warning():
+    import warnings
+
+    a = np.array([[1.0, np.nan, 2.0], [3.0, np.nan, np.nan], [5.0, np.nan, 4.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = stats.mean_present(a, 0)
+    np.testing.assert_allclose(m[[0, 2]], [3.0, 3.0], rtol=0, atol=1e-15)
+    assert np.isnan(m[1])
+    np.testing.assert_allclose(stats.mean_present(a, 1), [1.5, 3.0, 4.5], rtol=0, atol=1e-15)

@@ -57,6 +57,16 @@ def mean_with_ci(values) -> dict:
     return {"mean": float(np.mean(v)) if v else None, "ci95": mean_ci(v), "n": len(v), "values": v}
 
 
+def mean_present(a, axis: int = 0) -> np.ndarray:
+    """Mean over the non-NaN entries along ``axis``; NaN where there are none (``np.nanmean`` without its
+    empty-slice warning: an all-NaN column is expected, e.g. a feature no sample of a set holds)."""
+    a = np.asarray(a, dtype=np.float64)
+    present = ~np.isnan(a)
+    count = present.sum(axis)
+    total = np.where(present, a, 0.0).sum(axis)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def _finite(values) -> np.ndarray:
     a = np.asarray([np.nan if v is None else v for v in values], np.float64).ravel()
     return a[np.isfinite(a)]

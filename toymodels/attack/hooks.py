@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import stats
 from ..config import Config
 from ..config.attack import TEACHER_DATASETS
 from ..core.models import init_instances
@@ -145,7 +146,7 @@ class AttackHooks(WrappedHooks):
         for r, reg in enumerate(plan.regimes):
             ks = np.flatnonzero(plan.regime_index == r)
             out[reg.name] = {"dataset": reg.dataset, "active": st["active"][ks].mean(0).tolist(),
-                             "magnitude": np.nanmean(st["magnitude"][ks], 0).tolist(),
+                             "magnitude": stats.mean_present(st["magnitude"][ks], 0).tolist(),
                              "co_active": float(st["co_active"][ks].mean()),
                              "per_model_active": st["active"][ks].tolist()}
         return out
@@ -156,12 +157,17 @@ class AttackHooks(WrappedHooks):
         cfg, at = self.cfg, self.cfg.attack
         N, M = at.n_samples, at.pool_size
         scores = {"random": [], "selected": [], "optimised": []}
+        recovered = []
         for i in sorted(pools):
             k = int(np.flatnonzero((plan.pretrain_index == i) & (plan.orientation_index == 0))[0])
             state = jax.tree.map(lambda a: a[k], base)
             inst = {name: jnp.asarray(a[k]) for name, a in arrays.items()}
             X = jnp.asarray(pools[i])
+            harm, target = int(plan.harmful[0]), int(plan.target[k])
             g_harm = pool.harm_direction(graphdef, state, X, tuple(int(j) for j in plan.harmful))
+            u_harm, truth = detect.recovered_direction(cfg, graphdef, state, i, target, harm)
+            recovered.append({"model": i, **truth})
+            e_t = jnp.asarray(np.eye(cfg.data.n_features, dtype=np.float32)[target])
             ref = pool.draw_pool(cfg, jax.random.fold_in(pool.pool_key(cfg, i), DETECT_SALT - 1),
                                  arrays["feature_probability"][k], arrays["present"][k], detect.REFERENCE)
 
@@ -174,17 +180,20 @@ class AttackHooks(WrappedHooks):
                 keys = [jax.random.fold_in(pool.pool_key(cfg, i), DETECT_SALT + 10_000 + j) for j in range(at.detect_sets)]
                 groups["optimised"] = [np.asarray(optimise.hard_draw(o["phi"], key, N, o["present"])) for key in keys]
             for name, sets in groups.items():
-                grad, dist = detect.score_sets(graphdef, state, jnp.asarray(np.stack(sets)), inst, g_harm, ref,
-                                               cfg.data.task)
-                scores[name] += [(i, float(a), float(b)) for a, b in zip(np.asarray(grad), np.asarray(dist))]
-        out = {"scores": scores, "auroc": {}}
-        neg = np.asarray(scores["random"], np.float64).reshape(-1, 3)
+                per = detect.score_sets(graphdef, state, jnp.asarray(np.stack(sets)), inst, g_harm,
+                                        jnp.asarray(u_harm), e_t, ref, cfg.data.task)
+                scores[name] += [(i, *map(float, row)) for row in zip(*map(np.asarray, per))]
+        out = {"scores": scores, "auroc": {}, "detectors": list(detect.DETECTORS),
+               "recovered_direction": {"models": recovered,
+                                       "found": float(np.mean([r["found"] for r in recovered])) if recovered else None,
+                                       "chance": recovered[0]["chance"] if recovered else None}}
+        neg = np.asarray(scores["random"], np.float64).reshape(-1, 1 + len(detect.DETECTORS))
         for method in ("selected", "optimised"):
-            pos = np.asarray(scores[method], np.float64).reshape(-1, 3)
+            pos = np.asarray(scores[method], np.float64).reshape(-1, 1 + len(detect.DETECTORS))
             if not len(pos):
                 continue
             out["auroc"][method] = {name: detect.auroc_with_ci(pos[:, c], neg[:, c], pos[:, 0], neg[:, 0])
-                                    for c, name in ((1, "gradient"), (2, "distance"))}
+                                    for c, name in enumerate(detect.DETECTORS, start=1)}
         return out
 
     # --- the subliminal control -------------------------------------------------------------------------

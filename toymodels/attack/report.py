@@ -46,6 +46,10 @@ def suite_summary(members) -> tuple[dict, str]:
                              f"{v['models_not_at_gain']} |")
         if a.get("auroc"):
             lines += ["", "Detection before training (AUROC, adversarial sets against random ones; chance 0.5):", ""]
+            rd = a.get("recovered_direction") or {}
+            if rd.get("models"):
+                lines.append(f"- the auditor's recovered harmful direction found toxic (within {rd['models'][0]['found_deg']:g}°) "
+                             f"in {rd['found']:.0%} of {len(rd['models'])} models (a random direction: {rd['chance']:.1%})")
             for m, dets in a["auroc"].items():
                 for d, v in dets.items():
                     ci = v["ci95"] or [float("nan")] * 2

@@ -121,6 +121,8 @@ def summarize(cfg: Config, ft: dict, report: dict) -> dict:
     det = report.get("detection", {})
     out["auroc"] = det.get("auroc", {})
     out["detection_scores"] = det.get("scores", {})
+    out["detectors"] = det.get("detectors")
+    out["recovered_direction"] = det.get("recovered_direction")
     out["selection"] = {k: report.get(k) for k in ("selected", "optimised")}
     out["set_stats"] = report.get("set_stats")
     return out

@@ -9,19 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from ..io import runs
-from ..stats import fmt_paired
+from ..stats import fmt_paired, mean_present
 from .registry import plt, save, suite_figure
 
 COLORS = {"random": "0.6", "selected": "tab:red", "optimised": "tab:purple"}
-
-
-def _mean_present(rows) -> np.ndarray:
-    """Column means over the sets in which the feature was active at all (NaN where it never was;
-    np.nanmean would warn on those columns, which are expected: benign sets never hold a harmful feature)."""
-    a = np.asarray(rows, dtype=float)
-    present = ~np.isnan(a)
-    count = present.sum(0)
-    return np.where(count > 0, np.where(present, a, 0.0).sum(0) / np.maximum(count, 1), np.nan)
 
 
 @suite_figure("adversarial_summary")
@@ -45,7 +36,7 @@ def adversarial_summary(members: list[runs.Run], suite: dict, out: Path) -> list
         width = 0.8 / len(by)
         for j, (d, sts) in enumerate(by.items()):
             act = np.mean([x["active"] for x in sts], 0)
-            mag = _mean_present([[np.nan if v is None else v for v in x["magnitude"]] for x in sts])
+            mag = mean_present([[np.nan if v is None else v for v in x["magnitude"]] for x in sts])
             xs = np.arange(n) + (j - (len(by) - 1) / 2) * width
             row[0].bar(xs, act, width, color=COLORS.get(d, "k"), label=f"{d} ({len(sts)} set{'s' if len(sts) > 1 else ''} per model)")
             row[1].bar(xs, mag, width, color=COLORS.get(d, "k"))
