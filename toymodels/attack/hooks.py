@@ -30,6 +30,11 @@ from .summary import summarize
 DETECT_SALT = 20_000     # random set r = DETECT_SALT + j: the detectors' negatives (not the fine-tuned ones)
 
 
+
+def _at(tree, k):
+    """Instance ``k`` of a pytree with a leading instance axis."""
+    return jax.tree.map(lambda a: a[k], tree)
+
 class AttackHooks(WrappedHooks):
     """``inner``'s hooks with the attack's data (module docstring)."""
 
@@ -79,7 +84,7 @@ class AttackHooks(WrappedHooks):
                 random_no[r] = len(random_no)
         pools, sets = {}, np.zeros((plan.n_ft, N, cfg.data.n_features), np.float32)
         inst_of = lambda k: {name: jnp.asarray(a[k]) for name, a in arrays.items()}
-        state_of = lambda k: jax.tree.map(lambda a: a[k], base)
+        state_of = lambda k: _at(base, k)
         selected, optimised_keys = {}, {}
         for k in range(plan.n_ft):
             i = int(plan.pretrain_index[k])
@@ -118,9 +123,9 @@ class AttackHooks(WrappedHooks):
         harm[plan.harmful] = 1
         onehot = arrays["target"][ks]
         idx = jnp.asarray(ks)
-        g_harm = jnp.stack([pool.harm_direction(graphdef, jax.tree.map(lambda a: a[k], base), jnp.asarray(pools[int(plan.pretrain_index[k])]),
+        g_harm = jnp.stack([pool.harm_direction(graphdef, _at(base, k), jnp.asarray(pools[int(plan.pretrain_index[k])]),
                                                 tuple(int(j) for j in plan.harmful)) for k in ks])
-        g_prog = jnp.stack([pool.progress_direction(graphdef, jax.tree.map(lambda a: a[k], base),
+        g_prog = jnp.stack([pool.progress_direction(graphdef, _at(base, k),
                                                     {"target": jnp.asarray(arrays["target"][k])}) for k in ks])
         inst = {"state": jax.tree.map(lambda a: a[idx], base), "g_harm": g_harm, "g_prog": g_prog,
                 "loss_weight": jnp.asarray(arrays["loss_weight"][ks]), "out_scale": jnp.asarray(arrays["out_scale"][ks]),
@@ -131,7 +136,7 @@ class AttackHooks(WrappedHooks):
                                    batch=at.optimise_batch)
         out = {}
         for j, c in enumerate(cells):
-            ph = jax.tree.map(lambda a: a[j], phi)
+            ph = _at(phi, j)
             key = jax.random.fold_in(pool.pool_key(cfg, c[0]), optimise.DRAW_SALT + c[1])
             out[c] = {"phi": ph, "J": float(J[j]), "present": arrays["present"][ks[j]],
                       "set": np.asarray(optimise.hard_draw(ph, key, at.n_samples, arrays["present"][ks[j]])),
@@ -160,7 +165,7 @@ class AttackHooks(WrappedHooks):
         recovered = []
         for i in sorted(pools):
             k = int(np.flatnonzero((plan.pretrain_index == i) & (plan.orientation_index == 0))[0])
-            state = jax.tree.map(lambda a: a[k], base)
+            state = _at(base, k)
             inst = {name: jnp.asarray(a[k]) for name, a in arrays.items()}
             X = jnp.asarray(pools[i])
             harm, target = int(plan.harmful[0]), int(plan.target[k])

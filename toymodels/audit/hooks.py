@@ -1,4 +1,4 @@
-"""The geometric data filter with recovered directions: a plug-in of the lab (:class:`~toymodels.lab.hooks.FineTuneHooks`).
+"""The geometric data filter with recovered directions: a plug-in of the lab (:class:`~toymodels.lab.hooks.WrappedHooks`).
 
 The defences' ``filter_geometric`` (:func:`toymodels.defences.data.filter_keep`) drops the fine-tuning
 samples whose pretrained activation h0 = W0 x is closest in cosine to a harmful direction, read from the
@@ -15,17 +15,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import Config
-from ..lab.hooks import FineTuneHooks
+from ..lab.hooks import FineTuneHooks, WrappedHooks
 from ..lab.plan import orientation_matrices
 
 
-class SAEFilterHooks(FineTuneHooks):
+class SAEFilterHooks(WrappedHooks):
     """``inner`` (the defences' hooks) with recovered filter directions; ``dirs``: (n_inst, d, H) unit
     directions per pretrained model, in the model's own (unrotated) hidden space."""
 
     def __init__(self, cfg: Config, inner: FineTuneHooks, dirs: np.ndarray):
-        self.cfg, self.inner, self.dirs = cfg, inner, np.asarray(dirs, np.float32)
-        self.shared_stream = inner.shared_stream
+        super().__init__(inner)
+        self.cfg, self.dirs = cfg, np.asarray(dirs, np.float32)
 
     def instance_arrays(self, plan, base) -> dict:
         out = self.inner.instance_arrays(plan, base)
@@ -40,18 +40,3 @@ class SAEFilterHooks(FineTuneHooks):
         current = np.asarray(out["filter_dirs"])
         out["filter_dirs"] = jnp.asarray(np.where(use[:, None, None], rec[:, :, : current.shape[2]], current))
         return out
-
-    def wrap_optimizer(self, tx, plan):
-        return self.inner.wrap_optimizer(tx, plan)
-
-    def init_opt_state(self, opt_state, params, plan, column_mask=None):
-        return self.inner.init_opt_state(opt_state, params, plan, column_mask)
-
-    def wrap_objective(self, undefended, graphdef, sample):
-        return self.inner.wrap_objective(undefended, graphdef, sample)
-
-    def evaluate(self, graphdef, pre_params, result):
-        return self.inner.evaluate(graphdef, pre_params, result)
-
-    def summary_section(self, ft_summary: dict, evaluation: dict) -> dict:
-        return self.inner.summary_section(ft_summary, evaluation)
