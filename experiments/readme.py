@@ -630,9 +630,30 @@ def drift() -> str:
                       "| result | file | kinds of number that moved (an array is one) | largest drift (its kind) |", "|---|---|---|---|", *rows])
 
 
+def adversarial() -> str:
+    """adversarial: every member's ratio, spill-over, detection and the subliminal control (docs/adversarial.md)."""
+    from toymodels.attack import report
+    s = _load("adversarial")
+    if s is None:
+        return "_(run `python experiments/gallery.py --only adversarial` to fill this in)_"
+    return "\n".join([report.results_block(s), "", _fig("adversarial", "adversarial_summary.png", width=900)])
+
+
+def adversarial_headline() -> str:
+    """adversarial, in a few lines for the README."""
+    from toymodels.attack import report
+    s = _load("adversarial")
+    if s is None:
+        return "_(run `python experiments/gallery.py --only adversarial` to fill this in)_"
+    return "\n".join(["From `results/adversarial/summary.json` (10 pretrained models; AUROC chance 0.5; every interval "
+                      "95%, paired over models):", "", report.headline(s), "",
+                      _fig("adversarial", "adversarial_summary.png", width=700)])
+
+
 BLOCKS = {"defence-verdicts": defence_verdicts, "drift": drift, "main-result": main_result, "headline": headline, "robustness": robustness_section, "gallery": lambda: (ROOT / "figures" / "GALLERY.md").read_text().strip(),
           "lab": lab, "defences": defences, "audit": audit, "depth": depth,
-          "routing": routing, "residual": residual, "moe-phase": moe_phase, "depth-at-layer": depth_at_layer}
+          "routing": routing, "residual": residual, "moe-phase": moe_phase, "depth-at-layer": depth_at_layer,
+          "adversarial": adversarial, "adversarial-headline": adversarial_headline}
 
 
 def pages() -> list[Path]:

@@ -183,3 +183,22 @@ def test_bad_attack_configs_are_one_line_errors(edit, field):
         edit(cfg)
         type(cfg).from_dict(edit(cfg).to_dict())
     assert e.value.field == field and "\n" not in str(e.value)
+
+
+def test_defence_rows_pair_each_set_with_itself_undefended_by_model():
+    """cut_pp is the mean over models of (defended − undefended) rate change on the same set; the cost is the
+    same difference of the per-fine-tune losses; a model whose fine-tune missed the gain is left out."""
+    from toymodels.attack.summary import defence_rows
+    datasets = {"d-sel": "selected", "u-sel": "selected"}
+    rng = np.random.default_rng(0)
+    d_change, u_change = rng.normal(0, 1, 12), rng.normal(2, 1, 12)
+    row = lambda idx, i, reg, ch, stop=5: {"index": idx, "pretrain_instance": i, "regime": reg, "stopped_at": stop,
+                                           "harmful": {"toxic": {"rate": {"change_pp": ch}}}}
+    defended = [row(i, i, "d-sel", d_change[i]) for i in range(12)]
+    undefended = [row(100 + i, i, "u-sel", u_change[i], stop=None if i == 11 else 5) for i in range(12)]
+    loss = {e["index"]: 0.01 * (e["index"] % 100) + (0.002 if e["index"] < 100 else 0.0) for e in defended + undefended}
+    out = defence_rows(defended, undefended, datasets, "toxic", loss, stop_gain=1.5)["selected"]
+    assert out["models_not_at_gain"] == 1 and out["cut_pp"]["n_clusters"] == 11
+    np.testing.assert_allclose(out["cut_pp"]["mean"], np.mean(d_change[:11] - u_change[:11]), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out["cost_other_loss"]["mean"], 0.002, rtol=0, atol=1e-12)
+    assert out["cut_pp"]["direction"] == "down"       # the defended change is ~2 pp lower in all 11 models

@@ -30,7 +30,6 @@ from .summary import summarize
 DETECT_SALT = 20_000     # random set r = DETECT_SALT + j: the detectors' negatives (not the fine-tuned ones)
 
 
-
 def _at(tree, k):
     """Instance ``k`` of a pytree with a leading instance axis."""
     return jax.tree.map(lambda a: a[k], tree)
@@ -69,7 +68,7 @@ class AttackHooks(WrappedHooks):
     def summary_section(self, ft_summary: dict, evaluation: dict) -> dict:
         inner = evaluation.get("inner")
         out = {} if inner is None else dict(self.inner.summary_section(ft_summary, inner))
-        out["attack"] = summarize(self.cfg, ft_summary, evaluation.get("attack", {}))
+        out["attack"] = summarize(self.cfg, ft_summary, evaluation.get("attack", {}), out.get("defences"))
         return out
 
     # --- the sets -----------------------------------------------------------------------------------

@@ -81,6 +81,41 @@ def method_rows(rows: list[dict], datasets: dict[str, str], harm: str, stop_gain
     return out
 
 
+def _per_model(rows: list[dict], datasets: dict[str, str], method: str, value) -> dict[int, float]:
+    """Per pretrained model: the mean of ``value(e)`` over its fine-tunes on ``method``'s set(s)."""
+    by: dict[int, list[float]] = defaultdict(list)
+    for e in rows:
+        if datasets[e["regime"]] == method:
+            by[e["pretrain_instance"]].append(value(e))
+    return {i: float(np.mean(v)) for i, v in by.items()}
+
+
+def defence_rows(rows: list[dict], undefended: list[dict], datasets: dict[str, str], harm: str, other_loss: dict,
+                 stop_gain) -> dict:
+    """What a defence does against each method's set, paired by model against the same set undefended:
+    ``cut_pp`` = defended − undefended change of the toxic rate (pp; "down": the defence cuts the spill-over)
+    and ``cost_other_loss`` = defended − undefended pretraining loss without the target's term after
+    fine-tuning (``recon_loss_other``, the defences table's capability cost). Models with a fine-tune that never
+    reached the gain are left out (counted)."""
+    strip = lambda p: {k: v for k, v in p.items() if k != "values"}
+    missed = {e["pretrain_instance"] for e in rows + undefended if stop_gain is not None and e.get("stopped_at") is None}
+    out = {}
+    for m in ("random", "selected", "optimised"):
+        d = _per_model(rows, datasets, m, lambda e: _rate(e, harm, "change_pp"))
+        u = _per_model(undefended, datasets, m, lambda e: _rate(e, harm, "change_pp"))
+        models = sorted((set(d) & set(u)) - missed)
+        if not models:
+            continue
+        entry = {"cut_pp": strip(claim(stats.paired([d[i] for i in models], [u[i] for i in models]))),
+                 "models_not_at_gain": len((set(d) & set(u)) & missed)}
+        if other_loss:
+            dl = _per_model(rows, datasets, m, lambda e: other_loss[e["index"]])
+            ul = _per_model(undefended, datasets, m, lambda e: other_loss[e["index"]])
+            entry["cost_other_loss"] = strip(claim(stats.paired([dl[i] for i in models], [ul[i] for i in models])))
+        out[m] = entry
+    return out
+
+
 def subliminal_rows(rows: list[dict], datasets: dict[str, str], harm: str) -> dict:
     """Student rate changes (pp) under the two teachers, each against 0, and same − other by student model."""
     per = defaultdict(dict)
@@ -94,9 +129,11 @@ def subliminal_rows(rows: list[dict], datasets: dict[str, str], harm: str) -> di
             "same_minus_other_pp": strip(claim(stats.paired(same, other)))}
 
 
-def summarize(cfg: Config, ft: dict, report: dict) -> dict:
-    """``finetune.attack``: per (optimiser, orientation) cell the methods' numbers (or the subliminal
-    test), the reference cell's ``ratio_vs_random`` and the detectors' ``auroc`` at the top."""
+def summarize(cfg: Config, ft: dict, report: dict, defences: dict | None = None) -> dict:
+    """``finetune.attack``: per (optimiser, orientation, defence) cell the methods' numbers (or the
+    subliminal test) and, for a defended cell, :func:`defence_rows` against the undefended one; the
+    reference cell's ``ratio_vs_random`` and the detectors' ``auroc`` at the top. ``defences``: the
+    defences' summary section (its per-fine-tune losses give the cost), when the run has one."""
     harm = ft["harmful"][0]
     datasets = {r.name: r.dataset for r in cfg.finetune.regimes}
     defence = {r.name: r.defence for r in cfg.finetune.regimes}
@@ -107,8 +144,12 @@ def summarize(cfg: Config, ft: dict, report: dict) -> dict:
     cells = []
     for (opt, o, dfn), rows in groups.items():
         body = subliminal_rows(rows, datasets, harm) if teacher else method_rows(rows, datasets, harm, ft.get("stop_gain"))
-        cells.append({"optimizer": opt, "orientation": o, "defence": dfn,
-                      **({"subliminal": body} if teacher else {"methods": body})})
+        cell = {"optimizer": opt, "orientation": o, "defence": dfn, **({"subliminal": body} if teacher else {"methods": body})}
+        if not teacher and dfn != "none" and (opt, o, "none") in groups:
+            other_loss = {d["index"]: d["recon_loss_other_after"] for d in (defences or {}).get("instances", [])}
+            cell["against_undefended"] = defence_rows(rows, groups[(opt, o, "none")], datasets, harm, other_loss,
+                                                      ft.get("stop_gain"))
+        cells.append(cell)
     out = {"n_samples": cfg.attack.n_samples, "pool_size": cfg.attack.pool_size, "harmful": harm,
            "stop_gain": ft.get("stop_gain"), "datasets": datasets, "cells": cells}
     ref = next((c for c in cells if c["defence"] == "none"), cells[0] if cells else {})

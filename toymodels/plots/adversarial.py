@@ -30,6 +30,8 @@ def adversarial_summary(members: list[runs.Run], suite: dict, out: Path) -> list
         stats = a["set_stats"]
         n = len(next(iter(stats.values()))["active"])
         labels = (list(names) + [f"f{i}" for i in range(len(names), n)]) if names else [f"f{i}" for i in range(n)]
+        harm = a.get("harmful")
+        labels = [f"{x}\n(never active)" if x == harm else x for x in labels]
         by = {}
         for reg, st in stats.items():
             by.setdefault(st["dataset"], []).append(st)
@@ -47,20 +49,25 @@ def adversarial_summary(members: list[runs.Run], suite: dict, out: Path) -> list
         row[0].legend(fontsize=7)
         ref = next(c for c in a["cells"] if c["defence"] == "none")
         ms = list(ref["methods"])
+        top = max([1e-9] + [v or 0 for m in ms for v in (ref["methods"][m]["rate_after_random_pct"],
+                                                          ref["methods"][m]["rate_after_adversarial_pct"])])
         for j, m in enumerate(ms):
             v = ref["methods"][m]
             diff = v["difference_pp"]
-            row[2].bar([2 * j, 2 * j + 0.8], [v["rate_after_random_pct"] or 0, v["rate_after_adversarial_pct"] or 0], 0.8,
-                       color=[COLORS["random"], COLORS.get(m, "k")])
-            row[2].text(2 * j + 0.4, (v["rate_after_adversarial_pct"] or 0) * 1.02,
-                        f"Δ {fmt_paired(diff)} pp\n{diff.get('direction', '')}",
+            heights = [v["rate_after_random_pct"] or 0, v["rate_after_adversarial_pct"] or 0]
+            row[2].bar([2 * j, 2 * j + 0.8], heights, 0.8, color=[COLORS["random"], COLORS.get(m, "k")])
+            for x, h in zip((2 * j, 2 * j + 0.8), heights):
+                row[2].text(x, h + 0.01 * top, f"{h:.2f}", ha="center", va="bottom", fontsize=7)
+            row[2].text(2 * j + 0.4, 1.08 * top, fmt_paired(diff).replace(" (", " pp\n(") + f", {diff.get('direction', '')}",
                         ha="center", va="bottom", fontsize=7)
+        row[2].set_ylim(0, 1.35 * top)
         row[2].set_xticks([2 * j + 0.4 for j in range(len(ms))], [f"random | {m}" for m in ms])
         row[2].set_ylabel("toxic rate after fine-tuning (%)")
-        row[2].set_title(f"{name}: at target gain {a.get('stop_gain')}; Δ = adversarial − random change", fontsize=9)
+        row[2].set_title(f"{name}: toxic rate at gain {a.get('stop_gain')}", fontsize=9)
         row[2].grid(alpha=0.3, axis="y")
     c0 = members[0].config
     fig.suptitle(f"{suite.get('suite', 'adversarial')}: N={c0.attack.n_samples} benign samples per set, pool "
-                 f"{c0.attack.pool_size}, {c0.n_inst} models, seed {c0.seed}", fontsize=10)
+                 f"{c0.attack.pool_size}, {c0.n_inst} models, seed {c0.seed}. Right: above each pair, the adversarial − random "
+                 "change of the toxic rate (pp), paired over G models, 95% CI", fontsize=10)
     fig.tight_layout()
     return [save(fig, out, f"{suite.get('suite', 'adversarial')}_adversarial_summary")]
