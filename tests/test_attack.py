@@ -202,3 +202,15 @@ def test_defence_rows_pair_each_set_with_itself_undefended_by_model():
     np.testing.assert_allclose(out["cut_pp"]["mean"], np.mean(d_change[:11] - u_change[:11]), rtol=0, atol=1e-12)
     np.testing.assert_allclose(out["cost_other_loss"]["mean"], 0.002, rtol=0, atol=1e-12)
     assert out["cut_pp"]["direction"] == "down"       # the defended change is ~2 pp lower in all 11 models
+
+
+def test_defence_rows_leave_a_model_out_only_for_the_set_it_missed_the_gain_on():
+    from toymodels.attack.summary import defence_rows
+    datasets = {"d-sel": "selected", "u-sel": "selected", "d-opt": "optimised", "u-opt": "optimised"}
+    row = lambda idx, i, reg, stop=5: {"index": idx, "pretrain_instance": i, "regime": reg, "stopped_at": stop,
+                                       "harmful": {"toxic": {"rate": {"change_pp": float(i)}}}}
+    d = [row(i, i, "d-sel") for i in range(10)] + [row(20 + i, i, "d-opt", None if i == 0 else 5) for i in range(10)]
+    u = [row(40 + i, i, "u-sel") for i in range(10)] + [row(60 + i, i, "u-opt") for i in range(10)]
+    out = defence_rows(d, u, datasets, "toxic", {}, stop_gain=1.5)
+    assert out["selected"]["cut_pp"]["n_clusters"] == 10 and out["selected"]["models_not_at_gain"] == 0
+    assert out["optimised"]["cut_pp"]["n_clusters"] == 9 and out["optimised"]["models_not_at_gain"] == 1

@@ -95,12 +95,13 @@ def defence_rows(rows: list[dict], undefended: list[dict], datasets: dict[str, s
     """What a defence does against each method's set, paired by model against the same set undefended:
     ``cut_pp`` = defended − undefended change of the toxic rate (pp; "down": the defence cuts the spill-over)
     and ``cost_other_loss`` = defended − undefended pretraining loss without the target's term after
-    fine-tuning (``recon_loss_other``, the defences table's capability cost). Models with a fine-tune that never
-    reached the gain are left out (counted)."""
+    fine-tuning (``recon_loss_other``, the defences table's capability cost). Per set, models with a fine-tune on
+    it (defended or not) that never reached the gain are left out (counted)."""
     strip = lambda p: {k: v for k, v in p.items() if k != "values"}
-    missed = {e["pretrain_instance"] for e in rows + undefended if stop_gain is not None and e.get("stopped_at") is None}
     out = {}
     for m in ("random", "selected", "optimised"):
+        missed = {e["pretrain_instance"] for e in rows + undefended
+                  if datasets[e["regime"]] == m and stop_gain is not None and e.get("stopped_at") is None}
         d = _per_model(rows, datasets, m, lambda e: _rate(e, harm, "change_pp"))
         u = _per_model(undefended, datasets, m, lambda e: _rate(e, harm, "change_pp"))
         models = sorted((set(d) & set(u)) - missed)
