@@ -44,6 +44,11 @@ def ratio_ci(A, B, n_resamples: int = RATIO_RESAMPLES, seed: int = stats.SEED) -
     return {"ratio": ratio, "ci95": [float(lo), float(hi)], "n_clusters": G}
 
 
+def _strip(p: dict) -> dict:
+    """A claim without its per-model ``values`` (the summary keeps the interval, not the raw list)."""
+    return {k: v for k, v in p.items() if k != "values"}
+
+
 def _rate(e: dict, harm: str, key: str):
     return e["harmful"][harm]["rate"][key]
 
@@ -76,7 +81,7 @@ def method_rows(rows: list[dict], datasets: dict[str, str], harm: str, stop_gain
                   "rate_after_random_pct": 100 * float(np.mean(B)) if B else None,
                   "change_pp_adversarial": float(np.mean(dA)) if dA else None,
                   "change_pp_random": float(np.mean(dB)) if dB else None,
-                  "difference_pp": {k: v for k, v in diff.items() if k != "values"},
+                  "difference_pp": _strip(diff),
                   "spill_ratio": spill, "models_not_at_gain": left_out}
     return out
 
@@ -97,7 +102,6 @@ def defence_rows(rows: list[dict], undefended: list[dict], datasets: dict[str, s
     and ``cost_other_loss`` = defended − undefended pretraining loss without the target's term after
     fine-tuning (``recon_loss_other``, the defences table's capability cost). Per set, models with a fine-tune on
     it (defended or not) that never reached the gain are left out (counted)."""
-    strip = lambda p: {k: v for k, v in p.items() if k != "values"}
     out = {}
     for m in ("random", "selected", "optimised"):
         missed = {e["pretrain_instance"] for e in rows + undefended
@@ -107,12 +111,12 @@ def defence_rows(rows: list[dict], undefended: list[dict], datasets: dict[str, s
         models = sorted((set(d) & set(u)) - missed)
         if not models:
             continue
-        entry = {"cut_pp": strip(claim(stats.paired([d[i] for i in models], [u[i] for i in models]))),
+        entry = {"cut_pp": _strip(claim(stats.paired([d[i] for i in models], [u[i] for i in models]))),
                  "models_not_at_gain": len((set(d) & set(u)) & missed)}
         if other_loss:
             dl = _per_model(rows, datasets, m, lambda e: other_loss[e["index"]])
             ul = _per_model(undefended, datasets, m, lambda e: other_loss[e["index"]])
-            entry["cost_other_loss"] = strip(claim(stats.paired([dl[i] for i in models], [ul[i] for i in models])))
+            entry["cost_other_loss"] = _strip(claim(stats.paired([dl[i] for i in models], [ul[i] for i in models])))
         out[m] = entry
     return out
 
@@ -125,9 +129,8 @@ def subliminal_rows(rows: list[dict], datasets: dict[str, str], harm: str) -> di
     models = [i for i in sorted(per) if {"teacher_same", "teacher_other"} <= set(per[i])]
     same = [per[i]["teacher_same"] for i in models]
     other = [per[i]["teacher_other"] for i in models]
-    strip = lambda p: {k: v for k, v in p.items() if k != "values"}
-    return {"teacher_same_pp": strip(claim(stats.paired(same))), "teacher_other_pp": strip(claim(stats.paired(other))),
-            "same_minus_other_pp": strip(claim(stats.paired(same, other)))}
+    return {"teacher_same_pp": _strip(claim(stats.paired(same))), "teacher_other_pp": _strip(claim(stats.paired(other))),
+            "same_minus_other_pp": _strip(claim(stats.paired(same, other)))}
 
 
 def summarize(cfg: Config, ft: dict, report: dict, defences: dict | None = None) -> dict:
