@@ -645,8 +645,8 @@ def adversarial_headline() -> str:
     s = _load("adversarial")
     if s is None:
         return "_(run `python experiments/gallery.py --only adversarial` to fill this in)_"
-    return "\n".join(["From `results/adversarial/summary.json` (10 pretrained models; AUROC chance 0.5; every interval "
-                      "95%, paired over models):", "", report.headline(s), "",
+    return "\n".join([f"From `results/adversarial/summary.json` ({report.models(s)} pretrained models; AUROC within each "
+                      "model, chance 0.5; every interval 95%, paired over models):", "", report.headline(s), "",
                       _fig("adversarial", "adversarial_summary.png", width=700)])
 
 

@@ -139,17 +139,55 @@ def test_auroc_is_the_pairwise_ordering_probability():
     direct = np.mean((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None]))
     assert detect.auroc(pos, neg) == pytest.approx(direct, abs=1e-12)
     assert detect.auroc([2, 3], [0, 1]) == 1.0 and detect.auroc([0, 1], [2, 3]) == 0.0
-    r = detect.auroc_with_ci(pos, neg, np.arange(30) % 10, np.arange(40) % 10, n_resamples=200)
-    assert r["ci95"][0] <= r["auroc"] <= r["ci95"][1] and r["n_clusters"] == 10 and r["chance"] == 0.5
 
 
-def test_ratio_interval_brackets_the_ratio_of_means_and_zero_denominators_are_infinite():
+def test_auroc_is_computed_within_each_model_and_averaged():
+    """Two models on different scales: within each, the one adversarial set beats 3 of 4 (model 0) and all 4
+    (model 1) random sets, so the AUROC is (3/4 + 1)/2 = 0.875, although pooled the scales mix."""
+    pos, pm = [0.5, 100.0], [0, 1]
+    neg, nm = [0.1, 0.2, 0.3, 0.9, 10.0, 20.0, 30.0, 40.0], [0, 0, 0, 0, 1, 1, 1, 1]
+    r = detect.auroc_with_ci(pos, neg, pm, nm, n_resamples=200)
+    assert r["auroc"] == pytest.approx(0.875, abs=1e-12) and r["per_model"] == pytest.approx([0.75, 1.0], abs=1e-12)
+    assert r["pooled"] == pytest.approx((3 + 8) / 16, abs=1e-12)
+    assert r["ci95"][0] >= 0.75 - 1e-12 and r["ci95"][1] <= 1.0 + 1e-12 and r["n_clusters"] == 2
+    # a model with only one kind of set is not a cluster
+    assert detect.auroc_with_ci(pos + [5.0], neg, pm + [7], nm, n_resamples=50)["n_clusters"] == 2
+
+
+def test_ratio_interval_brackets_the_ratio_of_means_and_a_zero_denominator_is_undefined():
     rng = np.random.default_rng(0)
     A, B = rng.uniform(2, 4, 12), rng.uniform(0.5, 1.5, 12)
     r = ratio_ci(A, B, n_resamples=500)
     assert r["ratio"] == pytest.approx(A.mean() / B.mean()) and r["ci95"][0] <= r["ratio"] <= r["ci95"][1]
-    z = ratio_ci([1.0, 2.0], [0.0, 0.0], n_resamples=50)
-    assert z["ratio"] == float("inf") and z["ci95"] == [float("inf"), float("inf")]
+    z = ratio_ci([1.0, 2.0], [0.0, 0.0], "the random sets' rate", n_resamples=50)
+    assert z["ratio"] is None and z["ci95"] is None and "the random sets' rate" in z["undefined"]
+    assert ratio_ci([0.0, 0.0], [0.0, 0.0], n_resamples=50)["ratio"] is None      # 0/0 is not a ratio either
+    # one model of ten carries the whole denominator: over a quarter of the resamples miss it, so the
+    # interval has no upper end
+    u = ratio_ci(np.ones(10), np.r_[1.0, np.zeros(9)], n_resamples=500)
+    assert u["ratio"] == pytest.approx(10.0) and u["ci95"][1] is None and u["ci95"][0] > 0
+
+
+def test_method_rows_pair_each_model_s_adversarial_set_with_its_mean_random_set():
+    from toymodels.attack.summary import method_rows
+    datasets = {"random-0": "random", "random-1": "random", "selected": "selected"}
+    rng = np.random.default_rng(1)
+    row = lambda i, reg, after, change, stop=5: {"pretrain_instance": i, "regime": reg, "stopped_at": stop,
+                                                 "harmful": {"toxic": {"rate": {"after": after, "change_pp": change}}}}
+    rows, A, B, dA, dB = [], [], [], [], []
+    for i in range(11):
+        r = rng.uniform(0.01, 0.02, 3)
+        c = rng.normal(1, 0.2, 3)
+        rows += [row(i, "random-0", r[0], c[0]), row(i, "random-1", r[1], c[1]),
+                 row(i, "selected", r[2] + 0.01, c[2] + 2, stop=None if i == 10 else 5)]
+        if i < 10:
+            A.append(r[2] + 0.01), B.append((r[0] + r[1]) / 2), dA.append(c[2] + 2), dB.append((c[0] + c[1]) / 2)
+    out = method_rows(rows, datasets, "toxic", stop_gain=1.5)["selected"]
+    assert out["models_not_at_gain"] == 1 and out["difference_pp"]["n_clusters"] == 10
+    np.testing.assert_allclose(out["ratio_vs_random"]["ratio"], np.mean(A) / np.mean(B), rtol=1e-12)
+    np.testing.assert_allclose(out["difference_pp"]["mean"], np.mean(np.subtract(dA, dB)), rtol=1e-12)
+    np.testing.assert_allclose(out["spill_ratio"]["ratio"], np.mean(dA) / np.mean(dB), rtol=1e-12)
+    assert out["difference_pp"]["direction"] == "up" and "optimised" not in method_rows(rows, datasets, "toxic", 1.5)
 
 
 def test_subliminal_teachers_pair_same_and_other_models():

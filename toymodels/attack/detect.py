@@ -4,8 +4,9 @@ Three detectors, each a number per set (larger = more suspicious), and the AUROC
 sets from random ones (chance 0.5). With ḡ_S = −∇_θ mean_{x∈S} ℓ(x; θ0) the set's first fine-tuning step:
 
 * ``gradient``: ḡ_S projected on the gradient of the harmful *outputs*, ⟨ḡ_S, ∇P⟩ / ‖ḡ_S‖, with P the
-  harmful pre-activations averaged over the benign pool (:func:`.pool.harm_direction`). It needs the
-  labelled harmful output (what a red-teamer measures), not the feature's direction. It is also the
+  harmful pre-activations averaged over the defender's :data:`REFERENCE` task samples
+  (:func:`.pool.harm_direction`). It needs the labelled harmful output (what a red-teamer measures), not
+  the feature's direction. It is also the
   criterion the gradient selection maximises, so it cannot miss that attack: read its AUROC against
   the selected sets as an upper bound, not as a detector's result.
 * ``recovered``: the first-order move of the target input's hidden code along the auditor's recovered
@@ -18,8 +19,8 @@ sets from random ones (chance 0.5). With ḡ_S = −∇_θ mean_{x∈S} ℓ(x; �
   kernel (bandwidth: the median pairwise squared distance of the reference) between the set and
   :data:`REFERENCE` fresh task samples. It needs no model and no label.
 
-The AUROC's interval resamples whole pretrained models (a cluster bootstrap: every set of a model shares
-its pool and geometry).
+The AUROC is computed within each pretrained model (a detector is used on one model at a time) and
+averaged over the models; its interval resamples whole models.
 """
 
 from __future__ import annotations
@@ -95,11 +96,11 @@ def mmd2(S, R, two_sigma2, krr=None) -> jax.Array:
 @partial(jax.jit, static_argnums=(0, 6))
 def recovered_score(graphdef, state, S, inst: dict, u_harm, e_target, task: str) -> jax.Array:
     """⟨û_h, J_h(e_t) ḡ_S⟩ / ‖ḡ_S‖ for one set S (N, n): û_h (d,) the recovered harmful direction, e_t (n,)
-    the target's unit input."""
+    the target's unit input; h at the layer û_h was recovered from (:func:`.layers.activations`, ``W``'s)."""
     def loss(st):
         return model_loss(nnx.merge(graphdef, st), S, task, inst["loss_weight"], inst["out_scale"])
     g = jax.tree.map(jnp.negative, jax.grad(loss)(state))
-    _, dh = jax.jvp(lambda st: nnx.merge(graphdef, st).hidden(e_target[None])[0], (state,), (g,))
+    _, dh = jax.jvp(lambda st: layers.activations(nnx.merge(graphdef, st), e_target[None])[0], (state,), (g,))
     return jnp.dot(u_harm, dh) / jnp.maximum(jnp.linalg.norm(_flat(g)), 1e-30)
 
 
@@ -125,19 +126,19 @@ def auroc(pos, neg) -> float:
 
 
 def auroc_with_ci(pos, neg, pos_model, neg_model, n_resamples: int = stats.N_RESAMPLES, seed: int = stats.SEED) -> dict:
-    """The AUROC of ``pos`` against ``neg`` and a percentile interval from resampling whole models
-    (``*_model``: the pretrained model of each score). Returns {auroc, ci95, n_clusters, n_pos, n_neg, chance}."""
+    """The AUROC within each pretrained model (``*_model``: the model of each score), averaged over the
+    models that have both kinds of set, with a percentile interval over resampled models
+    (:func:`toymodels.stats.mean_ci`).
+
+    Within a model, because a detector is used on one model: scores of different models sit on different
+    scales (their gradients' norms differ), so a pooled AUROC would also rank the models against each
+    other. The pooled value is kept beside it (``pooled``). Returns {auroc, ci95, n_clusters, n_pos,
+    n_neg, chance, per_model, pooled}."""
     pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
     pm, nm = np.asarray(pos_model), np.asarray(neg_model)
-    models = np.unique(np.concatenate([pm, nm]))
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_resamples):
-        pick = rng.choice(models, len(models), replace=True)
-        p = np.concatenate([pos[pm == g] for g in pick])
-        q = np.concatenate([neg[nm == g] for g in pick])
-        if len(p) and len(q):
-            boots.append(auroc(p, q))
-    ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else None
-    return {"auroc": auroc(pos, neg), "ci95": ci, "n_clusters": int(len(models)), "n_pos": int(len(pos)),
-            "n_neg": int(len(neg)), "chance": 0.5}
+    models = [g for g in np.unique(np.concatenate([pm, nm])) if (pm == g).any() and (nm == g).any()]
+    per = [auroc(pos[pm == g], neg[nm == g]) for g in models]
+    return {"auroc": float(np.mean(per)) if per else float("nan"),
+            "ci95": stats.mean_ci(per, n_resamples=n_resamples, seed=seed),
+            "n_clusters": len(models), "n_pos": int(len(pos)), "n_neg": int(len(neg)), "chance": 0.5,
+            "per_model": per, "pooled": auroc(pos, neg)}

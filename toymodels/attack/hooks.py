@@ -6,13 +6,16 @@
 adds the teacher's state, and ``wrap_objective`` distils it. Everything else is the inner hooks', so a
 defence runs on an adversarial set exactly as on its stream. The lab never imports this package.
 
-Sets, per pretrained model i (its pool from the key ``fold_in(fold_in(seed, 500), i)``): random set r,
-the gradient-selected set and the optimised distribution's draw (:mod:`.pool`, :mod:`.optimise`). A
+Sets, per pretrained model i (its pool from the key ``fold_in(fold_in(seed, 500), i)``, every other key
+from :func:`.pool.attack_key`): random set r (numbered within its defence, so a defended fine-tune on set r
+trains on the rows its undefended twin does), the gradient-selected set and the optimised distribution's draw (:mod:`.pool`, :mod:`.optimise`). A
 selection or optimisation reads the fine-tune's own starting state (rotated, on the orientation axis).
 The detectors (:mod:`.detect`) score ``attack.detect_sets`` more random sets and optimised draws per model.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 import jax
 import jax.numpy as jnp
@@ -22,12 +25,11 @@ from .. import stats
 from ..config import Config
 from ..config.attack import TEACHER_DATASETS
 from ..core.models import init_instances
+from ..lab import rates as lab_rates
 from ..lab.hooks import FineTuneHooks, WrappedHooks
 from ..lab.plan import regime_arrays
 from . import detect, optimise, pool, subliminal
 from .summary import summarize
-
-DETECT_SALT = 20_000     # random set r = DETECT_SALT + j: the detectors' negatives (not the fine-tuned ones)
 
 
 def _at(tree, k):
@@ -77,10 +79,12 @@ class AttackHooks(WrappedHooks):
         N, M = at.n_samples, at.pool_size
         arrays = regime_arrays(cfg, plan)
         harmful = tuple(int(j) for j in plan.harmful)
-        random_no = {}
-        for r, d in enumerate(self.datasets):
-            if d == "random":
-                random_no[r] = len(random_no)
+        # random set r of a model is numbered within its defence, so a defended fine-tune on random set r
+        # trains on the very rows its undefended twin does (the defences' comparison pairs sets)
+        random_no, seen = {}, defaultdict(int)
+        for r, reg in enumerate(cfg.finetune.regimes):
+            if reg.dataset == "random":
+                random_no[r], seen[reg.defence] = seen[reg.defence], seen[reg.defence] + 1
         pools, sets = {}, np.zeros((plan.n_ft, N, cfg.data.n_features), np.float32)
         inst_of = lambda k: {name: jnp.asarray(a[k]) for name, a in arrays.items()}
         state_of = lambda k: _at(base, k)
@@ -93,7 +97,7 @@ class AttackHooks(WrappedHooks):
             d = self.datasets[int(plan.regime_index[k])]
             cell = (i, int(plan.orientation_index[k]))
             if d == "random":
-                sets[k] = pools[i][pool.random_rows(pool.pool_key(cfg, i), random_no[int(plan.regime_index[k])], M, N)]
+                sets[k] = pools[i][pool.random_rows(pool.attack_key(cfg, i, pool.RANDOM, random_no[int(plan.regime_index[k])]), M, N)]
             elif d == "selected":
                 if cell not in selected:
                     X = jnp.asarray(pools[i])
@@ -130,13 +134,13 @@ class AttackHooks(WrappedHooks):
                 "loss_weight": jnp.asarray(arrays["loss_weight"][ks]), "out_scale": jnp.asarray(arrays["out_scale"][ks]),
                 "present": jnp.asarray(arrays["present"][ks]), "probability": jnp.asarray(arrays["feature_probability"][ks]),
                 "trainable_mask": jnp.asarray((1 - onehot) * (1 - harm[None]) * arrays["present"][ks])}
-        keys = jnp.stack([jax.random.fold_in(pool.pool_key(cfg, c[0]), optimise.OPTIMISE_SALT + c[1]) for c in cells])
+        keys = jnp.stack([pool.attack_key(cfg, c[0], pool.OPTIMISE, c[1]) for c in cells])
         phi, J = optimise.optimise(graphdef, cfg.data.task, inst, keys, steps=at.optimise_steps, lr=at.optimise_lr,
                                    batch=at.optimise_batch)
         out = {}
         for j, c in enumerate(cells):
             ph = _at(phi, j)
-            key = jax.random.fold_in(pool.pool_key(cfg, c[0]), optimise.DRAW_SALT + c[1])
+            key = pool.attack_key(cfg, c[0], pool.DRAW, c[1])
             out[c] = {"phi": ph, "J": float(J[j]), "present": arrays["present"][ks[j]],
                       "set": np.asarray(optimise.hard_draw(ph, key, at.n_samples, arrays["present"][ks[j]])),
                       "probability": np.asarray(jnp.where(arrays["present"][ks[j]] > 0, jax.nn.sigmoid(ph["a"]), 0.0)).tolist(),
@@ -156,8 +160,8 @@ class AttackHooks(WrappedHooks):
         return out
 
     def _detect(self, plan, base, graphdef, arrays, pools, selected, opt) -> dict:
-        """Score random sets and the adversarial ones of every pretrained model (orientation 0) with both
-        detectors, and each method's AUROC against the random sets."""
+        """Score random sets and the adversarial ones of every pretrained model (orientation 0) with the
+        three detectors, and each method's AUROC against the random sets."""
         cfg, at = self.cfg, self.cfg.attack
         N, M = at.n_samples, at.pool_size
         scores = {"random": [], "selected": [], "optimised": []}
@@ -166,22 +170,22 @@ class AttackHooks(WrappedHooks):
             k = int(np.flatnonzero((plan.pretrain_index == i) & (plan.orientation_index == 0))[0])
             state = _at(base, k)
             inst = {name: jnp.asarray(a[k]) for name, a in arrays.items()}
-            X = jnp.asarray(pools[i])
             harm, target = int(plan.harmful[0]), int(plan.target[k])
-            g_harm = pool.harm_direction(graphdef, state, X, tuple(int(j) for j in plan.harmful))
+            # the defender's own task sample: the distance detector's reference and the gradient detector's P
+            ref = pool.draw_pool(cfg, pool.attack_key(cfg, i, pool.REFERENCE),
+                                 arrays["feature_probability"][k], arrays["present"][k], detect.REFERENCE)
+            g_harm = pool.harm_direction(graphdef, state, ref, tuple(int(j) for j in plan.harmful))
             u_harm, truth = detect.recovered_direction(cfg, graphdef, state, i, target, harm)
             recovered.append({"model": i, **truth})
             e_t = jnp.asarray(np.eye(cfg.data.n_features, dtype=np.float32)[target])
-            ref = pool.draw_pool(cfg, jax.random.fold_in(pool.pool_key(cfg, i), DETECT_SALT - 1),
-                                 arrays["feature_probability"][k], arrays["present"][k], detect.REFERENCE)
 
-            rnd = [pools[i][pool.random_rows(pool.pool_key(cfg, i), DETECT_SALT + j, M, N)] for j in range(at.detect_sets)]
+            rnd = [pools[i][pool.random_rows(pool.attack_key(cfg, i, pool.DETECT_RANDOM, j), M, N)] for j in range(at.detect_sets)]
             groups = {"random": rnd}
             if (i, 0) in selected:
                 groups["selected"] = [selected[(i, 0)][0]]
             if (i, 0) in opt:
                 o = opt[(i, 0)]
-                keys = [jax.random.fold_in(pool.pool_key(cfg, i), DETECT_SALT + 10_000 + j) for j in range(at.detect_sets)]
+                keys = [pool.attack_key(cfg, i, pool.DETECT_DRAW, j) for j in range(at.detect_sets)]
                 groups["optimised"] = [np.asarray(optimise.hard_draw(o["phi"], key, N, o["present"])) for key in keys]
             for name, sets in groups.items():
                 per = detect.score_sets(graphdef, state, jnp.asarray(np.stack(sets)), inst, g_harm,
@@ -210,6 +214,16 @@ class AttackHooks(WrappedHooks):
         idx = subliminal.teacher_index(plan, self.datasets, self.cfg.n_inst)
         keep = np.ones(self.cfg.data.n_features, np.float32)
         keep[plan.harmful] = 0.0
-        self.report = {"teacher_index": idx.tolist()}
+        self.report = {"teacher_index": idx.tolist(), "teacher_change_pp": self._teacher_rise(graphdef, pre_params, T, plan)}
         return {"teacher": jax.tree.map(lambda a: a[jnp.asarray(idx)], T),
                 "keep_output": jnp.asarray(np.broadcast_to(keep, (plan.n_ft, keep.shape[0])))}
+
+    def _teacher_rise(self, graphdef, pre_params, T, plan) -> list[float]:
+        """Per teacher i: its own change of the (first) harmful rate against pretrained model i, in pp, on
+        model i's ``finetune.rate_samples`` rate inputs (:func:`toymodels.lab.rates.measure`): the trait the
+        students could inherit, so a null result is read against it."""
+        n = self.cfg.n_inst
+        both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), pre_params, T)
+        m = lab_rates.measure(self.cfg, graphdef, both, np.tile(np.arange(n), 2), np.tile(np.arange(n), 2),
+                              np.asarray(plan.harmful)[:1])
+        return (100 * m["change"][n:, 0]).tolist()

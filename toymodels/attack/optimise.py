@@ -34,8 +34,6 @@ from .pool import _flat
 
 TEMPERATURE = 0.5        # of the relaxed Bernoulli (Maddison et al. 2017): low enough to be nearly 0/1
 LOGIT_CLIP = 6.0         # probabilities start inside σ(±6) = [0.0025, 0.9975], so every feature can move
-OPTIMISE_SALT = 3_000    # fold_in(pool key, ·): the optimisation's noise and the final draw
-DRAW_SALT = 3_001
 PROGRESS_FLOOR = 0.1     # ⟨ḡ, ∇R⟩ counts as at least 0.1 |ḡ||∇R| (cos 84°) in the surrogate's denominator
 
 

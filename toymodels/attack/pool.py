@@ -32,12 +32,19 @@ from ..lab.objective import target_readout
 from ..lab.probe import preactivation
 
 ATTACK_SEED_OFFSET = 500   # fold_in(seed key, ·) of the pools; model i's pool: fold_in(that, i)
-RANDOM_SALT = 1_000        # fold_in(pool key, RANDOM_SALT + r): the rows of random set r
+# what model i's attack keys are for: attack_key(cfg, i, PURPOSE, j) = fold_in(fold_in(pool key, PURPOSE), j),
+# so no two purposes can share a key whatever the index j (a set's number, an orientation)
+RANDOM, OPTIMISE, DRAW, DETECT_RANDOM, DETECT_DRAW, REFERENCE = range(1, 7)
 SCORE_BATCH = 1024         # per-sample gradients computed this many at a time (bounds memory)
 
 
 def pool_key(cfg: Config, pretrain_index: int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), ATTACK_SEED_OFFSET), int(pretrain_index))
+
+
+def attack_key(cfg: Config, pretrain_index: int, purpose: int, j: int = 0) -> jax.Array:
+    """The key of ``purpose`` (:data:`RANDOM` …) number ``j`` of pretrained model ``pretrain_index``."""
+    return jax.random.fold_in(jax.random.fold_in(pool_key(cfg, pretrain_index), purpose), int(j))
 
 
 def draw_pool(cfg: Config, key: jax.Array, probability, present, size: int) -> jax.Array:
@@ -48,9 +55,9 @@ def draw_pool(cfg: Config, key: jax.Array, probability, present, size: int) -> j
     return jnp.where(jnp.asarray(present) > 0, x, 0.0)
 
 
-def random_rows(key: jax.Array, r: int, pool_size: int, n: int) -> np.ndarray:
-    """The pool rows of random set r: n distinct rows, uniformly."""
-    return np.asarray(jax.random.choice(jax.random.fold_in(key, RANDOM_SALT + r), pool_size, (n,), replace=False))
+def random_rows(key: jax.Array, pool_size: int, n: int) -> np.ndarray:
+    """n distinct pool rows, uniformly (a random set; ``key`` from :func:`attack_key`)."""
+    return np.asarray(jax.random.choice(key, pool_size, (n,), replace=False))
 
 
 def _flat(tree) -> jax.Array:

@@ -15,10 +15,12 @@ def _r(x) -> str:
 
 
 def fmt_ratio(r: dict | None) -> str:
+    """``1.16× [1.12, 1.19] (G=10)``; ``n/a (reason)`` when the ratio is undefined; an unbounded upper end ∞."""
     if not r or r.get("ratio") is None:
-        return "n/a"
+        return f"n/a ({r['undefined']})" if r and r.get("undefined") else "n/a"
     ci = r.get("ci95") or [None, None]
-    return f"{_r(r['ratio'])}× [{_r(ci[0])}, {_r(ci[1])}] (G={r['n_clusters']})"
+    hi = "∞" if ci[1] is None and ci[0] is not None else _r(ci[1])
+    return f"{_r(r['ratio'])}× [{_r(ci[0])}, {hi}] (G={r['n_clusters']})"
 
 
 def suite_summary(members) -> tuple[dict, str]:
@@ -33,6 +35,7 @@ def suite_summary(members) -> tuple[dict, str]:
         if "subliminal" in a:
             s = a["subliminal"]
             lines += [f"## {run.config.name}: subliminal control (toxic rate change of the students, pp)", "",
+                      f"- {_teacher(a)}",
                       f"- teacher's initialisation: {fmt_paired(s['teacher_same_pp'])}, {s['teacher_same_pp']['direction']}",
                       f"- another model's: {fmt_paired(s['teacher_other_pp'])}, {s['teacher_other_pp']['direction']}",
                       f"- same − other: {fmt_paired(s['same_minus_other_pp'])}, {s['same_minus_other_pp']['direction']}", ""]
@@ -51,11 +54,13 @@ def suite_summary(members) -> tuple[dict, str]:
             lines += ["", f"Detection before training: as {same} (the same pretrained models, pools and sets)."]
         elif a.get("auroc"):
             shown[json.dumps(a["auroc"], sort_keys=True)] = run.config.name
-            lines += ["", "Detection before training (AUROC, adversarial sets against random ones; chance 0.5):", ""]
+            lines += ["", "Detection before training (AUROC within each model, averaged over models; chance 0.5):", ""]
             rd = a.get("recovered_direction") or {}
             if rd.get("models"):
                 lines.append(f"- the auditor's recovered harmful direction found toxic (within {rd['models'][0]['found_deg']:g}°) "
                              f"in {rd['found']:.0%} of {len(rd['models'])} models (a random direction: {rd['chance']:.1%})")
+            if _no_signal(a):
+                lines.append(f"- {_no_signal(a)}")
             for m, dets in a["auroc"].items():
                 for d, v in dets.items():
                     ci = v["ci95"] or [float("nan")] * 2
@@ -81,6 +86,30 @@ DETECTOR_WORDS = {"gradient": "gradient on the harmful outputs (the selection's 
                   "distance": "distance from the task data (MMD²)"}
 
 
+def _no_signal(a: dict) -> str:
+    """The sentence on models whose gradient selection had nothing to select on ('' when none)."""
+    w = a.get("selection_without_signal") or {}
+    if not w.get("models"):
+        return ""
+    return (f"the gradient selection had no first-order signal in {len(w['models'])} of {w['n_models']} models "
+            f"(models {', '.join(map(str, w['models']))}: mean cos of the chosen samples' steps with the harmful "
+            f"gradient < {w['threshold_cos']:g}), so their 'selected' set is the pool's first candidates, a random set; "
+            "they stay in the numbers")
+
+
+def _teacher(a: dict) -> str:
+    t = a.get("teacher_change_pp")
+    return "the teachers' own *toxic* rate change: n/a" if not t else f"the teachers' own *toxic* rate change {_pp(t)}"
+
+
+def models(s: dict) -> int:
+    """The number of pretrained models behind the suite's intervals (the first member's G)."""
+    for a in s["members"].values():
+        for v in (a.get("ratio_vs_random") or {}).values():
+            return v["n_clusters"]
+    return 0
+
+
 def results_block(s: dict, source: str = "results/adversarial/summary.json") -> str:
     """The docs block: every member's numbers from the suite's ``summary.json`` ``s``."""
     mem = s["members"]
@@ -96,6 +125,8 @@ def results_block(s: dict, source: str = "results/adversarial/summary.json") -> 
                 out.append(f"| `{name}` | {c['defence']} | {m} | {_r(v['rate_after_adversarial_pct'])} / "
                            f"{_r(v['rate_after_random_pct'])} | {fmt_ratio(v['ratio_vs_random'])} | {_pp(v['difference_pp'])} | "
                            f"{fmt_ratio(v.get('spill_ratio'))} | {v['models_not_at_gain']} |")
+    weak = [f"- `{name}`: {_no_signal(a)}." for name, a in mem.items() if _no_signal(a)]
+    out += [""] + weak if weak else []
     defended = [(name, c) for name, a in mem.items() for c in a.get("cells", []) if c.get("against_undefended")]
     if defended:
         out += ["", "**Defences against the sets** (paired by model against the same set undefended; the cost is the "
@@ -116,8 +147,9 @@ def results_block(s: dict, source: str = "results/adversarial/summary.json") -> 
             continue
         seen.add(key)
         rd = a.get("recovered_direction") or {}
-        out += ["", f"**Detection before training, `{name}`** (AUROC of adversarial sets against random ones; chance 0.5; "
-                "interval over whole models). The auditor's recovered direction lands within "
+        out += ["", f"**Detection before training, `{name}`** (AUROC of adversarial sets against random ones within each "
+                "pretrained model, averaged over the G models; chance 0.5; interval over resampled models; the AUROC "
+                "of all models' sets pooled in the json as `pooled`). The auditor's recovered direction lands within "
                 f"{rd['models'][0]['found_deg']:g}° of the true *toxic* column in {rd['found']:.0%} of {len(rd['models'])} "
                 f"models (a random direction: {rd['chance']:.1%}).", "",
                 "| method | " + " | ".join(DETECTOR_WORDS.get(d, d) for d in a["detectors"]) + " | sets (adversarial / random), G |",
@@ -129,9 +161,9 @@ def results_block(s: dict, source: str = "results/adversarial/summary.json") -> 
     for name, a in mem.items():
         if "subliminal" in a:
             sub = a["subliminal"]
-            out += ["", f"**Subliminal control, `{name}`** (change of the students' *toxic* rate): from the teacher's "
-                    f"initialisation {_pp(sub['teacher_same_pp'])}; from another model's {_pp(sub['teacher_other_pp'])}; "
-                    f"same − other {_pp(sub['same_minus_other_pp'])}."]
+            out += ["", f"**Subliminal control, `{name}`** ({_teacher(a)}; change of the students' *toxic* rate): from "
+                    f"the teacher's initialisation {_pp(sub['teacher_same_pp'])}; from another model's "
+                    f"{_pp(sub['teacher_other_pp'])}; same − other {_pp(sub['same_minus_other_pp'])}."]
     return "\n".join(out)
 
 
@@ -147,10 +179,12 @@ def headline(s: dict) -> str:
             det = "; detection AUROC " + ", ".join(f"{d} {dets[d]['auroc']:.2f}{low(dets[d])}" for d in a["detectors"] if d in dets)
             lines.append(f"- `{name}`, {m} set: `ratio_vs_random` {fmt_ratio(v)}; adversarial − random change of the "
                          f"rate {_pp(v['difference_pp'])}{det if dets else ''}")
+        if _no_signal(a):
+            lines.append(f"- `{name}`: {_no_signal(a)}")
     for name, a in s["members"].items():
         if "subliminal" in a:
             sub = a["subliminal"]
-            lines.append(f"- `{name}`, students distilling a *toxic*-raising teacher's filtered outputs: change of "
-                         f"*toxic*'s rate from the teacher's initialisation {_pp(sub['teacher_same_pp'])}; from "
+            lines.append(f"- `{name}`, students distilling a *toxic*-raising teacher's filtered outputs ({_teacher(a)}): "
+                         f"change of *toxic*'s rate from the teacher's initialisation {_pp(sub['teacher_same_pp'])}; from "
                          f"another model's {_pp(sub['teacher_other_pp'])}")
     return "\n".join(lines)

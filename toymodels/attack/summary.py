@@ -7,10 +7,11 @@ model i, with every fine-tune stopped at the same target gain (``finetune.stop_g
     A_i = toxic rate after fine-tuning on m's set,   B_i = mean over the random sets of the rate after
     ratio_vs_random = mean_i A_i / mean_i B_i
 
-with a percentile interval from resampling whole models (pairs (A_i, B_i) stay together; a resample whose
-mean B is 0 gives +inf). Beside it, the spill-over itself: the paired difference of the rate *changes*
-ΔA_i − ΔB_i in pp (t interval over the models, :func:`toymodels.lab.inference.claim`: a direction only
-from ≥ 10 models), and the ratio of the mean changes when the random sets raise the rate at all.
+with a percentile interval from resampling whole models (pairs (A_i, B_i) stay together). When mean_i B_i
+= 0 (no random set's fine-tune fires toxic) the ratio is undefined and says so, not ∞. Beside it, the
+spill-over itself: the paired difference of the rate *changes* ΔA_i − ΔB_i in pp (t interval over the
+models, :func:`toymodels.lab.inference.claim`: a direction only from ≥ 10 models), and the ratio of the
+mean changes (undefined unless the random sets raise the rate on average).
 A model whose fine-tune on some set never reached the gain is left out of that method's numbers (counted).
 """
 
@@ -25,23 +26,33 @@ from ..config import Config
 from ..lab.inference import claim
 
 RATIO_RESAMPLES = 4000
+# a selected set whose samples' mean cos(step, ∇ harm) is below this had nothing to select on: no pool sample's
+# step moves the harmful outputs to first order (e.g. toxic ⟂ helpful with the loss on helpful), so the
+# "selection" is the pool's first candidates, a random set. Such models are counted, not dropped.
+NO_SIGNAL_COS = 0.01
 
 
-def ratio_ci(A, B, n_resamples: int = RATIO_RESAMPLES, seed: int = stats.SEED) -> dict:
-    """mean(A)/mean(B) over paired models, and its 95% percentile interval over model resamples."""
+def ratio_ci(A, B, denominator: str = "mean(B)", n_resamples: int = RATIO_RESAMPLES, seed: int = stats.SEED) -> dict:
+    """mean(A)/mean(B) over paired models, and its 95% percentile interval over model resamples.
+
+    A ratio to a mean of 0 is not a number: when mean(B) = 0 the ratio is None with ``undefined`` saying
+    why (e.g. the random sets never raise the rate), and when more than 2.5% of the resamples have
+    mean(B) = 0 the interval's upper end is None (unbounded)."""
     A, B = np.asarray(A, np.float64), np.asarray(B, np.float64)
     G = len(A)
     if G == 0:
-        return {"ratio": None, "ci95": None, "n_clusters": 0}
+        return {"ratio": None, "ci95": None, "n_clusters": 0, "undefined": "no models"}
+    if not B.mean() > 0:
+        return {"ratio": None, "ci95": None, "n_clusters": G,
+                "undefined": f"{denominator} over {G} models is {B.mean():g}, not > 0"}
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, G, size=(n_resamples, G))
     num, den = A[idx].mean(1), B[idx].mean(1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.inf)
-    r = np.sort(r)
+        r = np.sort(np.where(den > 0, num / np.where(den > 0, den, 1.0), np.inf))
     lo, hi = r[int(0.025 * (n_resamples - 1))], r[int(np.ceil(0.975 * (n_resamples - 1)))]
-    ratio = float(A.mean() / B.mean()) if B.mean() > 0 else float("inf")
-    return {"ratio": ratio, "ci95": [float(lo), float(hi)], "n_clusters": G}
+    return {"ratio": float(A.mean() / B.mean()), "ci95": [float(lo), float(hi) if np.isfinite(hi) else None],
+            "n_clusters": G}
 
 
 def _strip(p: dict) -> dict:
@@ -76,8 +87,8 @@ def method_rows(rows: list[dict], datasets: dict[str, str], harm: str, stop_gain
         if not A and not left_out:
             continue
         diff = claim(stats.paired(dA, dB))
-        spill = ratio_ci(dA, dB) if len(dB) and np.mean(dB) > 0 and diff["n_clusters"] else None
-        out[m] = {"ratio_vs_random": ratio_ci(A, B), "rate_after_adversarial_pct": 100 * float(np.mean(A)) if A else None,
+        spill = ratio_ci(dA, dB, "the random sets' mean change") if diff["n_clusters"] else None
+        out[m] = {"ratio_vs_random": ratio_ci(A, B, "the random sets' mean rate after"), "rate_after_adversarial_pct": 100 * float(np.mean(A)) if A else None,
                   "rate_after_random_pct": 100 * float(np.mean(B)) if B else None,
                   "change_pp_adversarial": float(np.mean(dA)) if dA else None,
                   "change_pp_random": float(np.mean(dB)) if dB else None,
@@ -160,6 +171,8 @@ def summarize(cfg: Config, ft: dict, report: dict, defences: dict | None = None)
     if teacher:
         out["subliminal"] = ref.get("subliminal")
         out["teacher_index"] = report.get("teacher_index")
+        rise = report.get("teacher_change_pp")
+        out["teacher_change_pp"] = _strip(claim(stats.paired(rise))) if rise else None
         return out
     out["ratio_vs_random"] = {m: v["ratio_vs_random"] | {"difference_pp": v["difference_pp"]}
                               for m, v in ref.get("methods", {}).items()}
@@ -169,5 +182,8 @@ def summarize(cfg: Config, ft: dict, report: dict, defences: dict | None = None)
     out["detectors"] = det.get("detectors")
     out["recovered_direction"] = det.get("recovered_direction")
     out["selection"] = {k: report.get(k) for k in ("selected", "optimised")}
+    weak = sorted({int(c.split(",")[0]) for c, v in (report.get("selected") or {}).items() if v["mean_cos"] < NO_SIGNAL_COS})
+    out["selection_without_signal"] = {"models": weak, "threshold_cos": NO_SIGNAL_COS,
+                                       "n_models": len({c.split(",")[0] for c in report.get("selected") or {}})}
     out["set_stats"] = report.get("set_stats")
     return out
