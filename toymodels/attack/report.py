@@ -93,8 +93,8 @@ def _no_signal(a: dict) -> str:
         return ""
     return (f"the gradient selection had no first-order signal in {len(w['models'])} of {w['n_models']} models "
             f"(models {', '.join(map(str, w['models']))}: mean cos of the chosen samples' steps with the harmful "
-            f"gradient < {w['threshold_cos']:g}), so their 'selected' set is the pool's first candidates, a random set; "
-            "they stay in the numbers")
+            f"gradient < {w['threshold_cos']:g}: zero up to rounding), so their 'selected' set is the pool's first "
+            "candidates, a random set; they stay in the numbers")
 
 
 def _teacher(a: dict) -> str:

@@ -26,10 +26,11 @@ from ..config import Config
 from ..lab.inference import claim
 
 RATIO_RESAMPLES = 4000
-# a selected set whose samples' mean cos(step, ∇ harm) is below this had nothing to select on: no pool sample's
-# step moves the harmful outputs to first order (e.g. toxic ⟂ helpful with the loss on helpful), so the
-# "selection" is the pool's first candidates, a random set. Such models are counted, not dropped.
-NO_SIGNAL_COS = 0.01
+# a selected set whose samples' mean cos(step, ∇ harm) is below this had nothing to select on: every pool
+# sample's step is orthogonal to the harmful outputs' gradient up to float rounding (measured: ~2e-17 where it
+# happens, against >= 4e-4 elsewhere), so the "selection" is the pool's first candidates, a random set.
+# Such models are counted and named, not dropped.
+NO_SIGNAL_COS = 1e-6
 
 
 def ratio_ci(A, B, denominator: str = "mean(B)", n_resamples: int = RATIO_RESAMPLES, seed: int = stats.SEED) -> dict:
