@@ -125,8 +125,11 @@ def results_block(s: dict, source: str = "results/adversarial/summary.json") -> 
                 out.append(f"| `{name}` | {c['defence']} | {m} | {_r(v['rate_after_adversarial_pct'])} / "
                            f"{_r(v['rate_after_random_pct'])} | {fmt_ratio(v['ratio_vs_random'])} | {_pp(v['difference_pp'])} | "
                            f"{fmt_ratio(v.get('spill_ratio'))} | {v['models_not_at_gain']} |")
-    weak = [f"- `{name}`: {_no_signal(a)}." for name, a in mem.items() if _no_signal(a)]
-    out += [""] + weak if weak else []
+    weak: dict[str, list[str]] = {}   # one sentence per set of models, with every member it applies to
+    for name, a in mem.items():
+        if _no_signal(a):
+            weak.setdefault(_no_signal(a), []).append(f"`{name}`")
+    out += [""] + [f"- {', '.join(names)}: {w}." for w, names in weak.items()] if weak else []
     defended = [(name, c) for name, a in mem.items() for c in a.get("cells", []) if c.get("against_undefended")]
     if defended:
         out += ["", "**Defences against the sets** (paired by model against the same set undefended; the cost is the "
@@ -184,7 +187,7 @@ def headline(s: dict) -> str:
     for name, a in s["members"].items():
         if "subliminal" in a:
             sub = a["subliminal"]
-            lines.append(f"- `{name}`, students distilling a *toxic*-raising teacher's filtered outputs ({_teacher(a)}): "
+            lines.append(f"- `{name}`, students distilling the filtered outputs of a teacher that amplified *toxic* ({_teacher(a)}): "
                          f"change of *toxic*'s rate from the teacher's initialisation {_pp(sub['teacher_same_pp'])}; from "
                          f"another model's {_pp(sub['teacher_other_pp'])}")
     return "\n".join(lines)

@@ -45,7 +45,7 @@ def ratio_ci(A, B, denominator: str = "mean(B)", n_resamples: int = RATIO_RESAMP
         return {"ratio": None, "ci95": None, "n_clusters": 0, "undefined": "no models"}
     if not B.mean() > 0:
         return {"ratio": None, "ci95": None, "n_clusters": G,
-                "undefined": f"{denominator} over {G} models is {B.mean():g}, not > 0"}
+                "undefined": f"{denominator} over {G} models is {B.mean():.2g}, not > 0"}
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, G, size=(n_resamples, G))
     num, den = A[idx].mean(1), B[idx].mean(1)
