@@ -68,6 +68,7 @@ def main() -> None:
     out = Path(a.out)
     cfg = config(a.config)
     info = split(cfg)
+    out.mkdir(parents=True, exist_ok=True)   # either process may get here first
     if info["process_index"] == 0:
         run_dir = runs.prepare_run_dir(out / "run")
         (out / "split.json").write_text(json.dumps(info))

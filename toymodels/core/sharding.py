@@ -110,6 +110,28 @@ def shard(tree, mesh: Mesh):
     return jax.tree.map(one, tree)
 
 
+BARRIER_TIMEOUT_MS = 30 * 60 * 1000   # how long a process waits for the others at a gather
+_barriers = [0]                       # gathers so far in this process (every process counts the same)
+
+
+def _barrier() -> None:
+    """Wait for every process at the coordination service before a cross-process gather.
+
+    Why: on CPU the gather runs over gloo, whose context set-up waits only 30 s for the other processes'
+    addresses, and processes can reach their first gather much further apart than that (each compiles
+    the training program on its own; on a loaded 2-core machine that took longer once in three runs).
+    The coordination service's barrier (``jax.distributed``'s own client; no public wrapper exists that
+    avoids a collective) waits up to :data:`BARRIER_TIMEOUT_MS`, so the gloo collective starts only
+    once all processes are there. Does nothing without ``jax.distributed``."""
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    if client is None:
+        return
+    _barriers[0] += 1
+    client.wait_at_barrier(f"toymodels_gather_{_barriers[0]}", BARRIER_TIMEOUT_MS)
+
+
 def gather(tree):
     """The inverse of :func:`shard`: every leaf whole on this process's first device (after
     ``process_allgather`` when the mesh spans processes), so that everything after training runs as
@@ -125,6 +147,7 @@ def gather(tree):
             return jax.device_put(a, device)
         from jax.experimental import multihost_utils
 
+        _barrier()
         return jax.device_put(multihost_utils.process_allgather(a, tiled=True), device)
 
     return jax.tree.map(one, tree)
