@@ -110,10 +110,11 @@ class Stage:
     the run's manifest); ``read_npz`` and ``read_metrics`` its checked readers, for the files the run wrote."""
 
     def __init__(self, cfg: Config, graphdef, params, run_dir: Path, *, write_npz, write_text, read_npz, read_metrics,
-                 progress=True):
+                 progress=True, log_sae=None):
         self.cfg, self.graphdef, self.params, self.run_dir = cfg, graphdef, params, Path(run_dir)
         self.write_npz, self.write_text, self.progress = write_npz, write_text, progress
         self.read_npz, self.read_metrics = read_npz, read_metrics
+        self.log_sae = log_sae   # variant -> on_log for its training rows (metrics.jsonl, phase "sae"), or None
         self.W = np.asarray(params["W"][...], np.float64)
         self.audits: list[dict] = []
 
@@ -130,7 +131,8 @@ class Stage:
         scale = T.activation_scale(cfg, self.graphdef, self.params)
         trained, evaluation, bench = {}, {}, []
         for v in cfg.sae.variants:
-            trained[v] = T.train_variant(cfg, self.graphdef, self.params, v, scale, progress=self.progress)
+            on_log = self.log_sae(v) if self.log_sae is not None else None
+            trained[v] = T.train_variant(cfg, self.graphdef, self.params, v, scale, progress=self.progress, on_log=on_log)
             if cfg.sae.synthbench:   # the SynthSAEBench protocol's scores replace the default recovery rows
                 evaluation[v], rows = SB.evaluate(cfg, self.graphdef, self.W, trained[v])
                 bench += [r | {"index": len(bench) + i} for i, r in enumerate(rows)]

@@ -48,7 +48,7 @@ SMOKE_OVERRIDES["tms-16k"] = {"data.n_features": 4096, "model.d_hidden": 192}
 
 # the full protocol (docs/scale.md): `toymodels run synthsae-16k` followed by these overrides as key=value
 SYNTHSAE_FULL = {"data.n_features": N_16K, "model.d_hidden": D_16K, "data.feature_probability": 0.1,
-                 "sae.dict_sizes": [4096], "sae.batch_k": [25.0], "sae.batch_size": 1024}
+                 "sae.dict_sizes": [4096], "sae.batch_k": [25.0], "sae.batch_size": 1024, "sae.lr": 3e-4}
 
 
 @preset("synthsae-16k", "SynthSAEBench protocol on planted random unit directions: BatchTopK and Matryoshka SAEs "
@@ -63,12 +63,12 @@ def synthsae_16k() -> Config:
         model=ModelConfig(kind="relu_output", d_hidden=192, init="unit"),
         train=TrainConfig(steps=0, chunk_size=10, log_every=10, eval_batch_size=1024),
         sae=SAEConfig(variants=("batch_topk", "matryoshka"), dict_sizes=(1024,), batch_k=(25.0,), seeds=2,
-                      steps=600, batch_size=256, lr=3e-4, chunk_size=100, log_every=100, eval_batch_size=4096,
+                      steps=400, batch_size=256, lr=1e-3, chunk_size=100, log_every=100, eval_batch_size=4096,
                       synthbench=True, chance_draws=5),
         plots=(),
         notes="Planted geometry (model.init='unit', no pretraining); a quarter of the SynthSAEBench-16k protocol by "
               "default. Full size: data.n_features=16384 model.d_hidden=768 data.feature_probability=0.1 "
-              "sae.dict_sizes=[4096] sae.batch_k=[25] sae.batch_size=1024 (docs/scale.md).",
+              "sae.dict_sizes=[4096] sae.batch_k=[25] sae.batch_size=1024 sae.lr=0.0003 sae.steps=... (docs/scale.md).",
     )
 
 
