@@ -131,3 +131,19 @@ def test_unit_init_needs_a_model_whose_columns_are_features():
     with pytest.raises(ConfigError) as e:
         dataclasses.replace(_cfg().model, kind="deep", n_layers=2)
     assert "model.init" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_preset_default_is_small_and_the_documented_overrides_are_the_protocol():
+    from toymodels import presets
+    from toymodels.presets.scale import SYNTHSAE_FULL
+
+    small = presets.get("synthsae-16k")
+    assert small.name.endswith("-16k") and small.train.steps == 0 and small.model.init == "unit"
+    assert small.sae.synthbench and small.sae.seeds >= 2 and set(small.sae.variants) == {"batch_topk", "matryoshka"}
+    full = small.replace(**SYNTHSAE_FULL)
+    assert (full.data.n_features, full.model.d_hidden, full.sae.dict_sizes, full.sae.batch_k) == (16384, 768, (4096,),
+                                                                                                    (25.0,))
+    assert (full.sae.batch_size, full.sae.lr) == (1024, 3e-4)
+    # ~25 features active per sample in both (the benchmark's L0 at width 4096)
+    for cfg in (small, full):
+        assert 24 < float(np.sum(cfg.feature_probability()[0])) < 27
