@@ -244,7 +244,9 @@ def _run(cfg: Config, run_dir: str | Path, *, progress: bool, echo: Callable[[st
         from .audit import Stage
 
         stage = Stage(cfg, graphdef, params, run_dir, write_npz=runs.write_npz, write_text=runs.write_text,
-                      read_npz=runs.read_npz, read_metrics=runs.read_metrics, progress=progress)
+                      read_npz=runs.read_npz, read_metrics=runs.read_metrics, progress=progress,
+                      log_sae=(lambda v: _logger(run_dir / "metrics.jsonl", on_log, phase="sae", kind="loss", variant=v))
+                      if cfg.sae.synthbench else None)   # (the other [sae] runs keep their metrics.jsonl as it was)
         summary.update(stage.before_finetune())
     if cfg.finetune is not None:
         summary["finetune"] = _finetune(cfg, graphdef, params, run_dir, progress, on_log, resume, checkpoint_seconds,

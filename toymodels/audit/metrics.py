@@ -10,6 +10,10 @@ direction is the column F_j):
   ``scipy.optimize.linear_sum_assignment``), averaged over the n true features (a feature left without a
   latent, when L < n, counts 0). 1 for a permuted, rescaled identity; far from 0 for random directions
   in few dimensions (:func:`chance_recovery`);
+* :func:`matched_mean`: the MCC of SynthSAEBench / SAELens' ``mean_correlation_coefficient``: the same
+  Hungarian matching on a given similarity matrix, averaged over the min(L, n) *matched pairs* (not over the n
+  features): a width-4096 dictionary can reach 1 against 16,384 features. :func:`uniqueness`: the fraction of
+  latents whose best feature (argmax) no other latent shares;
 * :func:`mean_max_cosine`: mean over features of max_i C_ij, no one-to-one constraint (SPD's "mean max
   cosine similarity"); it is ≥ the MCC;
 * :func:`chance_recovery`: the chance level of both, from random unit dictionaries of the same width L and
@@ -75,6 +79,18 @@ def mcc(D: np.ndarray, F: np.ndarray, alive=None, features=None, signed: bool = 
     (:func:`match`; an unmatched feature counts 0)."""
     _, value = match(D, F, alive, signed)
     return float(value.mean() if features is None else value[np.asarray(features)].mean())
+
+
+def matched_mean(C: np.ndarray) -> float:
+    """Mean of C over the one-to-one matching of rows to columns that maximises Σ C (Hungarian), i.e. over
+    min(L, n) pairs: SynthSAEBench's MCC when C (L, n) holds |cos| of every latent with every feature."""
+    rows, cols = scipy.optimize.linear_sum_assignment(C, maximize=True)
+    return float(np.mean(C[rows, cols])) if len(rows) else 0.0
+
+
+def uniqueness(C: np.ndarray) -> float:
+    """SynthSAEBench's uniqueness: distinct best features (argmax_j C_ij over latents i) / L; C (L, n)."""
+    return float(len(np.unique(np.argmax(C, axis=1))) / C.shape[0]) if C.shape[0] else 0.0
 
 
 def mean_max_cosine(D: np.ndarray, F: np.ndarray, alive=None, signed: bool = True) -> float:

@@ -29,6 +29,7 @@ from ..config.sae import AuditConfig
 from ..core.data import SIGNED_TASKS
 from ..core.planting import harmful_indices, names
 from . import actdiff, auditor, crosscoder, dictionary, layers, metrics, risk
+from . import synthbench as SB
 from . import train as T
 from .hooks import SAEFilterHooks
 
@@ -64,8 +65,14 @@ def sae_rows(cfg: Config, W: np.ndarray, trained: dict, evaluation: dict) -> lis
                         "l0_nonempty": float(ev["l0_nonempty"][s]),
                         "dead": int(tr.plan.size[s] - ev["fired"][s].sum()), "revived": int(tr.revived[s].sum()),
                         **rec, **T.chance_fields(rec, chance[m, size], signed)})
+    return mark_selected(cfg, out)
+
+
+def mark_selected(cfg: Config, out: list[dict]) -> list[dict]:
+    """Set every row's ``selected``: whether the auditor's rule (:func:`select`) picks it among its variant's
+    dictionaries of its model."""
     min_ev = (cfg.audit or AuditConfig()).min_explained_variance
-    for v in trained:
+    for v in dict.fromkeys(r["variant"] for r in out):
         for m in sorted({r["model"] for r in out if r["variant"] == v}):
             pick = select([r for r in out if r["variant"] == v and r["model"] == m], min_ev)
             for r in out:
@@ -103,10 +110,11 @@ class Stage:
     the run's manifest); ``read_npz`` and ``read_metrics`` its checked readers, for the files the run wrote."""
 
     def __init__(self, cfg: Config, graphdef, params, run_dir: Path, *, write_npz, write_text, read_npz, read_metrics,
-                 progress=True):
+                 progress=True, log_sae=None):
         self.cfg, self.graphdef, self.params, self.run_dir = cfg, graphdef, params, Path(run_dir)
         self.write_npz, self.write_text, self.progress = write_npz, write_text, progress
         self.read_npz, self.read_metrics = read_npz, read_metrics
+        self.log_sae = log_sae   # variant -> on_log for its training rows (metrics.jsonl, phase "sae"), or None
         self.W = np.asarray(params["W"][...], np.float64)
         self.audits: list[dict] = []
 
@@ -121,14 +129,21 @@ class Stage:
     def train(self) -> dict:
         cfg = self.cfg
         scale = T.activation_scale(cfg, self.graphdef, self.params)
-        trained, evaluation = {}, {}
+        trained, evaluation, bench = {}, {}, []
         for v in cfg.sae.variants:
-            trained[v] = T.train_variant(cfg, self.graphdef, self.params, v, scale, progress=self.progress)
-            evaluation[v] = T.evaluate(cfg, self.graphdef, trained[v])
+            on_log = self.log_sae(v) if self.log_sae is not None else None
+            trained[v] = T.train_variant(cfg, self.graphdef, self.params, v, scale, progress=self.progress, on_log=on_log)
+            if cfg.sae.synthbench:   # the SynthSAEBench protocol's scores replace the default recovery rows
+                evaluation[v], rows = SB.evaluate(cfg, self.graphdef, self.W, trained[v])
+                bench += [r | {"index": len(bench) + i} for i, r in enumerate(rows)]
+            else:
+                evaluation[v] = T.evaluate(cfg, self.graphdef, trained[v])
         self.arrays = dictionary.to_arrays(trained, evaluation, scale, T.kmax(cfg), cfg.sae.bandwidth)
         self.write_npz(self.run_dir / "weights_sae.npz", **self.arrays)
-        self.rows = sae_rows(cfg, self.W, trained, evaluation)
-        return {**self._layer(),"variants": list(cfg.sae.variants), "dict_sizes": list(cfg.sae.sizes(cfg.data.n_features)),
+        self.rows = mark_selected(cfg, bench) if cfg.sae.synthbench else sae_rows(cfg, self.W, trained, evaluation)
+        extra = {"synthbench": {"best": SB.best_rows(self.rows), "seeds": cfg.sae.seeds,
+                                "chance_draws": cfg.sae.chance_draws}} if cfg.sae.synthbench else {}
+        return {**self._layer(), **extra,"variants": list(cfg.sae.variants), "dict_sizes": list(cfg.sae.sizes(cfg.data.n_features)),
                 "steps": cfg.sae.steps, "train_seconds": {v: round(t.seconds, 3) for v, t in trained.items()},
                 "activation_scale": np.asarray(scale).tolist(), "best": best_by_variant(self.rows),
                 "mcc": [r["mcc"] for r in self.rows], "instances": self.rows}

@@ -2,7 +2,9 @@
 
 Per variant of ``[sae]`` one compiled sweep of :func:`toymodels.core.engine.fit`, whose instances are
 
-    s = (model · n_sizes + size) · n_sparsities + sparsity              (:class:`SAEPlan`)
+    s = ((model · n_sizes + size) · n_sparsities + sparsity) · n_seeds + seed      (:class:`SAEPlan`)
+
+(``sae.seeds = 1``, the default, is the grid without a seed axis; an instance's init key is fold_in(·, s)).
 
 Each instance's objective draws x from its pretrained model's data distribution (the run's sampler,
 fresh every step), computes the frozen model's hidden activation h = hidden(x) (W x for the tied models),
@@ -46,13 +48,30 @@ SCALE_BATCH = 16_384    # samples that fix each model's activation scale c
 @dataclass(frozen=True)
 class SAEPlan:
     """Which SAE instance is what, for one variant: instance s trains on model ``model[s]`` with ``size[s]``
-    latents (of ``L``, the largest size) and sparsity setting ``sparsity[s]``."""
+    latents (of ``L``, the largest size), sparsity setting ``sparsity[s]`` and init seed ``seed[s]``;
+    ``position[s]``: its index in the variant's full grid (its init key; differs from s only when
+    :func:`train_variant` trains a subset)."""
 
     variant: str
     model: np.ndarray
     size: np.ndarray
     sparsity: np.ndarray
     L: int
+    seed: np.ndarray | None = None
+    position: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = len(self.model)
+        if self.seed is None:
+            object.__setattr__(self, "seed", np.zeros(n, np.int64))
+        if self.position is None:
+            object.__setattr__(self, "position", np.arange(n))
+
+    def subset(self, idx) -> SAEPlan:
+        """The instances ``idx`` of this plan (their positions kept)."""
+        idx = np.asarray(idx, np.int64)
+        return SAEPlan(self.variant, self.model[idx], self.size[idx], self.sparsity[idx], self.L, self.seed[idx],
+                       self.position[idx])
 
     @property
     def n(self) -> int:
@@ -60,14 +79,15 @@ class SAEPlan:
 
 
 def make_plan(cfg: Config, variant: str, models=None) -> SAEPlan:
-    """Every (model, dictionary size, sparsity) of ``cfg.sae`` for ``variant`` (``models``: which pretrained
-    instances; default all)."""
+    """Every (model, dictionary size, sparsity, seed) of ``cfg.sae`` for ``variant`` (``models``: which
+    pretrained instances; default all)."""
     sizes = cfg.sae.sizes(cfg.data.n_features)
     sp = cfg.sae.sparsities(variant)
     models = np.arange(cfg.n_inst) if models is None else np.asarray(models)
-    grid = np.stack(np.meshgrid(models, np.arange(len(sizes)), np.arange(len(sp)), indexing="ij"), -1).reshape(-1, 3)
+    axes = (models, np.arange(len(sizes)), np.arange(len(sp)), np.arange(cfg.sae.seeds))
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 4)
     return SAEPlan(variant, grid[:, 0], np.asarray(sizes)[grid[:, 1]], np.asarray(sp, np.float64)[grid[:, 2]],
-                   int(max(sizes)))
+                   int(max(sizes)), grid[:, 3])
 
 
 def root_key(cfg: Config) -> jax.Array:
@@ -159,11 +179,15 @@ class Trained:
 
 
 def train_variant(cfg: Config, graphdef, params, variant: str, scale=None, *, models=None, on_log=None,
-                  progress=True, layer: int | None = None) -> Trained:
+                  progress=True, layer: int | None = None, instances=None) -> Trained:
     """Train every SAE of ``variant`` (:func:`make_plan`) in one compiled sweep of the engine, on the
-    activations at ``layer`` (None: ``W``'s layer; ``scale`` must be that layer's)."""
+    activations at ``layer`` (None: ``W``'s layer; ``scale`` must be that layer's). ``instances``: train only
+    these positions of the grid (each with the init, data and masks it has in the full sweep), e.g. one SAE
+    alone to compare it with the vmapped sweep."""
     sc = cfg.sae
     plan = make_plan(cfg, variant, models)
+    if instances is not None:
+        plan = plan.subset(instances)
     scale = activation_scale(cfg, graphdef, params, layer) if scale is None else scale
     inst = instance_arrays(cfg, plan, params, scale)
     root = root_key(cfg)
@@ -171,7 +195,7 @@ def train_variant(cfg: Config, graphdef, params, variant: str, scale=None, *, mo
     k_init = jax.random.fold_in(jax.random.fold_in(root, 0), S.VARIANTS.index(variant))
     k_data = jax.random.fold_in(root, 1)
     sae_params = jax.vmap(lambda i: S.init_params(jax.random.fold_in(k_init, i), d, plan.L, sc.threshold_init))(
-        jnp.arange(plan.n))
+        jnp.asarray(plan.position))
     until = int(sc.revive_until * sc.steps)
     tx = S.revive(optax.adam(sc.lr), sc.revive_after, until, sc.threshold_init, jax.random.fold_in(root, 3))
     # the data stream of instance s is its model's: every SAE of one model sees the same activations
@@ -185,17 +209,17 @@ def train_variant(cfg: Config, graphdef, params, variant: str, scale=None, *, mo
     return Trained(plan, state.params, np.asarray(state.opt_state.revived), time.perf_counter() - t, inst, layer)
 
 
-def evaluate(cfg: Config, graphdef, trained: Trained) -> dict[str, np.ndarray]:
-    """Per SAE instance, on a fixed evaluation batch of ``sae.eval_batch_size`` samples of its model
-    (the same batch for every SAE of one model): ``explained_variance``, ``l0``, ``l0_nonempty``, ``fired``
-    (L,) bool, ``mean_code`` (L,) mean code when active, ``threshold`` (BatchTopK's inference θ; 0
-    otherwise), ``directions`` (L, d) unit decoder directions, ``bias`` (d,) b_dec (normalised units)."""
+def eval_fn(cfg: Config, graphdef, trained: Trained, detect: bool = False):
+    """``one(params, inst, model_index[, best]) -> dict`` of :func:`evaluate` for one SAE instance. With
+    ``detect``, it also takes ``best`` (L,) (each latent's true feature) and returns the detection counts
+    ``tp``, ``fp``, ``fn`` (L,): on the evaluation batch, latent i fires (f_i > 0) with / without its feature
+    x_best(i) > 0 active, or its feature is active while it is silent (:mod:`.synthbench`)."""
     sample = tdata.make_sampler(dataclasses.replace(cfg.data, batch_size=cfg.sae.eval_batch_size))
     key = jax.random.fold_in(root_key(cfg), 2)
     hidden_t, k, eps = hidden_t_fn(cfg, graphdef, trained.layer), kmax(cfg), cfg.sae.bandwidth
     variant = trained.plan.variant
 
-    def one(p, inst, m):
+    def one(p, inst, m, best=None):
         x = sample(jax.random.fold_in(jax.random.fold_in(key, 1), m), inst["feature_probability"])
         ht = hidden_t(inst["model"], x) * inst["scale"]
         if variant in S.THRESHOLDED:
@@ -208,13 +232,27 @@ def evaluate(cfg: Config, graphdef, trained: Trained) -> dict[str, np.ndarray]:
         nonempty = jnp.sum(ht**2, axis=0) > 0
         n_active = active.sum(0)
         dirs = S.directions(p, variant)
-        return {"explained_variance": 1.0 - err / jnp.maximum(var, 1e-12), "l0": n_active.mean(),
-                "l0_nonempty": jnp.sum(n_active * nonempty) / jnp.maximum(nonempty.sum(), 1),
-                "fired": active.any(1) & (inst["mask"] > 0),
-                "mean_code": jnp.sum(f, 1) / jnp.maximum(active.sum(1), 1), "threshold": thr,
-                "directions": dirs / jnp.maximum(jnp.linalg.norm(dirs, axis=1, keepdims=True), S.EPS),
-                "bias": p["b_dec"]}
+        out = {"explained_variance": 1.0 - err / jnp.maximum(var, 1e-12), "l0": n_active.mean(),
+               "l0_nonempty": jnp.sum(n_active * nonempty) / jnp.maximum(nonempty.sum(), 1),
+               "fired": active.any(1) & (inst["mask"] > 0),
+               "mean_code": jnp.sum(f, 1) / jnp.maximum(active.sum(1), 1), "threshold": thr,
+               "directions": dirs / jnp.maximum(jnp.linalg.norm(dirs, axis=1, keepdims=True), S.EPS),
+               "bias": p["b_dec"]}
+        if detect:   # (L, B): latent i's feature active in sample b
+            truth = jnp.take(x, best, axis=1).T > 0
+            out |= {"tp": jnp.sum(active & truth, 1), "fp": jnp.sum(active & ~truth, 1),
+                    "fn": jnp.sum(~active & truth, 1)}
+        return out
 
+    return one
+
+
+def evaluate(cfg: Config, graphdef, trained: Trained) -> dict[str, np.ndarray]:
+    """Per SAE instance, on a fixed evaluation batch of ``sae.eval_batch_size`` samples of its model
+    (the same batch for every SAE of one model): ``explained_variance``, ``l0``, ``l0_nonempty``, ``fired``
+    (L,) bool, ``mean_code`` (L,) mean code when active, ``threshold`` (BatchTopK's inference θ; 0
+    otherwise), ``directions`` (L, d) unit decoder directions, ``bias`` (d,) b_dec (normalised units)."""
+    one = eval_fn(cfg, graphdef, trained)
     out = jax.jit(jax.vmap(one))(trained.params, trained.inst, jnp.asarray(trained.plan.model))
     return {k: np.asarray(v) for k, v in out.items()}
 

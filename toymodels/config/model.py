@@ -7,6 +7,11 @@ Single-layer TMS models (``d_hidden`` is the bottleneck width m):
 * ``relu_hidden``  x' = ReLU(Wᵀ ReLU(W x) + b_final)   (TMS §Privileged Basis)
 * ``abs_computation`` y' = ReLU(W_out ReLU(W x) + b_final), untied (§Computation in Superposition)
 
+``init``: ``xavier_normal`` (per instance), ``notebook`` (the TMS notebook's), or ``unit``: every column W_i
+is a uniformly random unit vector of R^m (SynthSAEBench's feature directions, before its orthogonalisation
+steps). With ``train.steps = 0`` the model then *is* planted random geometry whose true directions are known
+exactly (the ``synthsae-16k`` preset).
+
 Beyond one layer (:mod:`toymodels.core.deep`, :mod:`toymodels.core.residual`, :mod:`toymodels.core.moe`):
 
 * ``deep``  a stack of ``n_layers`` TMS bottlenecks, x_l = σ(W_lᵀW_l x_{l-1} + b_l), the last σ a ReLU;
@@ -27,7 +32,8 @@ from typing import Literal
 from .checks import check, check_choice, check_int, default_of
 
 MODEL_KINDS = ("relu_output", "linear", "relu_hidden", "abs_computation", "deep", "residual_mlp", "moe")
-INITS = ("xavier_normal", "notebook")
+INITS = ("xavier_normal", "notebook", "unit")
+UNIT_INIT_KINDS = ("relu_output", "linear", "relu_hidden")   # kinds whose W columns are the feature directions
 LAYER_ACTIVATIONS = ("relu", "linear")
 ROUTES = ("learned", "same", "different")
 # kinds whose function a rotation of the hidden space leaves unchanged (the lab's orientation axis;
@@ -55,7 +61,7 @@ class ModelConfig:
     kind: Literal["relu_output", "linear", "relu_hidden", "abs_computation", "deep", "residual_mlp",
                   "moe"] = "relu_output"
     d_hidden: int = 2
-    init: Literal["xavier_normal", "notebook"] = "xavier_normal"
+    init: Literal["xavier_normal", "notebook", "unit"] = "xavier_normal"
     n_layers: int = 1
     plant_layer: int = 1
     layer_activation: Literal["relu", "linear"] = "relu"
@@ -69,6 +75,8 @@ class ModelConfig:
         check_choice("model.kind", self.kind, MODEL_KINDS)
         check_int("model.d_hidden", self.d_hidden, 1, 100_000)
         check_choice("model.init", self.init, INITS)
+        check(self.init != "unit" or self.kind in UNIT_INIT_KINDS, "model.init", self.init,
+              f"'unit' plants random unit feature directions in W; it needs model.kind in ({', '.join(UNIT_INIT_KINDS)})")
         check_int("model.n_layers", self.n_layers, 1, 64)
         check_int("model.plant_layer", self.plant_layer, 1, 64)
         check(self.plant_layer <= self.n_layers, "model.plant_layer", self.plant_layer,

@@ -60,6 +60,12 @@ class SAEConfig:
     * dead latents: a latent that has not fired for ``revive_after`` steps is re-initialised (resampled) to
       a random direction, during the first ``revive_until`` fraction of training (``revive_after = 0``:
       never). Latents that never fire on the evaluation batch are reported as dead.
+    * ``seeds``: SAEs per (model, size, sparsity), differing in their init only (same activations): the
+      grid is model × size × sparsity × seed, one compiled sweep per variant.
+    * ``synthbench``: score every SAE by the SynthSAEBench protocol (:mod:`toymodels.audit.synthbench`: MCC over
+      the matched pairs, detection precision / recall / F1, uniqueness, beside a random dictionary's) instead
+      of the default recovery rows; ``chance_draws`` random dictionaries per (model, width) give its chance
+      levels (each costs one Hungarian matching per convention: ~1–5 s at 4096 × 16,384).
     * ``bandwidth`` (ε) and ``threshold_init`` (θ₀) of JumpReLU's straight-through estimator, in units of
       the normalised activations (E‖h‖² = d_hidden).
     """
@@ -80,6 +86,9 @@ class SAEConfig:
     revive_until: float = 0.5
     bandwidth: float = 0.05
     threshold_init: float = 0.1
+    seeds: int = 1
+    synthbench: bool = False
+    chance_draws: int = 200
 
     def __post_init__(self):
         for f in ("variants", "dict_sizes", "l1", "l0", "k", "batch_k"):
@@ -103,6 +112,9 @@ class SAEConfig:
         check_float("sae.revive_until", self.revive_until, 0.0, 1.0)
         check_float("sae.bandwidth", self.bandwidth, 0.0, 100.0, lo_open=True)
         check_float("sae.threshold_init", self.threshold_init, 0.0, 100.0, lo_open=True)
+        check_int("sae.seeds", self.seeds, 1, 10_000)
+        check(isinstance(self.synthbench, bool), "sae.synthbench", self.synthbench, "must be true or false")
+        check_int("sae.chance_draws", self.chance_draws, 1, 100_000)
 
     def sizes(self, n_features: int) -> tuple[int, ...]:
         """The dictionary sizes: ``dict_sizes``, or (2 n_features,) when it is empty."""

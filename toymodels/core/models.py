@@ -50,12 +50,15 @@ def init_std(kind: str, n_features: int, d_hidden: int, n_inst: int = 1) -> floa
     * ``xavier_normal``: per instance, std = sqrt(2 / (n + m)) (Glorot, untruncated).
     * ``notebook``: what torch's ``xavier_normal_`` gives on the notebook's (n_inst, n, m) tensor,
       std = sqrt(2 / (m (n + n_inst))), which depends on the number of instances.
+    * ``unit``: 1; :func:`init_instances` then scales every column of W to unit length (uniform on the sphere).
     """
     if kind == "xavier_normal":
         return math.sqrt(2.0 / (n_features + d_hidden))
     if kind == "notebook":
         return math.sqrt(2.0 / (d_hidden * (n_features + n_inst)))
-    raise ValueError(f"model.init={kind!r}: must be xavier_normal or notebook")
+    if kind == "unit":   # normal columns, normalised to unit length in init_instances
+        return 1.0
+    raise ValueError(f"model.init={kind!r}: must be xavier_normal, notebook or unit")
 
 
 class _TiedModel(nnx.Module):
@@ -180,7 +183,11 @@ def init_instances(model_cfg, n_features: int, n_inst: int, key: jax.Array):
     std = init_std(model_cfg.init, n_features, model_cfg.d_hidden, n_inst)
 
     def one(k):
-        return nnx.split(build(model_cfg, n_features, std=std, rngs=nnx.Rngs(params=k)))[1]
+        state = nnx.split(build(model_cfg, n_features, std=std, rngs=nnx.Rngs(params=k)))[1]
+        if model_cfg.init == "unit":   # W_i = g_i / ‖g_i‖, g_i ~ N(0, I_m): uniform on the unit sphere
+            W = state["W"][...]
+            state["W"] = state["W"].replace(W / jnp.linalg.norm(W, axis=0, keepdims=True))
+        return state
 
     graphdef = nnx.split(build(model_cfg, n_features, std=std, rngs=nnx.Rngs(params=0)))[0]
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_inst))
