@@ -17,8 +17,8 @@ Workloads (TMS ReLU-output model, batch 1024, AdamW lr 1e-3 wd 0.01, fresh data 
 
 And one fine-tuning workload (Adam lr 1e-3, no weight decay, batch 1024, fresh data every step):
 
-* ``finetune``: ``toymodels run analogy-15deg``'s fine-tuning: 4 pretrained 5 -> 2 models (p = 0.05,
-  importance (3, 3.3, 1, 1, 1)) x 4 regimes (narrow/target, narrow/all, full/target, full/all) = 16
+* ``finetune``: ``toymodels run analogy-15deg``'s fine-tuning: 10 pretrained 5 -> 2 models (p = 0.05,
+  importance (3, 3.3, 1, 1, 1)) x 4 regimes (narrow/target, narrow/all, full/target, full/all) = 40
   instances, target "helpful" amplified by gamma = 2. The toymodels side is ``lab_ft.prepare`` -> ``engine.fit`` with the preset's chunk size
   (50), from planted, untrained pretrained models (``planting.init_params``; the values do not change
   the work). Only ``fit``'s chunks are timed: the amplification probe that ``lab_ft.finetune`` runs at
@@ -272,7 +272,8 @@ def check_same_finetune(cfg, prep, tw: dict) -> None:
         "target": np.array_equal(plan.target, np.full(plan.n_ft, tw["target"])),
         "regimes (name, data, loss scope)": [(r.name, r.data, r.loss_scope) for r in plan.regimes]
         == [tuple(r) for r in tw["regimes"]],
-        **{f"inst[{k!r}]": np.allclose(np.asarray(prep.inst[k]), arrays[k].numpy(), rtol=1e-6)
+        **{f"inst[{k!r}]": np.shape(prep.inst[k]) == tuple(arrays[k].shape)
+           and np.allclose(np.asarray(prep.inst[k]), arrays[k].numpy(), rtol=1e-6)
            for k in ("feature_probability", "present", "out_scale", "loss_weight")},
         "objective, optimiser, lr, weight decay, schedule, trainable, batch":
         (ft.objective, ft.optimizer, ft.lr, ft.weight_decay, ft.schedule, ft.trainable, ft.batch_size)

@@ -231,11 +231,11 @@ WORKLOADS = {
               "feature_probability": (20.0 ** -torch.linspace(0, 1, 100))[:, None]},
 }
 
-# finetune (analogy-15deg): 4 pretrained models of 5 -> 2 (p = 0.05; importance 3 and 3.3 for the helpful and
-# toxic pair, 1 for the three benign features) x the 4 REGIMES = 16 instances; target feature 0 ("helpful"),
+# finetune (analogy-15deg): 10 pretrained models of 5 -> 2 (p = 0.05; importance 3 and 3.3 for the helpful and
+# toxic pair, 1 for the three benign features) x the 4 REGIMES = 40 instances; target feature 0 ("helpful"),
 # gamma 2. Keys are bench_torch_finetune's arguments.
 FINETUNE_WORKLOADS = {
-    "finetune": {"n_pre": 4, "n_features": 5, "d_hidden": 2, "target": 0, "gamma": 2.0,
+    "finetune": {"n_pre": 10, "n_features": 5, "d_hidden": 2, "target": 0, "gamma": 2.0,
                  "feature_probability": 0.05, "importance": torch.tensor([3.0, 3.3, 1.0, 1.0, 1.0]),
                  "regimes": REGIMES},
 }

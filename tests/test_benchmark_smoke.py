@@ -35,8 +35,8 @@ def test_quick_benchmark_prints_ratio_json_last():
     assert all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in ratios.values())
     assert 0 < ratios["scale_16k_peak_fraction"] < 1.5  # a fraction of the same run's measured peak
     assert "instance-steps/s" in proc.stdout and "GFLOP/s" in proc.stdout and "compile" in proc.stdout
-    # the fine-tuning workload is analogy-15deg's: 4 pretrained models x 4 regimes, fit's chunks only
-    assert "== finetune: 16x(5->2) = 4 pretrained x 4 regimes (analogy-15deg)" in proc.stdout
+    # the fine-tuning workload is analogy-15deg's: 10 pretrained models x 4 regimes, fit's chunks only
+    assert "== finetune: 40x(5->2) = 10 pretrained x 4 regimes (analogy-15deg)" in proc.stdout
     assert "probe at chunk boundaries is not timed" in proc.stdout
     assert "== scale_16k: 1x(16384->768)" in proc.stdout and "samples/s" in proc.stdout
 
