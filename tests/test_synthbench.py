@@ -147,3 +147,14 @@ def test_preset_default_is_small_and_the_documented_overrides_are_the_protocol()
     # ~25 features active per sample in both (the benchmark's L0 at width 4096)
     for cfg in (small, full):
         assert 24 < float(np.sum(cfg.feature_probability()[0])) < 27
+
+
+def test_headline_averages_over_seeds_and_picks_no_sae_by_its_truth_score():
+    row = lambda seed, mcc: {"variant": "batch_topk", "dict_size": 8, "sparsity": 2.0, "seed": seed,
+                             **{k: mcc for k in SB.HEADLINE},
+                             "chance": {"mcc_abs": {"mean": 0.1, "p95": 0.12}, "mcc": {"mean": 0.09, "p95": 0.1},
+                                        "f1": 0.01, "explained_variance": 0.0}}
+    out = SB.by_config([row(0, 0.2), row(1, 0.6), row(2, 0.4)])
+    assert len(out) == 1 and out[0]["n_saes"] == 3
+    assert out[0]["mcc_abs"] == {"mean": pytest.approx(0.4, abs=1e-12), "min": 0.2, "max": 0.6}
+    assert out[0]["chance"]["mcc_abs"] == pytest.approx(0.1, abs=1e-12)

@@ -141,7 +141,7 @@ class Stage:
         self.arrays = dictionary.to_arrays(trained, evaluation, scale, T.kmax(cfg), cfg.sae.bandwidth)
         self.write_npz(self.run_dir / "weights_sae.npz", **self.arrays)
         self.rows = mark_selected(cfg, bench) if cfg.sae.synthbench else sae_rows(cfg, self.W, trained, evaluation)
-        extra = {"synthbench": {"best": SB.best_rows(self.rows), "seeds": cfg.sae.seeds,
+        extra = {"synthbench": {"by_config": SB.by_config(self.rows), "seeds": cfg.sae.seeds,
                                 "chance_draws": cfg.sae.chance_draws}} if cfg.sae.synthbench else {}
         return {**self._layer(), **extra,"variants": list(cfg.sae.variants), "dict_sizes": list(cfg.sae.sizes(cfg.data.n_features)),
                 "steps": cfg.sae.steps, "train_seconds": {v: round(t.seconds, 3) for v, t in trained.items()},

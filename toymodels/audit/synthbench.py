@@ -153,14 +153,24 @@ def _dist(values) -> dict:
     return {"mean": float(np.mean(values)), "p95": float(np.quantile(values, 0.95))}
 
 
-def best_rows(rows: list[dict]) -> dict:
-    """Per variant, the SAE with the highest benchmark MCC (``mcc_abs``; uses the truth) beside its chance:
-    the headline of ``summary["sae"]["synthbench"]``."""
-    out = {}
-    for v in dict.fromkeys(r["variant"] for r in rows):
-        r = max((r for r in rows if r["variant"] == v), key=lambda r: (r["mcc_abs"], -r["index"]))
-        out[v] = {k: r[k] for k in ("index", "dict_size", "sparsity", "seed", "mcc_abs", "mcc", "f1", "precision",
-                                     "recall", "uniqueness", "l0", "explained_variance", "dead")} | {
-            "chance_mcc_abs": r["chance"]["mcc_abs"], "chance_mcc": r["chance"]["mcc"], "chance_f1": r["chance"]["f1"],
-            "chance_explained_variance": r["chance"]["explained_variance"]}
+HEADLINE = ("mcc_abs", "mcc", "f1", "precision", "recall", "uniqueness", "l0", "explained_variance", "dead")
+
+
+def by_config(rows: list[dict]) -> list[dict]:
+    """The headline of ``summary["sae"]["synthbench"]``: per variant, width and k, every score's mean over the
+    SAEs of that configuration (its seeds and models) with its min and max, beside the chance mean. No SAE is
+    picked by its score against the true directions (that would select on the ground truth)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["variant"], r["dict_size"], r["sparsity"]), []).append(r)
+    out = []
+    for (v, size, k), rs in groups.items():
+        entry = {"variant": v, "dict_size": size, "sparsity": k, "n_saes": len(rs)}
+        for key in HEADLINE:
+            vals = [float(r[key]) for r in rs]
+            entry[key] = {"mean": float(np.mean(vals)), "min": min(vals), "max": max(vals)}
+        entry["chance"] = {key: float(np.mean([r["chance"][key]["mean"] if isinstance(r["chance"][key], dict)
+                                                else r["chance"][key] for r in rs]))
+                           for key in ("mcc_abs", "mcc", "f1", "explained_variance")}
+        out.append(entry)
     return out
