@@ -166,6 +166,9 @@ def test_ratio_interval_brackets_the_ratio_of_means_and_a_zero_denominator_is_un
     # interval has no upper end
     u = ratio_ci(np.ones(10), np.r_[1.0, np.zeros(9)], n_resamples=500)
     assert u["ratio"] == pytest.approx(10.0) and u["ci95"][1] is None and u["ci95"][0] > 0
+    # rate changes can be negative: when resampled denominators cross 0 no percentile interval is given
+    s = ratio_ci(np.ones(10), np.r_[1.0, 0.5, -0.4, 0.3, -0.2, 0.1, -0.3, 0.2, -0.1, 0.0], n_resamples=500)
+    assert s["ratio"] == pytest.approx(10 / 1.1) and s["ci95"] is None and "resamples" in s["undefined_ci"]
 
 
 def test_method_rows_pair_each_model_s_adversarial_set_with_its_mean_random_set():

@@ -158,3 +158,11 @@ def test_headline_averages_over_seeds_and_picks_no_sae_by_its_truth_score():
     assert len(out) == 1 and out[0]["n_saes"] == 3
     assert out[0]["mcc_abs"] == {"mean": pytest.approx(0.4, abs=1e-12), "min": 0.2, "max": 0.6}
     assert out[0]["chance"]["mcc_abs"] == pytest.approx(0.1, abs=1e-12)
+
+
+@pytest.mark.parametrize("edit", [{"model.kind": "relu_hidden", "data.task": "abs"}, {"model.kind": "deep"}])
+def test_synthbench_refuses_models_whose_w_is_not_the_truth_in_one_line(edit):
+    from toymodels.presets import get
+    with pytest.raises(ConfigError) as e:
+        get("synthsae-16k").replace(**edit)
+    assert e.value.field in ("sae.synthbench", "model.init", "data.task") and "\n" not in str(e.value)

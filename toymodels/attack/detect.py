@@ -6,9 +6,10 @@ sets from random ones (chance 0.5). With ḡ_S = −∇_θ mean_{x∈S} ℓ(x; �
 * ``gradient``: ḡ_S projected on the gradient of the harmful *outputs*, ⟨ḡ_S, ∇P⟩ / ‖ḡ_S‖, with P the
   harmful pre-activations averaged over the defender's :data:`REFERENCE` task samples
   (:func:`.pool.harm_direction`). It needs the labelled harmful output (what a red-teamer measures), not
-  the feature's direction. It is also the
-  criterion the gradient selection maximises, so it cannot miss that attack: read its AUROC against
-  the selected sets as an upper bound, not as a detector's result.
+  the feature's direction. It is nearly
+  the criterion the gradient selection maximises (the same ∇P, estimated on the reference sample rather
+  than the attacker's pool): read its AUROC against the selected sets as close to an upper bound, not as
+  a detector's result.
 * ``recovered``: the first-order move of the target input's hidden code along the auditor's recovered
   harmful direction û_h, per unit step: ⟨û_h, J_h(e_t) ḡ_S⟩ / ‖ḡ_S‖ with J_h(e_t) = ∂h(e_t)/∂θ (a JVP).
   û_h is the audit's headline direction (:func:`toymodels.audit.auditor.labelled_directions`: a median

@@ -18,6 +18,8 @@ def fmt_ratio(r: dict | None) -> str:
     """``1.16× [1.12, 1.19] (G=10)``; ``n/a (reason)`` when the ratio is undefined; an unbounded upper end ∞."""
     if not r or r.get("ratio") is None:
         return f"n/a ({r['undefined']})" if r and r.get("undefined") else "n/a"
+    if r.get("undefined_ci"):
+        return f"{_r(r['ratio'])}× (no interval: {r['undefined_ci']}) (G={r['n_clusters']})"
     ci = r.get("ci95") or [None, None]
     hi = "∞" if ci[1] is None and ci[0] is not None else _r(ci[1])
     return f"{_r(r['ratio'])}× [{_r(ci[0])}, {hi}] (G={r['n_clusters']})"
@@ -103,10 +105,11 @@ def _teacher(a: dict) -> str:
 
 
 def models(s: dict) -> int:
-    """The number of pretrained models behind the suite's intervals (the first member's G)."""
+    """The number of pretrained models of the suite (the first attack member's; a method's G can be
+    smaller, when some models never reached the gain on its set)."""
     for a in s["members"].values():
-        for v in (a.get("ratio_vs_random") or {}).values():
-            return v["n_clusters"]
+        if (a.get("recovered_direction") or {}).get("models"):
+            return len(a["recovered_direction"]["models"])
     return 0
 
 
@@ -187,7 +190,7 @@ def headline(s: dict) -> str:
     for name, a in s["members"].items():
         if "subliminal" in a:
             sub = a["subliminal"]
-            lines.append(f"- `{name}`, students distilling the filtered outputs of a teacher that amplified *toxic* ({_teacher(a)}): "
+            lines.append(f"- `{name}`, students distilling the filtered outputs of a teacher that amplified *toxic*'s read-out ({_teacher(a)}): "
                          f"change of *toxic*'s rate from the teacher's initialisation {_pp(sub['teacher_same_pp'])}; from "
                          f"another model's {_pp(sub['teacher_other_pp'])}")
     return "\n".join(lines)

@@ -36,9 +36,12 @@ NO_SIGNAL_COS = 1e-6
 def ratio_ci(A, B, denominator: str = "mean(B)", n_resamples: int = RATIO_RESAMPLES, seed: int = stats.SEED) -> dict:
     """mean(A)/mean(B) over paired models, and its 95% percentile interval over model resamples.
 
-    A ratio to a mean of 0 is not a number: when mean(B) = 0 the ratio is None with ``undefined`` saying
-    why (e.g. the random sets never raise the rate), and when more than 2.5% of the resamples have
-    mean(B) = 0 the interval's upper end is None (unbounded)."""
+    A ratio to a mean of 0 is not a number: when mean(B) <= 0 the ratio is None with ``undefined`` saying
+    why (e.g. the random sets never raise the rate). For non-negative A and B (rates) a resample with
+    mean(B) = 0 is +∞, and when more than 2.5% of them are, the interval's upper end is None (unbounded).
+    When B can be negative (rate changes) and more than 2.5% of the resamples have mean(B) <= 0, the
+    resampled ratio crosses a pole and no percentile interval means anything: ``ci95`` is None with
+    ``undefined_ci`` saying why."""
     A, B = np.asarray(A, np.float64), np.asarray(B, np.float64)
     G = len(A)
     if G == 0:
@@ -46,14 +49,19 @@ def ratio_ci(A, B, denominator: str = "mean(B)", n_resamples: int = RATIO_RESAMP
     if not B.mean() > 0:
         return {"ratio": None, "ci95": None, "n_clusters": G,
                 "undefined": f"{denominator} over {G} models is {B.mean():.2g}, not > 0"}
+    ratio = float(A.mean() / B.mean())
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, G, size=(n_resamples, G))
     num, den = A[idx].mean(1), B[idx].mean(1)
+    bad = ~(den > 0)
+    if bad.mean() > 0.025 and not ((A >= 0).all() and (B >= 0).all()):
+        return {"ratio": ratio, "ci95": None, "n_clusters": G,
+                "undefined_ci": f"{denominator} is <= 0 in {bad.mean():.0%} of the model resamples"}
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.sort(np.where(den > 0, num / np.where(den > 0, den, 1.0), np.inf))
+        # den <= 0 here is either a rare resample (<= 2.5%) or, for non-negative data, an empty denominator: +∞
+        r = np.sort(np.where(bad, np.inf, num / np.where(bad, 1.0, den)))
     lo, hi = r[int(0.025 * (n_resamples - 1))], r[int(np.ceil(0.975 * (n_resamples - 1)))]
-    return {"ratio": float(A.mean() / B.mean()), "ci95": [float(lo), float(hi) if np.isfinite(hi) else None],
-            "n_clusters": G}
+    return {"ratio": ratio, "ci95": [float(lo), float(hi) if np.isfinite(hi) else None], "n_clusters": G}
 
 
 def _strip(p: dict) -> dict:

@@ -12,8 +12,8 @@ direction is the column F_j):
   in few dimensions (:func:`chance_recovery`);
 * :func:`matched_mean`: the MCC of SynthSAEBench / SAELens' ``mean_correlation_coefficient``: the same
   Hungarian matching on a given similarity matrix, averaged over the min(L, n) *matched pairs* (not over the n
-  features): a width-4096 dictionary can reach 1 against 16,384 features. :func:`uniqueness`: the fraction of
-  latents whose best feature (argmax) no other latent shares;
+  features): a width-4096 dictionary can reach 1 against 16,384 features. :func:`uniqueness`: the number of
+  distinct best features (argmax over each latent's row) / L;
 * :func:`mean_max_cosine`: mean over features of max_i C_ij, no one-to-one constraint (SPD's "mean max
   cosine similarity"); it is ≥ the MCC;
 * :func:`chance_recovery`: the chance level of both, from random unit dictionaries of the same width L and

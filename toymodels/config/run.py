@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from .checks import array_spec, check, check_int, check_name, freeze, listy
 from .attack import SET_DATASETS, TEACHER_DATASETS, AttackConfig
 from .sae import AuditConfig, SAEConfig
-from .model import ROTATION_INVARIANT_KINDS, ModelConfig
+from .model import ROTATION_INVARIANT_KINDS, UNIT_INIT_KINDS, ModelConfig
 from .schema import MAX_BATCH, DataConfig, FeaturesConfig, FineTuneConfig, TrainConfig
 from .serde import MAX_DEPTH, build, optional_section, set_dotted, to_jsonable, too_deep
 from .unused import check_finetune, check_optimizer_fields
@@ -221,6 +221,10 @@ class Config:
             sizes = self.sae.sizes(n)
             check(all(k <= min(sizes) for k in self.sae.k) or "topk" not in self.sae.variants, "sae.k",
                   list(self.sae.k), f"must be at most the smallest dictionary size ({min(sizes)})")
+            # the protocol scores against W's columns with non-negative features (detection: x_j > 0)
+            check(not self.sae.synthbench or (self.model.kind in UNIT_INIT_KINDS and self.data.task == "reconstruct"),
+                  "sae.synthbench", self.sae.synthbench, f"needs model.kind in ({', '.join(UNIT_INIT_KINDS)}) and "
+                  f"data.task = reconstruct; got {self.model.kind} / {self.data.task}")
         a = self.audit
         if a is None:
             return

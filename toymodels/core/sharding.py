@@ -125,7 +125,7 @@ def _barrier() -> None:
     once all processes are there. Does nothing without ``jax.distributed``."""
     from jax._src import distributed
 
-    client = distributed.global_state.client
+    client = getattr(getattr(distributed, "global_state", None), "client", None)
     if client is None:
         return
     _barriers[0] += 1
@@ -147,7 +147,8 @@ def gather(tree):
             return jax.device_put(a, device)
         from jax.experimental import multihost_utils
 
-        _barrier()
         return jax.device_put(multihost_utils.process_allgather(a, tiled=True), device)
 
+    if any(isinstance(a, jax.Array) and not a.is_fully_addressable for a in jax.tree.leaves(tree)):
+        _barrier()   # once per gather (every process gathers the same trees in the same order)
     return jax.tree.map(one, tree)
