@@ -61,8 +61,8 @@ def suite_summary(members) -> tuple[dict, str]:
             if rd.get("models"):
                 lines.append(f"- the auditor's recovered harmful direction found toxic (within {rd['models'][0]['found_deg']:g}°) "
                              f"in {rd['found']:.0%} of {len(rd['models'])} models (a random direction: {rd['chance']:.1%})")
-            if _no_signal(a):
-                lines.append(f"- {_no_signal(a)}")
+            if weak := _no_signal(a):
+                lines.append(f"- {weak}")
             for m, dets in a["auroc"].items():
                 for d, v in dets.items():
                     ci = v["ci95"] or [float("nan")] * 2
@@ -130,8 +130,8 @@ def results_block(s: dict, source: str = "results/adversarial/summary.json") -> 
                            f"{fmt_ratio(v.get('spill_ratio'))} | {v['models_not_at_gain']} |")
     weak: dict[str, list[str]] = {}   # one sentence per set of models, with every member it applies to
     for name, a in mem.items():
-        if _no_signal(a):
-            weak.setdefault(_no_signal(a), []).append(f"`{name}`")
+        if w := _no_signal(a):
+            weak.setdefault(w, []).append(f"`{name}`")
     out += [""] + [f"- {', '.join(names)}: {w}." for w, names in weak.items()] if weak else []
     defended = [(name, c) for name, a in mem.items() for c in a.get("cells", []) if c.get("against_undefended")]
     if defended:
@@ -185,8 +185,8 @@ def headline(s: dict) -> str:
             det = "; detection AUROC " + ", ".join(f"{d} {dets[d]['auroc']:.2f}{low(dets[d])}" for d in a["detectors"] if d in dets)
             lines.append(f"- `{name}`, {m} set: `ratio_vs_random` {fmt_ratio(v)}; adversarial − random change of the "
                          f"rate {_pp(v['difference_pp'])}{det if dets else ''}")
-        if _no_signal(a):
-            lines.append(f"- `{name}`: {_no_signal(a)}")
+        if weak := _no_signal(a):
+            lines.append(f"- `{name}`: {weak}")
     for name, a in s["members"].items():
         if "subliminal" in a:
             sub = a["subliminal"]

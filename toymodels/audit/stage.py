@@ -143,7 +143,7 @@ class Stage:
         self.rows = mark_selected(cfg, bench) if cfg.sae.synthbench else sae_rows(cfg, self.W, trained, evaluation)
         extra = {"synthbench": {"by_config": SB.by_config(self.rows), "seeds": cfg.sae.seeds,
                                 "chance_draws": cfg.sae.chance_draws}} if cfg.sae.synthbench else {}
-        return {**self._layer(), **extra,"variants": list(cfg.sae.variants), "dict_sizes": list(cfg.sae.sizes(cfg.data.n_features)),
+        return {**self._layer(), **extra, "variants": list(cfg.sae.variants), "dict_sizes": list(cfg.sae.sizes(cfg.data.n_features)),
                 "steps": cfg.sae.steps, "train_seconds": {v: round(t.seconds, 3) for v, t in trained.items()},
                 "activation_scale": np.asarray(scale).tolist(), "best": best_by_variant(self.rows),
                 "mcc": [r["mcc"] for r in self.rows], "instances": self.rows}
